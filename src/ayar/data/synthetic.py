@@ -1,0 +1,91 @@
+"""A seeded generator of instruction records with verifiable answers, in Turkish and English.
+
+The quickstart needs data that exists offline and whose answers can be checked exactly;
+no library ships such a set in both languages, so the project writes its own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+TR_MONTHS = ["Ocak", "Şubat", "Mart", "Nisan", "Mayıs", "Haziran", "Temmuz", "Ağustos", "Eylül", "Ekim",
+             "Kasım", "Aralık"]
+EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+             "October", "November", "December"]
+
+TR_WORDS = ["istanbul", "ırmak", "ılık", "işçi", "kitap", "çiçek", "ağaç", "güneş", "şeker", "ılgın",
+            "iğne", "kırmızı", "yıldız", "bilgisayar", "öğrenci", "üzüm", "dağ", "deniz", "ışık", "izmir",
+            "sınıf", "kalem", "pencere", "kapı", "masa", "defter", "okul", "bahçe", "köprü", "çay"]
+EN_WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music",
+            "planet", "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter",
+            "spring", "summer", "autumn", "bottle", "candle", "dragon", "friend", "guitar", "hammer", "jacket"]
+
+_TR_UPPER = str.maketrans({"i": "İ", "ı": "I"})
+
+
+def turkish_upper(text: str) -> str:
+    """Upper-case with Turkish rules: i→İ and ı→I (str.upper() maps i→I, which is wrong in Turkish)."""
+    return text.translate(_TR_UPPER).upper()
+
+
+def _add(rng: random.Random, lang: str) -> dict[str, str]:
+    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    if lang == "tr":
+        return {"instruction": "İki sayıyı topla.", "input": f"{a} + {b}", "output": str(a + b)}
+    return {"instruction": "Add the two numbers.", "input": f"{a} + {b}", "output": str(a + b)}
+
+
+def _reverse(rng: random.Random, lang: str) -> dict[str, str]:
+    word = rng.choice(TR_WORDS if lang == "tr" else EN_WORDS)
+    instruction = "Kelimeyi tersten yaz." if lang == "tr" else "Write the word backwards."
+    return {"instruction": instruction, "input": word, "output": word[::-1]}
+
+
+def _upper(rng: random.Random, lang: str) -> dict[str, str]:
+    if lang == "tr":
+        word = rng.choice(TR_WORDS)
+        return {"instruction": "Kelimeyi büyük harfle yaz.", "input": word, "output": turkish_upper(word)}
+    word = rng.choice(EN_WORDS)
+    return {"instruction": "Write the word in capital letters.", "input": word, "output": word.upper()}
+
+
+def _date(rng: random.Random, lang: str) -> dict[str, str]:
+    year, month, day = rng.randint(1990, 2030), rng.randint(1, 12), rng.randint(1, 28)
+    iso = f"{year:04d}-{month:02d}-{day:02d}"
+    if lang == "tr":
+        return {"instruction": "Tarihi yazıyla yaz.", "input": iso, "output": f"{day} {TR_MONTHS[month - 1]} {year}"}
+    return {"instruction": "Write the date in words.", "input": iso, "output": f"{EN_MONTHS[month - 1]} {day}, {year}"}
+
+
+TASKS: dict[str, Callable[[random.Random, str], dict[str, str]]] = {
+    "add": _add,
+    "reverse": _reverse,
+    "upper": _upper,
+    "date": _date,
+}
+
+
+def generate_records(num_records: int, seed: int, languages: list[str], tasks: list[str]) -> Iterator[dict]:
+    """Yield alpaca records (instruction, input, output) plus id, task and lang; deterministic for a seed."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {sorted(TASKS)}")
+    rng = random.Random(seed)
+    for index in range(num_records):
+        task, lang = rng.choice(tasks), rng.choice(languages)
+        record = TASKS[task](rng, lang)
+        yield {"id": f"syn-{index:06d}", "task": task, "lang": lang, **record}
+
+
+def write_jsonl(records: Iterator[dict] | list[dict], path: Path) -> int:
+    """Write records as UTF-8 JSON lines; return how many were written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count

@@ -1,0 +1,55 @@
+"""Batched generation with the tokenizer's saved chat template and configurable decoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ayar.data.templates import render_prompt
+from ayar.recipe import EvalConfig
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """The text up to the first stop string."""
+    cut = len(text)
+    for stop in stops:
+        index = text.find(stop)
+        if stop and index != -1:
+            cut = min(cut, index)
+    return text[:cut]
+
+
+@torch.inference_mode()
+def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, seed: int = 0) -> list[str]:
+    """Complete each prompt text; returns only the new text, cut at stop strings."""
+    model.eval()
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), cfg.batch_size):
+            batch = tokenizer(prompts[start : start + cfg.batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(model.device)
+            if cfg.do_sample:
+                torch.manual_seed(seed + start)
+            new = model.generate(
+                **batch,
+                max_new_tokens=cfg.max_new_tokens,
+                do_sample=cfg.do_sample,
+                temperature=cfg.temperature if cfg.do_sample else None,
+                top_p=cfg.top_p if cfg.do_sample else None,
+                top_k=cfg.top_k if cfg.do_sample else None,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )[:, batch["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            outputs += [cut_at_stop(t, cfg.stop) for t in texts]
+    finally:
+        tokenizer.padding_side = padding_side
+    return outputs
+
+
+def generate_chat(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], cfg: EvalConfig) -> list[str]:
+    """Generate the assistant's reply to each conversation, formatted with the saved chat template."""
+    return generate(model, tokenizer, [render_prompt(tokenizer, c) for c in conversations], cfg)

@@ -1,0 +1,74 @@
+"""LoRA and DoRA through peft: low-rank adapters on chosen linear layers, the base frozen."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from peft import LoraConfig, TaskType, get_peft_model
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import PreTrainedModel
+
+from ayar.methods import register
+from ayar.methods.base import Method
+
+PEFT_TASK_TYPES = {
+    "causal_lm": TaskType.CAUSAL_LM,
+    "classification": TaskType.SEQ_CLS,
+    "seq2seq": TaskType.SEQ_2_SEQ_LM,
+}
+
+
+class LoraParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1, description="Rank of the update matrices.")
+    alpha: float = Field(16, gt=0, description="Scaling: the update is multiplied by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear", "auto"] = Field(
+        "auto", description="Module names to adapt; 'auto' uses peft's choice for the architecture."
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: list[str] | None = Field(None, description="Extra modules trained fully (e.g. a new head).")
+
+
+def target_modules_for(model: PreTrainedModel, choice: list[str] | str) -> list[str] | str:
+    """peft's default target modules for the architecture, else every linear layer."""
+    if choice != "auto":
+        return choice
+    model_type = getattr(model.config, "model_type", "")
+    return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, "all-linear")
+
+
+def lora_config(model: PreTrainedModel, task: str, params: LoraParams, use_dora: bool) -> LoraConfig:
+    """The peft LoraConfig for a recipe's parameters."""
+    return LoraConfig(
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.dropout,
+        target_modules=target_modules_for(model, params.target_modules),
+        bias=params.bias,
+        modules_to_save=params.modules_to_save,
+        task_type=PEFT_TASK_TYPES[task],
+        use_dora=use_dora,
+    )
+
+
+@register
+class Lora(Method):
+    name = "lora"
+    summary = "Low-rank adapters on a frozen base: the default; little memory, small files, fast."
+    params_model = LoraParams
+    is_adapter = True
+    use_dora = False
+
+    def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
+        return get_peft_model(model, lora_config(model, task, self.params, self.use_dora))
+
+
+@register
+class Dora(Lora):
+    name = "dora"
+    summary = "LoRA with a learned magnitude per weight column (DoRA): closer to full fine-tuning at low rank."
+    use_dora = True

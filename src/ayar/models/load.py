@@ -1,0 +1,90 @@
+"""Load models and tokenizers by hub id or local folder, with clear messages when that fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from ayar.errors import AyarError, UsageError
+
+AUTO_CLASSES = {
+    "causal_lm": AutoModelForCausalLM,
+    "classification": AutoModelForSequenceClassification,
+    "seq2seq": AutoModelForSeq2SeqLM,
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+def _explain(name: str, exc: Exception) -> AyarError:
+    """Turn a loading failure into one line the user can act on."""
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return UsageError(
+            f"model '{name}' ships its own code; it runs only if the recipe sets "
+            "model.trust_remote_code: true (do that only for code you trust)"
+        )
+    if not Path(name).exists() and ("connect" in text.lower() or "offline" in text.lower()
+                                     or "not found" in text.lower() or "does not appear" in text.lower()
+                                     or "couldn't" in text.lower() or "repository" in text.lower()):
+        return UsageError(
+            f"model '{name}' is not a local folder and could not be fetched from the hub (no network or "
+            "not cached); pass a local model folder as model.name_or_path"
+        )
+    return AyarError(f"could not load model '{name}': {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
+    """A fast tokenizer with a pad token (the EOS token when the model has none)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise _explain(name, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str,
+    task: str = "causal_lm",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    dtype: str = "float32",
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """Load a model for a task through its Auto class; safetensors only."""
+    auto = AUTO_CLASSES[task]
+    try:
+        return auto.from_pretrained(
+            name, trust_remote_code=trust_remote_code, revision=revision, dtype=DTYPES[dtype],
+            use_safetensors=True, **kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        raise _explain(name, exc) from None
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True for a peft adapter folder (adapter_config.json, no full weights needed)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a full model folder or a peft adapter folder (its base is loaded first)."""
+    from peft import PeftConfig, PeftModel
+
+    path = Path(path)
+    tokenizer = load_tokenizer(str(path), trust_remote_code)
+    if not is_adapter_dir(path):
+        return load_model(str(path), task, trust_remote_code), tokenizer
+    base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    base = load_model(base_name, task, trust_remote_code)
+    return PeftModel.from_pretrained(base, str(path)), tokenizer

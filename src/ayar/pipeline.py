@@ -1,0 +1,112 @@
+"""The stages of a recipe, each a function a Python user can call: pretrain → prepare → train → eval.
+
+Every stage reads and writes the run folder ``<run.output_dir>/<run.name>/``:
+``recipe.yaml``, ``metrics.json``, ``pretrain/``, ``data/``, ``model/``, ``checkpoints/``, ``tb/``,
+``loss_curve.png``, ``samples.jsonl`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ayar.data.prepare import PreparedData, prepare
+from ayar.errors import UsageError
+from ayar.recipe import Recipe, dump_recipe
+
+
+def run_dir_for(recipe: Recipe) -> Path:
+    """The run folder, created on first use, with the resolved recipe written into it."""
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_recipe(recipe, run_dir / "recipe.yaml")
+    return run_dir
+
+
+def update_metrics(run_dir: Path, section: str, values: Any) -> dict[str, Any]:
+    """Merge one section into metrics.json and return the whole file's content."""
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    metrics[section] = values
+    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    return metrics
+
+
+def base_model_path(recipe: Recipe) -> str:
+    """The model to fine-tune: the recipe's model, or the one this recipe pretrained."""
+    if recipe.model.name_or_path:
+        return recipe.model.name_or_path
+    path = recipe.run_dir / "pretrain" / "model"
+    if not (path / "config.json").is_file():
+        raise UsageError(f"no pretrained base model at {path}: run `ayar pretrain` first or set model.name_or_path")
+    return str(path)
+
+
+def stage_pretrain(recipe: Recipe) -> Path:
+    """Pretrain the from-scratch base model; returns its folder."""
+    from ayar.models.pretrain import pretrain
+
+    run_dir = run_dir_for(recipe)
+    result = pretrain(recipe.pretrain, run_dir / "pretrain", recipe.run.seed)
+    update_metrics(run_dir, "pretrain", {"final_loss": result.final_loss, "steps": result.steps,
+                                         "windows": result.windows, "corpus_tokens": result.tokens_in_corpus,
+                                         "wall_time_s": result.wall_time_s})
+    return result.model_dir
+
+
+def stage_prepare(recipe: Recipe) -> PreparedData:
+    """Prepare the recipe's data into run_dir/data."""
+    run_dir = run_dir_for(recipe)
+    prepared = prepare(recipe.data, run_dir / "data", recipe.run.seed)
+    print(f"prepare: splits {prepared.counts}")
+    return prepared
+
+
+def prepared_data(recipe: Recipe) -> PreparedData:
+    """The prepared data of this run; a clear error when `ayar prepare` has not run."""
+    prepared = PreparedData(recipe.run_dir / "data")
+    if not prepared.split_path("train").is_file():
+        raise UsageError(f"no prepared data in {prepared.root}: run `ayar prepare` first")
+    return prepared
+
+
+def stage_train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune the base model; returns the train figures written to metrics.json."""
+    from ayar.eval.report import plot_loss
+    from ayar.train.engine import train
+
+    run_dir = run_dir_for(recipe)
+    result = train(recipe, base_model_path(recipe), prepared_data(recipe), run_dir, resume=resume)
+    plot_loss(result.loss_history, run_dir / "loss_curve.png")
+    summary = result.summary()
+    update_metrics(run_dir, "train", summary)
+    return summary
+
+
+def stage_eval(recipe: Recipe) -> dict[str, Any]:
+    """Evaluate base and tuned model on the held-out split; writes metrics.json and report.md."""
+    from ayar.eval.evaluate import evaluate
+    from ayar.eval.report import write_report
+
+    run_dir = run_dir_for(recipe)
+    tuned = run_dir / "model"
+    if not tuned.is_dir():
+        raise UsageError(f"no trained model in {tuned}: run `ayar train` first")
+    results = evaluate(recipe, tuned, base_model_path(recipe), prepared_data(recipe), run_dir)
+    metrics = update_metrics(run_dir, "eval", results)
+    write_report(run_dir, metrics, recipe.run.name)
+    return results
+
+
+def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
+    """Every stage of the recipe in order; returns metrics.json's content."""
+    if recipe.pretrain.enabled and not recipe.model.name_or_path:
+        if resume and (recipe.run_dir / "pretrain" / "model" / "config.json").is_file():
+            print("pretrain: reusing the pretrained base model of this run")
+        else:
+            stage_pretrain(recipe)
+    stage_prepare(recipe)
+    stage_train(recipe, resume=resume)
+    stage_eval(recipe)
+    return json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))

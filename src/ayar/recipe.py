@@ -1,0 +1,382 @@
+"""The recipe: one YAML file, validated by this pydantic schema.
+
+Defaults live here and only here (a method's own hyperparameters live in its module in
+``ayar.methods``, so that adding a method touches no other file). Precedence is
+defaults < YAML < ``--set dotted.key=value``. Unknown keys fail with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ayar.errors import UsageError
+
+Task = Literal["causal_lm", "classification", "seq2seq"]
+DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference"]
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = Field("run", description="Run name; the run folder is <output_dir>/<name>.")
+    output_dir: Path = Field(Path("runs"), description="Root folder for run folders.")
+    seed: int = Field(42, description="Global seed for Python, NumPy, torch and data order.")
+    overwrite: bool = Field(True, description="Reuse an existing run folder of the same name.")
+    carbon: bool = Field(False, description="Track energy and CO2 with codecarbon's offline tracker.")
+    country_iso_code: str = Field("TUR", description="Country for codecarbon's carbon intensity.")
+
+
+class TokenizerTrainConfig(Section):
+    vocab_size: int = Field(4096, ge=300, description="Byte-level BPE vocabulary size.")
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
+
+
+class ScratchModelConfig(Section):
+    architecture: Literal["llama", "gpt2"] = Field("llama", description="Config family built with from_config.")
+    hidden_size: int = Field(256, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(688, ge=8)
+    context_length: int = Field(256, ge=16, description="Maximum positions of the model.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ScratchModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class PretrainConfig(Section):
+    """Pretrain a small base model from scratch (tokenizer and weights)."""
+
+    enabled: bool = Field(False, description="Run the pretraining stage; its model becomes the base model.")
+    corpus: str = Field(
+        "pydoc_topics",
+        description="'pydoc_topics' (CPython's own documentation text, offline) or a path to a .txt file/folder.",
+    )
+    tokenizer: TokenizerTrainConfig = Field(default_factory=TokenizerTrainConfig)
+    model: ScratchModelConfig = Field(default_factory=ScratchModelConfig)
+    window: int = Field(128, ge=8, description="Tokens per training window.")
+    stride: int = Field(96, ge=1, description="Step between window starts (window - stride tokens overlap).")
+    max_steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="auto: bf16 autocast where supported.")
+
+
+class ModelConfig(Section):
+    name_or_path: str | None = Field(
+        None, description="Hub id or local folder. Empty: the model from the pretrain stage of this recipe."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    num_labels: int | None = Field(None, ge=2, description="Classification: number of labels (inferred if empty).")
+
+
+class InputConfig(Section):
+    path: str = Field(description="File, folder, or hub dataset name.")
+    format: DataFormat | None = Field(None, description="Record shape; defaults to data.format.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map the shape's field names to your columns, e.g. {instruction: talimat}."
+    )
+    weight: float = Field(1.0, gt=0, description="Sampling weight when mixing several inputs.")
+    split: str | None = Field(None, description="Hub datasets: which split to read.")
+
+
+class SyntheticConfig(Section):
+    """The project's own seeded instruction generator with verifiable answers (TR + EN)."""
+
+    num_records: int = Field(2000, ge=10)
+    languages: list[Literal["tr", "en"]] = Field(default_factory=lambda: ["tr", "en"])
+    tasks: list[str] = Field(
+        default_factory=lambda: ["add", "reverse", "upper", "date"],
+        description="Subset of: add, reverse, upper, date.",
+    )
+
+
+class CleanConfig(Section):
+    unicode_nfc: bool = True
+    fix_mojibake: bool = True
+    strip_control: bool = True
+    normalize_whitespace: bool = True
+    strip_html: bool = False
+    lowercase: bool = Field(False, description="Language-aware lower-casing (Turkish I/ı, İ/i).")
+    language: Literal["tr", "en"] | None = Field(None, description="Default language; a record's 'lang' wins.")
+
+
+class FilterConfig(Section):
+    min_chars: int = Field(1, ge=0)
+    max_chars: int = Field(100_000, ge=1)
+    min_tokens: int = Field(0, ge=0, description="Minimum tokens with the target model's tokenizer.")
+    max_tokens: int | None = Field(None, ge=1)
+    max_repeated_line_ratio: float = Field(0.5, ge=0, le=1)
+    max_repeated_ngram_ratio: float = Field(0.5, ge=0, le=1)
+    ngram_size: int = Field(3, ge=1)
+    max_symbol_ratio: float = Field(0.5, ge=0)
+    drop_empty_response: bool = True
+
+
+class DedupConfig(Section):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity for near duplicates.")
+    num_perm: int = Field(128, ge=16)
+    shingle: Literal["word", "char"] = "word"
+    ngram: int = Field(3, ge=1, description="Shingle size (words or characters).")
+
+
+class PiiConfig(Section):
+    enabled: bool = True
+    types: list[Literal["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]
+    )
+
+
+class ConsentConfig(Section):
+    field: str = Field("consent", description="Records whose field is false are dropped.")
+    opt_out_file: Path | None = Field(None, description="File of record ids (one per line) to drop.")
+    id_field: str = "id"
+
+
+class SplitConfig(Section):
+    train: float = Field(0.8, ge=0, le=1)
+    validation: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int | None = Field(None, description="Split seed; defaults to run.seed.")
+    stratify_by: str | None = Field(None, description="Field to stratify by (classification: 'label').")
+    group_by: str | None = Field(None, description="Field whose records must stay in one split.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
+        return self
+
+
+class DataConfig(Section):
+    inputs: list[InputConfig] = Field(default_factory=list, description="Files to read; see also 'synthetic'.")
+    synthetic: SyntheticConfig | None = Field(None, description="Generate data instead of reading files.")
+    format: DataFormat = "alpaca"
+    template: str = Field(
+        "auto", description="Chat template: 'auto' (the tokenizer's own, else alpaca), 'alpaca' or 'chatml'."
+    )
+    system_prompt: str | None = None
+    max_length: int = Field(256, ge=8, description="Tokens per example after formatting (longer is truncated).")
+    mask_prompt: bool = Field(True, description="Loss on response tokens only (prompt labels are -100).")
+    strict: bool = Field(False, description="Stop at the first malformed record instead of rejecting it.")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    num_proc: int = Field(1, ge=1, description="Processes for datasets.map.")
+
+
+class MethodConfig(BaseModel):
+    """``name`` picks a method from ``ayar.methods``; the other keys are that method's own parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field("lora", description="Fine-tuning method; see `ayar train --help`.")
+
+    @model_validator(mode="after")
+    def _known_method_and_params(self) -> MethodConfig:
+        from ayar.methods import get_method  # late import: methods import this module
+
+        method = get_method(self.name)
+        try:
+            method.params_model.model_validate(self.params())
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            err = {**err, "loc": ("method", *err["loc"])}
+            raise UsageError(_describe(err, method.params_model)) from None
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The method's own parameters (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Optimizer steps; -1 means use epochs.")
+    batch_size: int = Field(8, ge=1, description="Examples per device per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere. fp16 needs a CUDA GPU."
+    )
+    eval_steps: int | None = Field(None, ge=1, description="Validate every N steps (default: once per epoch).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: at the end).")
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without improvement.")
+    load_best_model_at_end: bool = Field(False, description="Keep the checkpoint with the lowest validation loss.")
+    gradient_checkpointing: bool = False
+    group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+
+
+class EvalConfig(Section):
+    split: Literal["test", "validation"] = "test"
+    compare_base: bool = Field(True, description="Evaluate the base model too, side by side.")
+    max_examples: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    stop: list[str] = Field(default_factory=list)
+    perplexity_stride: int | None = Field(None, ge=1, description="Sliding-window stride for long texts.")
+    exact_match_normalize: list[Literal["strip", "lower", "collapse_whitespace", "strip_punct"]] = Field(
+        default_factory=lambda: ["strip"]
+    )
+    num_samples: int = Field(20, ge=0, description="Examples written to samples.jsonl.")
+
+
+class ExportConfig(Section):
+    format: Literal["hf", "adapter", "gguf"] = "hf"
+    merge: bool = Field(True, description="Merge adapters into the base weights.")
+
+
+class Recipe(Section):
+    """A whole fine-tuning recipe."""
+
+    task: Task = "causal_lm"
+    run: RunConfig = Field(default_factory=RunConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _has_a_model(self) -> Recipe:
+        if self.model.name_or_path is None and not self.pretrain.enabled:
+            raise ValueError("model.name_or_path is empty and pretrain.enabled is false: name a base model")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.output_dir / self.run.name
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def _section_fields(path: tuple[str | int, ...]) -> list[str]:
+    """Valid keys at a location of the schema, for 'did you mean' hints."""
+    model: type[BaseModel] | None = Recipe
+    for part in path[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        model = _first_model(annotation)
+    return list(model.model_fields) if model else []
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found:
+            return found
+    return None
+
+
+def _describe(err: dict[str, Any], params_model: type[BaseModel] | None = None) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+    key = ".".join(str(p) for p in loc) or "recipe"
+    if err["type"] == "extra_forbidden":
+        valid = ["name", *params_model.model_fields] if params_model else _section_fields(loc)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?)" if close else ""
+        return f"unknown recipe key '{key}'{hint}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"recipe key '{key}': {msg}"
+
+
+def validate_recipe(data: dict[str, Any]) -> Recipe:
+    """Validate a recipe dict; a mistake raises UsageError naming the key."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(_describe(exc.errors()[0])) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``dotted.key=value``; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise UsageError(f"--set '{text}' must look like dotted.key=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise UsageError(f"--set '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides onto a raw recipe dict (creating sections as needed)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise UsageError(f"--set '{text}': '{key}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (or start from defaults when path is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"recipe file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UsageError(f"recipe {path} is not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UsageError(f"recipe {path} must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    return validate_recipe(apply_overrides(data, overrides or []))
+
+
+def dump_recipe(recipe: Recipe, path: Path) -> None:
+    """Write the fully resolved recipe (defaults and overrides applied) as YAML."""
+    data = recipe.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
