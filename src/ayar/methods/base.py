@@ -31,9 +31,27 @@ class Method:
         """Freeze, wrap or modify the model before training; return the model to train."""
         return model
 
+    def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
+        """Called once after the model is prepared and before training (e.g. load a teacher)."""
+
     def extra_loss(self, model: torch.nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
-        """An optional term added to the task loss."""
+        """An optional term added to the task loss (a per-batch mean)."""
         return None
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], meta: dict[str, Any], num_items_in_batch: Any
+    ) -> tuple[torch.Tensor, Any] | None:
+        """Replace the task loss entirely: return (loss, outputs), or None to keep the Trainer's loss.
+
+        ``inputs`` are the model's inputs (labels included); ``meta`` holds the batch's other
+        columns, such as ``example_index``. A replaced loss must already be normalised over the
+        accumulated batch when ``num_items_in_batch`` is given, as the Trainer's own loss is.
+        """
+        return None
+
+    def model_inputs_extra(self) -> tuple[str, ...]:
+        """Dataset columns this method needs in ``meta`` (kept by the collator, never passed to the model)."""
+        return ()
 
     def callbacks(self) -> list[TrainerCallback]:
         """Optional Trainer callbacks (schedules such as gradual unfreezing)."""

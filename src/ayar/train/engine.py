@@ -59,16 +59,26 @@ class TrainResult:
         return data
 
 
+META_COLUMNS = ("example_index", "length")  # batch columns kept for methods, never passed to the model
+
+
 class AyarTrainer(Trainer):
-    """Trainer that adds a method's optional extra loss term."""
+    """Trainer that lets a method replace the loss or add a term to it."""
 
     def __init__(self, *args: Any, method: Method, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.method = method
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        meta_names = set(META_COLUMNS) | set(self.method.model_inputs_extra())
+        meta = {k: inputs[k] for k in list(inputs) if k in meta_names}
+        inputs = {k: v for k, v in inputs.items() if k not in meta_names}
+        replaced = self.method.compute_loss(model, inputs, meta, num_items_in_batch) if model.training else None
+        if replaced is not None:
+            loss, outputs = replaced
+            return (loss, outputs) if return_outputs else loss
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        extra = self.method.extra_loss(model, inputs, outputs)
+        extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
         if extra is not None:
             # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
             scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
@@ -111,7 +121,7 @@ def tokenize_split(records: list[dict[str, Any]], tokenizer: Any, recipe: Recipe
         messages = record_to_messages(record, cfg.system_prompt)
         return tokenize_chat(tokenizer, messages, cfg.max_length, cfg.mask_prompt)
 
-    rows = [encode(r) for r in records]
+    rows = [{**encode(r), "example_index": i} for i, r in enumerate(records)]
     dataset = Dataset.from_list(rows)
     return dataset.map(lambda r: {"length": len(r["input_ids"])})
 
