@@ -20,6 +20,7 @@ from transformers import (
     DataCollatorForSeq2Seq,
     EarlyStoppingCallback,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -171,7 +172,14 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, has_eval: 
     )
 
 
-def train(recipe: Recipe, base_model: str, prepared: PreparedData, run_dir: Path, resume: bool = False) -> TrainResult:
+def train(
+    recipe: Recipe,
+    base_model: str,
+    prepared: PreparedData,
+    run_dir: Path,
+    resume: bool = False,
+    extra_callbacks: list[TrainerCallback] | None = None,
+) -> TrainResult:
     """Fine-tune ``base_model`` on the prepared splits with the recipe's method; save into run_dir/model."""
     if recipe.task != "causal_lm":
         raise UsageError(f"task '{recipe.task}' is not supported by this engine yet; use task: causal_lm")
@@ -193,7 +201,7 @@ def train(recipe: Recipe, base_model: str, prepared: PreparedData, run_dir: Path
           f"({100 * trainable / max(total, 1):.2f}%)")
 
     history = LossHistory()
-    callbacks = [history, tensorboard_callback(run_dir / "tb"), *method.callbacks()]
+    callbacks = [history, tensorboard_callback(run_dir / "tb"), *method.callbacks(), *(extra_callbacks or [])]
     if recipe.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping_patience))
     checkpoints = run_dir / "checkpoints"
