@@ -1,0 +1,74 @@
+"""Quality filters: length in characters and tokens, repetition, symbol ratio, empty responses.
+
+:meth:`QualityFilter.reason` names the first rule a record breaks, or returns None to keep it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ayar.recipe import FilterConfig
+
+
+def repeated_line_ratio(text: str) -> float:
+    """Share of non-empty lines that repeat an earlier line."""
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    if len(lines) < 2:
+        return 0.0
+    return 1.0 - len(set(lines)) / len(lines)
+
+
+def repeated_ngram_ratio(text: str, n: int) -> float:
+    """Share of word n-grams that repeat an earlier n-gram."""
+    words = text.split()
+    total = len(words) - n + 1
+    if total < 2:
+        return 0.0
+    grams = {tuple(words[i:i + n]) for i in range(total)}
+    return 1.0 - len(grams) / total
+
+
+def symbol_ratio(text: str) -> float:
+    """Symbols (neither letters, digits nor whitespace) per letter or digit."""
+    alnum = symbols = 0
+    for ch in text:
+        if ch.isalnum():
+            alnum += 1
+        elif not ch.isspace():
+            symbols += 1
+    return symbols / alnum if alnum else float(symbols)
+
+
+class QualityFilter:
+    """The recipe's filters; ``count_tokens`` (the target tokenizer) is needed only for token limits."""
+
+    def __init__(self, cfg: FilterConfig, count_tokens: Callable[[str], int] | None = None) -> None:
+        self.cfg = cfg
+        self.count_tokens = count_tokens
+        self.uses_tokens = cfg.min_tokens > 0 or cfg.max_tokens is not None
+
+    def reason(self, text: str, responses: list[str]) -> str | None:
+        """Why this record is removed (``text``: all its fields; ``responses``: its answers), or None."""
+        cfg = self.cfg
+        if cfg.drop_empty_response and responses is not None and (
+            not responses or any(not r.strip() for r in responses)
+        ):
+            return "empty_response"
+        if len(text) < cfg.min_chars:
+            return "too_short"
+        if len(text) > cfg.max_chars:
+            return "too_long"
+        if self.uses_tokens and self.count_tokens is not None:
+            tokens = self.count_tokens(text)
+            if tokens < cfg.min_tokens:
+                return "too_few_tokens"
+            if cfg.max_tokens is not None and tokens > cfg.max_tokens:
+                return "too_many_tokens"
+        if repeated_line_ratio(text) > cfg.max_repeated_line_ratio:
+            return "repeated_lines"
+        if repeated_ngram_ratio(text, cfg.ngram_size) > cfg.max_repeated_ngram_ratio:
+            return "repeated_ngrams"
+        if symbol_ratio(text) > cfg.max_symbol_ratio:
+            return "symbol_ratio"
+        return None
