@@ -1,0 +1,319 @@
+"""Read records from files and folders, one at a time, and check their shape.
+
+Every reader streams: JSONL line by line, CSV row by row, Parquet and ``save_to_disk`` folders
+in Arrow batches, so a file bigger than memory is never read whole (a JSON array is the one
+exception; use JSONL for big data). A malformed record becomes a :class:`Reject` with its source
+and line number instead of stopping the run. JSONL is read by hand rather than with
+``datasets``' JSON builder because that builder fails the whole file on the first bad line and
+reports no line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ayar.errors import UsageError
+
+FORMATS = ("alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference")
+# Shape -> (required text fields, optional text fields). Text fields must be strings.
+SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alpaca": (("instruction", "output"), ("input",)),
+    "text": (("text",), ()),
+    "classification": (("text",), ()),
+    "seq2seq": (("source", "target"), ()),
+    "preference": (("prompt", "chosen", "rejected"), ()),
+    "messages": ((), ()),
+    "sharegpt": ((), ()),
+}
+RESPONSE_FIELDS = {"alpaca": ("output",), "seq2seq": ("target",), "preference": ("chosen", "rejected")}
+MESSAGE_ROLES = {"system", "user", "assistant", "tool"}
+SHAREGPT_ROLES = {"system", "human", "user", "gpt", "assistant"}
+# Column names used by the seeds' Turkish data, read when the shape's own name is absent.
+TURKISH_ALIASES = {"instruction": "talimat", "input": "girdi", "output": "yanıt", "text": "metin", "label": "etiket"}
+TEXT_SUFFIXES = {".txt"}
+SNIPPET_CHARS = 200
+
+
+@dataclass
+class Reject:
+    """A record that could not be read or has the wrong shape."""
+
+    source: str
+    line: int
+    reason: str
+    raw: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "line": self.line, "reason": self.reason, "raw": self.raw}
+
+
+class RecordError(ValueError):
+    """Why one record does not fit its shape."""
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def _text_field(record: dict[str, Any], name: str, required: bool) -> None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise RecordError(f"missing field '{name}'")
+        return
+    if not isinstance(value, str):
+        raise RecordError(f"field '{name}' must be a string, got {type(value).__name__}")
+
+
+def _turns(record: dict[str, Any], key: str, role_key: str, text_key: str, roles: set[str]) -> None:
+    turns = record.get(key)
+    if turns is None:
+        raise RecordError(f"missing field '{key}'")
+    if not isinstance(turns, list) or not turns:
+        raise RecordError(f"field '{key}' must be a non-empty list")
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise RecordError(f"{key}[{index}] must be an object, got {type(turn).__name__}")
+        if turn.get(role_key) not in roles:
+            raise RecordError(f"{key}[{index}].{role_key} must be one of {sorted(roles)}, got {turn.get(role_key)!r}")
+        if not isinstance(turn.get(text_key), str):
+            raise RecordError(f"{key}[{index}].{text_key} must be a string")
+
+
+def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """Rename mapped columns to the shape's names and check the shape; raise RecordError if wrong."""
+    if not isinstance(record, dict):
+        raise RecordError(f"expected an object, got {type(record).__name__}")
+    if not record:
+        raise RecordError("empty record")
+    for shape_field, column in (columns or {}).items():
+        if column in record and column != shape_field:
+            record[shape_field] = record.pop(column)
+    for shape_field, alias in TURKISH_ALIASES.items():
+        if shape_field not in record and alias in record and alias not in (columns or {}).values():
+            record[shape_field] = record.pop(alias)
+    required, optional = SHAPES[fmt]
+    for name in required:
+        _text_field(record, name, True)
+    for name in optional:
+        _text_field(record, name, False)
+    if fmt == "messages":
+        _turns(record, "messages", "role", "content", MESSAGE_ROLES)
+    elif fmt == "sharegpt":
+        _turns(record, "conversations", "from", "value", SHAREGPT_ROLES)
+    elif fmt == "classification":
+        label = record.get("label")
+        if label is None:
+            raise RecordError("missing field 'label'")
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise RecordError(f"field 'label' must be a string or an integer, got {type(label).__name__}")
+    return record
+
+
+def record_texts(record: dict[str, Any], fmt: str) -> list[str]:
+    """Every text of a record, in a fixed order (the fields that are cleaned, checked and hashed)."""
+    if fmt == "messages":
+        return [m["content"] for m in record["messages"]]
+    if fmt == "sharegpt":
+        return [t["value"] for t in record["conversations"]]
+    required, optional = SHAPES[fmt]
+    return [record.get(name) or "" for name in (*required, *optional)]
+
+
+def response_texts(record: dict[str, Any], fmt: str) -> list[str] | None:
+    """The answers a model learns to give (None for shapes without one: text, classification)."""
+    if fmt == "messages":
+        return [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+    if fmt == "sharegpt":
+        return [t["value"] for t in record["conversations"] if t["from"] in ("gpt", "assistant")]
+    fields = RESPONSE_FIELDS.get(fmt)
+    return None if fields is None else [record.get(name) or "" for name in fields]
+
+
+def map_texts(record: dict[str, Any], fmt: str, fn: Callable[[str], str]) -> None:
+    """Apply ``fn`` to every text of a record, in place."""
+    if fmt in ("messages", "sharegpt"):
+        key, text_key = ("messages", "content") if fmt == "messages" else ("conversations", "value")
+        for turn in record[key]:
+            turn[text_key] = fn(turn[text_key])
+        return
+    required, optional = SHAPES[fmt]
+    for name in (*required, *optional):
+        if isinstance(record.get(name), str):
+            record[name] = fn(record[name])
+
+
+# ---------------------------------------------------------------- readers
+
+Item = tuple[int, Any]  # (line or row number, parsed object) or (line, Reject)
+
+
+def _snippet(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return text.strip()[:SNIPPET_CHARS]
+
+
+def _read_jsonl(path: Path) -> Iterator[Item]:
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield line_no, json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield line_no, Reject(str(path), line_no, f"invalid UTF-8 at byte {exc.start}", _snippet(raw))
+            except json.JSONDecodeError as exc:
+                yield line_no, Reject(str(path), line_no, f"invalid JSON: {exc.msg} (column {exc.colno})",
+                                      _snippet(raw))
+
+
+def _read_json(path: Path) -> Iterator[Item]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # one object per line in a .json file: read it as JSONL
+            yield from _read_jsonl(path)
+            return
+        raise UsageError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: a .json input must hold an array of records, got {type(data).__name__}")
+    yield from enumerate(data, start=1)
+
+
+def _read_csv(path: Path, delimiter: str) -> Iterator[Item]:
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = reader.fieldnames or []
+        for row in reader:
+            line_no = reader.line_num
+            values = [v for v in row.values() if isinstance(v, str)]
+            if any("\udc80" <= ch <= "\udcff" for v in values for ch in v):
+                yield line_no, Reject(str(path), line_no, "invalid UTF-8", _snippet(delimiter.join(values)
+                                      .encode("utf-8", "surrogateescape")))
+            elif None in row or any(v is None for v in row.values()):
+                count = len(values) + len(row.get(None) or [])
+                yield line_no, Reject(str(path), line_no, f"row has {count} fields, header has {len(header)}",
+                                      _snippet(delimiter.join(values)))
+            else:
+                yield line_no, {k: v for k, v in row.items() if k is not None}
+
+
+def _read_parquet(path: Path) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
+
+
+def _read_arrow_folder(path: Path, split: str | None) -> Iterator[Item]:
+    from datasets import DatasetDict, load_from_disk
+
+    data = load_from_disk(str(path))
+    if isinstance(data, DatasetDict):
+        name = split or ("train" if "train" in data else None)
+        if name not in data:
+            raise UsageError(f"{path} holds splits {list(data)}: set the input's split")
+        data = data[name]
+    row = 0
+    for batch in data.iter(batch_size=10_000):
+        for values in zip(*batch.values(), strict=True):
+            row += 1
+            yield row, dict(zip(batch.keys(), values, strict=True))
+
+
+def _read_text(path: Path) -> Iterator[Item]:
+    """Plain text: one record per paragraph (blank-line separated); the line is where it starts."""
+    start, lines = 0, []
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_no, Reject(str(path), line_no, f"invalid UTF-8 at byte {exc.start}", _snippet(raw))
+                continue
+            if line.strip():
+                start = start or line_no
+                lines.append(line)
+            elif lines:
+                yield start, {"text": "".join(lines)}
+                start, lines = 0, []
+    if lines:
+        yield start, {"text": "".join(lines)}
+
+
+def _read_hub(name: str, split: str | None) -> Iterator[Item]:
+    from datasets import load_dataset
+
+    try:
+        data = load_dataset(name, split=split or "train", streaming=True)
+    except Exception as exc:  # offline, unknown name, gated: all one message for the user
+        raise UsageError(f"data input '{name}' is not a file or folder, and the hub dataset failed to load: "
+                         f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    yield from enumerate(data, start=1)
+
+
+def _text_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+
+
+def read_source(path_or_name: str, split: str | None = None) -> tuple[str, Iterator[Item]]:
+    """(kind, items) of one input: a file, a folder (``save_to_disk`` or .txt files) or a hub name."""
+    path = Path(path_or_name)
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            return "arrow", _read_arrow_folder(path, split)
+        files = _text_files(path)
+        if not files:
+            raise UsageError(f"data input folder {path} holds no .txt files and is not a saved dataset")
+        return "text", (item for file in files for item in _read_text(file))
+    if not path.is_file():
+        if "/" in path_or_name and not path.suffix and not path_or_name.startswith((".", "/")):
+            return "hub", _read_hub(path_or_name, split)
+        raise UsageError(f"data input not found: {path}")
+    if path.stat().st_size == 0:
+        raise UsageError(f"data input is empty: {path}")
+    suffix = path.suffix.lower()
+    readers: dict[str, Callable[[], Iterator[Item]]] = {
+        ".jsonl": lambda: _read_jsonl(path),
+        ".ndjson": lambda: _read_jsonl(path),
+        ".json": lambda: _read_json(path),
+        ".csv": lambda: _read_csv(path, ","),
+        ".tsv": lambda: _read_csv(path, "\t"),
+        ".parquet": lambda: _read_parquet(path),
+        ".txt": lambda: _read_text(path),
+    }
+    if suffix not in readers:
+        raise UsageError(f"data input {path}: unknown file type '{suffix}'; use one of {sorted(readers)}")
+    return ("text" if suffix == ".txt" else "records"), readers[suffix]()
+
+
+def iter_records(
+    path_or_name: str, fmt: str, columns: dict[str, str] | None = None, split: str | None = None
+) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
+    """(line, record) for each record of one input, shape-checked; bad ones come as (line, Reject)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown data format '{fmt}'; choose from {', '.join(FORMATS)}")
+    kind, items = read_source(path_or_name, split)
+    if kind == "text" and fmt != "text":
+        raise UsageError(f"data input {path_or_name} is plain text: set its format to 'text', not '{fmt}'")
+    source = str(path_or_name)
+    for line_no, obj in items:
+        if isinstance(obj, Reject):
+            yield line_no, obj
+            continue
+        try:
+            yield line_no, check_shape(obj, fmt, columns)
+        except RecordError as exc:
+            yield line_no, Reject(source, line_no, str(exc), _snippet(json.dumps(obj, ensure_ascii=False,
+                                                                                   default=str)))
