@@ -182,7 +182,12 @@ class DataConfig(Section):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    num_proc: int = Field(1, ge=1, description="Processes for datasets.map.")
+    num_proc: int = Field(1, ge=1, description="Worker processes for cleaning, PII and hashing in prepare.")
+    tokenizer: str | None = Field(
+        None, description="Tokenizer (folder or hub id) for token-length filters and the data card's token statistics."
+    )
+    save_arrow: bool = Field(True, description="Also save each split as a datasets Arrow folder (arrow/<split>).")
+    card_examples: int = Field(3, ge=0, description="Examples shown per removal reason in the data card.")
 
 
 class MethodConfig(BaseModel):
