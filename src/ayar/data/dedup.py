@@ -34,14 +34,16 @@ def exact_key(normalized: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def shingles(normalized: str, kind: str, n: int) -> list[bytes]:
+def shingles(normalized: str, kind: str, n: int) -> list[str]:
     """Word or character n-grams of a text; a text shorter than n is one shingle."""
     if kind == "char":
-        grams = {normalized[i:i + n] for i in range(max(1, len(normalized) - n + 1))}
-    else:
-        words = normalized.split()
-        grams = {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
-    return [g.encode("utf-8") for g in grams]
+        if len(normalized) <= n:
+            return [normalized]
+        return list({normalized[i:i + n] for i in range(len(normalized) - n + 1)})
+    words = normalized.split()
+    if len(words) <= n:
+        return [" ".join(words)]
+    return list({" ".join(gram) for gram in zip(*(words[i:] for i in range(n)), strict=False)})
 
 
 @lru_cache(maxsize=4)
@@ -50,40 +52,36 @@ def _sketch(num_perm: int) -> MinHash:
     return MinHash(num_perm=num_perm, seed=MINHASH_SEED, hashfunc=xxhash.xxh32_intdigest)
 
 
-def minhash_signature(grams: list[bytes], num_perm: int) -> np.ndarray:
+def minhash_signature(grams: list[str], num_perm: int) -> np.ndarray:
     """The MinHash signature (uint32, one value per permutation) of a set of shingles."""
     sketch = _sketch(num_perm)
     sketch.clear()
-    sketch.update_batch(grams)
+    sketch.update_batch([gram.encode("utf-8") for gram in grams])
     return sketch.hashvalues
 
 
-class _Signature:
-    """Just what MinHashLSH reads from a MinHash; avoids rebuilding MinHash objects per record."""
-
-    __slots__ = ("hashvalues",)
-    scheme = "affine32"
-
-    def __init__(self, hashvalues: np.ndarray) -> None:
-        self.hashvalues = hashvalues
-
-    def __len__(self) -> int:
-        return len(self.hashvalues)
-
-
 class Deduplicator:
-    """Remembers the kept records and says whether a new one duplicates one of them."""
+    """Remembers the kept records and says whether a new one duplicates one of them.
+
+    Signatures come from datasketch's MinHash and the bands and rows from its MinHashLSH; the band
+    index itself is a dict per band holding only ints, because datasketch's dict storage keeps a
+    set and a list of byte strings per record (~5 KB each, measured), which at a million records
+    would not fit the 4 GB budget. Here a kept record costs ~1.2 KB plus its signature.
+    """
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
         self.seen: set[int] = set()
-        # datasketch's default weights balance false positives and negatives, which finds only ~40% of
-        # pairs right at the threshold; candidates are verified below, so trade false positives for recall.
-        self.lsh = (
-            MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=LSH_WEIGHTS) if cfg.near else None
-        )
-        self._signatures = np.empty((1024, cfg.num_perm), dtype=np.uint32)
         self._kept = 0
+        self._signatures = np.empty((1024 if cfg.near else 0, cfg.num_perm), dtype=np.uint32)
+        self._tables: list[dict[int, int | list[int]]] = []
+        self._ranges: list[tuple[int, int]] = []
+        if cfg.near:
+            # datasketch's default weights balance false positives and negatives, finding only ~40% of
+            # pairs right at the threshold; candidates are verified, so trade false positives for recall.
+            lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=LSH_WEIGHTS)
+            self._ranges = [(i * lsh.r, (i + 1) * lsh.r) for i in range(lsh.b)]
+            self._tables = [{} for _ in range(lsh.b)]
 
     def keys(self, texts: list[str], lang: str | None) -> tuple[int, np.ndarray | None]:
         """The exact key and (when near-dup is on) MinHash signature of a record's texts."""
@@ -97,14 +95,30 @@ class Deduplicator:
         """'exact_duplicate', 'near_duplicate', or None (then the record is remembered as kept)."""
         if self.cfg.exact and key in self.seen:
             return "exact_duplicate"
-        if signature is not None and self.lsh is not None:
-            sig = _Signature(signature)
-            for other in self.lsh.query(sig):
-                similarity = np.count_nonzero(self._signatures[other] == signature) / self.cfg.num_perm
-                if similarity >= self.cfg.threshold:
+        if signature is not None and self._tables:
+            # Python's bytes hash is per process, which is fine: the index lives in one process only.
+            bands = [hash(signature[start:end].tobytes()) for start, end in self._ranges]
+            candidates: set[int] = set()
+            for table, band in zip(self._tables, bands, strict=True):
+                found = table.get(band)
+                if isinstance(found, list):
+                    candidates.update(found)
+                elif found is not None:
+                    candidates.add(found)
+            if candidates:
+                rows = self._signatures[sorted(candidates)]
+                agree = np.count_nonzero(rows == signature, axis=1).max() / self.cfg.num_perm
+                if agree >= self.cfg.threshold:
                     return "near_duplicate"
-            self._store(signature)
-            self.lsh.insert(self._kept - 1, sig, check_duplication=False)
+            index = self._store(signature)
+            for table, band in zip(self._tables, bands, strict=True):
+                found = table.get(band)
+                if found is None:
+                    table[band] = index
+                elif isinstance(found, list):
+                    found.append(index)
+                else:
+                    table[band] = [found, index]
         if self.cfg.exact:
             self.seen.add(key)
         return None
@@ -113,10 +127,11 @@ class Deduplicator:
         """Keys and admission in one call (for callers without worker processes)."""
         return self.admit(*self.keys(texts, lang))
 
-    def _store(self, signature: np.ndarray) -> None:
+    def _store(self, signature: np.ndarray) -> int:
         if self._kept == len(self._signatures):
             grown = np.empty((2 * len(self._signatures), self.cfg.num_perm), dtype=np.uint32)
             grown[: self._kept] = self._signatures
             self._signatures = grown
         self._signatures[self._kept] = signature
         self._kept += 1
+        return self._kept - 1

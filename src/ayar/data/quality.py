@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from ayar.recipe import FilterConfig
@@ -25,18 +26,18 @@ def repeated_ngram_ratio(text: str, n: int) -> float:
     total = len(words) - n + 1
     if total < 2:
         return 0.0
-    grams = {tuple(words[i:i + n]) for i in range(total)}
-    return 1.0 - len(grams) / total
+    return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total
+
+
+_SYMBOL = re.compile(r"[^\w]|_")
 
 
 def symbol_ratio(text: str) -> float:
     """Symbols (neither letters, digits nor whitespace) per letter or digit."""
-    alnum = symbols = 0
-    for ch in text:
-        if ch.isalnum():
-            alnum += 1
-        elif not ch.isspace():
-            symbols += 1
+    compact = "".join(text.split())
+    # Symbols are few, so matching them (in C) is cheap; a per-character Python loop costs ~100 us a record.
+    symbols = len(_SYMBOL.findall(compact))
+    alnum = len(compact) - symbols
     return symbols / alnum if alnum else float(symbols)
 
 

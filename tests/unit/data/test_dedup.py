@@ -37,7 +37,7 @@ def test_first_of_a_cluster_is_kept() -> None:
     assert dedup.check([base.replace("kelime40", "başka"), "", "cevap"]) == "near_duplicate"
 
 
-def _shingle_set(doc: str) -> set[bytes]:
+def _shingle_set(doc: str) -> set[str]:
     return set(shingles(normalize_for_dedup([doc], None), "word", 3))
 
 
@@ -55,7 +55,7 @@ def test_near_dup_recall_and_precision_on_generated_pairs() -> None:
         half = words[:40] + [rng.choice(vocab) for _ in range(40)]  # a hard negative: Jaccard about 0.3
         docs.append(" ".join(half))
     dedup = Deduplicator(DedupConfig(threshold=0.8))
-    kept: list[set[bytes]] = []
+    kept: list[set[str]] = []
     true_pos = false_pos = false_neg = 0
     for doc in docs:
         grams = _shingle_set(doc)
