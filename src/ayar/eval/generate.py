@@ -20,6 +20,14 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
+def _decoding(cfg: EvalConfig) -> dict[str, Any]:
+    """generate() keyword arguments for the recipe's decoding settings (greedy or sampling)."""
+    return {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
+            "temperature": cfg.temperature if cfg.do_sample else None,
+            "top_p": cfg.top_p if cfg.do_sample else None,
+            "top_k": cfg.top_k if cfg.do_sample else None}
+
+
 @torch.inference_mode()
 def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, seed: int = 0) -> list[str]:
     """Complete each prompt text; returns only the new text, cut at stop strings."""
@@ -34,14 +42,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, se
             if cfg.do_sample:
                 torch.manual_seed(seed + start)
             new = model.generate(
-                **batch,
-                max_new_tokens=cfg.max_new_tokens,
-                do_sample=cfg.do_sample,
-                temperature=cfg.temperature if cfg.do_sample else None,
-                top_p=cfg.top_p if cfg.do_sample else None,
-                top_k=cfg.top_k if cfg.do_sample else None,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                **batch, **_decoding(cfg), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
             )[:, batch["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             outputs += [cut_at_stop(t, cfg.stop) for t in texts]
@@ -53,3 +54,19 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, se
 def generate_chat(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], cfg: EvalConfig) -> list[str]:
     """Generate the assistant's reply to each conversation, formatted with the saved chat template."""
     return generate(model, tokenizer, [render_prompt(tokenizer, c) for c in conversations], cfg)
+
+
+@torch.inference_mode()
+def generate_seq2seq(model: Any, tokenizer: Any, sources: list[str], cfg: EvalConfig, max_length: int,
+                     seed: int = 0) -> list[str]:
+    """Decode a target for each source with an encoder-decoder model, batched."""
+    model.eval()
+    outputs: list[str] = []
+    for start in range(0, len(sources), cfg.batch_size):
+        batch = tokenizer(sources[start : start + cfg.batch_size], return_tensors="pt", padding=True,
+                          truncation=True, max_length=max_length).to(model.device)
+        if cfg.do_sample:
+            torch.manual_seed(seed + start)
+        new = model.generate(**batch, **_decoding(cfg))
+        outputs += [cut_at_stop(t, cfg.stop) for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return outputs

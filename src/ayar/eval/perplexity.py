@@ -44,7 +44,7 @@ def perplexity(model: Any, examples: list[dict[str, list[int]]], context: int, s
     """Perplexity over all labelled tokens of the examples (token-weighted, not averaged per example)."""
     model.eval()
     total_nll, total_tokens = 0.0, 0
-    per_example = []
+    per_example, per_example_tokens = [], []
     for example in examples:
         pieces = sliding_window_pieces(example["input_ids"], example["labels"], context, stride or context)
         nll, count = 0.0, 0
@@ -52,7 +52,8 @@ def perplexity(model: Any, examples: list[dict[str, list[int]]], context: int, s
             piece_nll, piece_count = _nll_sum(model, ids, labels)
             nll, count = nll + piece_nll, count + piece_count
         per_example.append(nll / count if count else math.nan)
+        per_example_tokens.append(count)
         total_nll, total_tokens = total_nll + nll, total_tokens + count
     mean_nll = total_nll / total_tokens if total_tokens else math.nan
     return {"perplexity": math.exp(mean_nll), "nll": mean_nll, "tokens": total_tokens,
-            "per_example_nll": per_example}
+            "per_example_nll": per_example, "per_example_tokens": per_example_tokens}
