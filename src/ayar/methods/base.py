@@ -6,7 +6,9 @@ from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+
+from ayar.errors import UsageError
 
 
 class NoParams(BaseModel):
@@ -26,6 +28,16 @@ class Method:
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = self.params_model.model_validate(params or {})
+
+    def preflight(self, task: str) -> None:
+        """Check the task and the machine before anything is loaded; raise UsageError if they cannot work."""
+        if task not in self.tasks:
+            raise UsageError(f"method '{self.name}' does not support task '{task}'; it supports: "
+                             f"{', '.join(self.tasks)}")
+
+    def model_load_kwargs(self, task: str) -> dict[str, Any]:
+        """Extra keyword arguments for ``from_pretrained`` (e.g. a quantization config)."""
+        return {}
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         """Freeze, wrap or modify the model before training; return the model to train."""
@@ -56,6 +68,26 @@ class Method:
     def callbacks(self) -> list[TrainerCallback]:
         """Optional Trainer callbacks (schedules such as gradual unfreezing)."""
         return []
+
+    def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
+        """Optimizer param groups (per-group ``lr``, ``weight_decay``), or None for the Trainer's own.
+
+        A method that unfreezes weights during training must list them here from the start:
+        the Trainer's default optimizer leaves out every weight frozen at creation.
+        """
+        return None
+
+
+def method_optimizer(method: Method, model: torch.nn.Module, args: TrainingArguments) -> torch.optim.Optimizer | None:
+    """The optimizer the recipe's ``optim`` names, over the method's param groups; None if it has none.
+
+    A Trainer subclass calls this from ``create_optimizer`` before falling back to the default.
+    """
+    groups = method.param_groups(model, args.learning_rate, args.weight_decay)
+    if groups is None:
+        return None
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls(groups, **kwargs)  # each group's lr and weight_decay win over the defaults
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -10,8 +10,10 @@ from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel
 
+from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
+from ayar.methods.structure import task_head_names
 
 PEFT_TASK_TYPES = {
     "causal_lm": TaskType.CAUSAL_LM,
@@ -30,7 +32,9 @@ class LoraParams(BaseModel):
         "auto", description="Module names to adapt; 'auto' uses peft's choice for the architecture."
     )
     bias: Literal["none", "all", "lora_only"] = "none"
-    modules_to_save: list[str] | None = Field(None, description="Extra modules trained fully (e.g. a new head).")
+    modules_to_save: list[str] | None = Field(
+        None, description="Extra modules trained fully; empty: the new task head for classification."
+    )
 
 
 def target_modules_for(model: PreTrainedModel, choice: list[str] | str) -> list[str] | str:
@@ -41,6 +45,23 @@ def target_modules_for(model: PreTrainedModel, choice: list[str] | str) -> list[
     return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, "all-linear")
 
 
+def modules_to_save_for(model: PreTrainedModel, task: str, choice: list[str] | None) -> list[str] | None:
+    """The recipe's list, else the new head of a classifier (peft alone knows only 'classifier' and 'score')."""
+    if choice is not None or task != "classification":
+        return choice
+    return task_head_names(model) or None
+
+
+def wrap_peft(model: PreTrainedModel, config: object, method: str) -> torch.nn.Module:
+    """``get_peft_model`` with peft's refusals (architecture, task) turned into one clear UsageError."""
+    try:
+        return get_peft_model(model, config)  # type: ignore[arg-type]
+    except (ValueError, TypeError, NotImplementedError, KeyError, AttributeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"method '{method}' cannot wrap {type(model).__name__} "
+                         f"({getattr(model.config, 'model_type', '?')}): {first}") from None
+
+
 def lora_config(model: PreTrainedModel, task: str, params: LoraParams, use_dora: bool) -> LoraConfig:
     """The peft LoraConfig for a recipe's parameters."""
     return LoraConfig(
@@ -49,7 +70,7 @@ def lora_config(model: PreTrainedModel, task: str, params: LoraParams, use_dora:
         lora_dropout=params.dropout,
         target_modules=target_modules_for(model, params.target_modules),
         bias=params.bias,
-        modules_to_save=params.modules_to_save,
+        modules_to_save=modules_to_save_for(model, task, params.modules_to_save),
         task_type=PEFT_TASK_TYPES[task],
         use_dora=use_dora,
     )
@@ -64,7 +85,7 @@ class Lora(Method):
     use_dora = False
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
-        return get_peft_model(model, lora_config(model, task, self.params, self.use_dora))
+        return wrap_peft(model, lora_config(model, task, self.params, self.use_dora), self.name)
 
 
 @register
