@@ -101,7 +101,7 @@ class SyntheticConfig(Section):
     languages: list[Literal["tr", "en"]] = Field(default_factory=lambda: ["tr", "en"])
     tasks: list[str] = Field(
         default_factory=lambda: ["add", "reverse", "upper", "date"],
-        description="Subset of: add, reverse, upper, date.",
+        description="Subset of: add, reverse, upper, date (instructions) or topic (classification).",
     )
 
 
@@ -255,6 +255,41 @@ class EvalConfig(Section):
         default_factory=lambda: ["strip"]
     )
     num_samples: int = Field(20, ge=0, description="Examples written to samples.jsonl.")
+    bootstrap_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples for base-vs-tuned CIs.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the bootstrap intervals.")
+    error_k: int = Field(5, ge=1, description="Error analysis: how many worst examples to list.")
+    error_metric: Literal["chrf", "exact_match", "rouge1", "rouge2", "rougeL"] = Field(
+        "chrf", description="Error analysis: the per-example score that ranks the worst examples."
+    )
+    label_field: str = Field("label", description="Record field for per-label buckets (falls back to 'task').")
+    annotation_sheet: bool = Field(True, description="Write a blind human-annotation sheet (needs compare_base).")
+    judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig())
+    risks: RiskConfig = Field(default_factory=lambda: RiskConfig())
+
+
+class JudgeConfig(Section):
+    """LLM as a judge: an OpenAI-compatible endpoint scores each answer 1-10 against the reference."""
+
+    enabled: bool = False
+    url: str = Field("http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible API.")
+    model: str = Field("judge", description="Model name sent to the endpoint.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key (never the key).")
+    rubric: str | None = Field(None, description="Prompt with {prompt}, {reference}, {output}; empty: built-in.")
+    max_examples: int = Field(50, ge=1, description="Answers sent to the judge per model.")
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class RiskConfig(Section):
+    """The risk report's probes (carbon is run.carbon)."""
+
+    enabled: bool = Field(True, description="Run the risk probes at all.")
+    bias: bool = Field(True, description="Counterfactual TR/EN probes: log-likelihood gap and reply changes.")
+    hallucination: bool = Field(True, description="Numbers and names in answers found in neither prompt nor reference.")
+    security: bool = Field(True, description="Harmful and prompt-injection prompts: refusals and system-prompt leaks.")
+    privacy: bool = Field(True, description="PII in generations and a verbatim memorisation probe on training records.")
+    max_new_tokens: int = Field(24, ge=1, description="Reply length for the bias and security probes.")
+    memorization_records: int = Field(50, ge=1, description="Training records probed for verbatim continuation.")
+    rare_min_chars: int = Field(6, ge=2, description="A rare string is a token this long found in one record only.")
 
 
 class ExportConfig(Section):
