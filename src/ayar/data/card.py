@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,12 @@ class DataCard:
     tokens: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
-    def remove(self, reason: str, example: Any) -> None:
+    def remove(self, reason: str, example: Callable[[], Any]) -> None:
+        """Count a removal; ``example`` builds the shown example, only while more are wanted."""
         self.removed[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if len(shown) < self.examples_per_reason:
-            shown.append(example)
+            shown.append(example())
 
     def reject(self, reject: dict[str, Any]) -> None:
         self.rejected += 1

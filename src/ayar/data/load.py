@@ -157,28 +157,33 @@ def _snippet(raw: bytes | str) -> str:
     return text.strip()[:SNIPPET_CHARS]
 
 
-def _read_jsonl(path: Path) -> Iterator[Item]:
+def parse_json_line(raw: bytes, source: str, line_no: int) -> Any:
+    """One JSONL line parsed, or a Reject saying why it could not be."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Reject(source, line_no, f"invalid UTF-8 at byte {exc.start}", _snippet(raw))
+    except json.JSONDecodeError as exc:
+        return Reject(source, line_no, f"invalid JSON: {exc.msg} (column {exc.colno})", _snippet(raw))
+
+
+def _read_jsonl(path: Path, raw: bool = False) -> Iterator[Item]:
+    """Lines of a JSONL file, parsed (or, with ``raw``, as bytes for a worker process to parse)."""
+    source = str(path)
     with path.open("rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield line_no, json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                yield line_no, Reject(str(path), line_no, f"invalid UTF-8 at byte {exc.start}", _snippet(raw))
-            except json.JSONDecodeError as exc:
-                yield line_no, Reject(str(path), line_no, f"invalid JSON: {exc.msg} (column {exc.colno})",
-                                      _snippet(raw))
+        for line_no, line in enumerate(f, start=1):
+            if line.strip():
+                yield line_no, (line if raw else parse_json_line(line, source, line_no))
 
 
-def _read_json(path: Path) -> Iterator[Item]:
+def _read_json(path: Path, raw: bool = False) -> Iterator[Item]:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # one object per line in a .json file: read it as JSONL
-            yield from _read_jsonl(path)
+            yield from _read_jsonl(path, raw)
             return
         raise UsageError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -267,8 +272,11 @@ def _text_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
 
 
-def read_source(path_or_name: str, split: str | None = None) -> tuple[str, Iterator[Item]]:
-    """(kind, items) of one input: a file, a folder (``save_to_disk`` or .txt files) or a hub name."""
+def read_source(path_or_name: str, split: str | None = None, raw: bool = False) -> tuple[str, Iterator[Item]]:
+    """(kind, items) of one input: a file, a folder (``save_to_disk`` or .txt files) or a hub name.
+
+    With ``raw``, JSONL lines come as bytes, to be parsed by :func:`to_record` in a worker.
+    """
     path = Path(path_or_name)
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
@@ -285,9 +293,9 @@ def read_source(path_or_name: str, split: str | None = None) -> tuple[str, Itera
         raise UsageError(f"data input is empty: {path}")
     suffix = path.suffix.lower()
     readers: dict[str, Callable[[], Iterator[Item]]] = {
-        ".jsonl": lambda: _read_jsonl(path),
-        ".ndjson": lambda: _read_jsonl(path),
-        ".json": lambda: _read_json(path),
+        ".jsonl": lambda: _read_jsonl(path, raw),
+        ".ndjson": lambda: _read_jsonl(path, raw),
+        ".json": lambda: _read_json(path, raw),
         ".csv": lambda: _read_csv(path, ","),
         ".tsv": lambda: _read_csv(path, "\t"),
         ".parquet": lambda: _read_parquet(path),
@@ -298,22 +306,32 @@ def read_source(path_or_name: str, split: str | None = None) -> tuple[str, Itera
     return ("text" if suffix == ".txt" else "records"), readers[suffix]()
 
 
+def iter_items(path_or_name: str, fmt: str, split: str | None = None, raw: bool = False) -> Iterator[Item]:
+    """(line, item) of one input, unchecked: an object, raw JSONL bytes (with ``raw``) or a Reject."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown data format '{fmt}'; choose from {', '.join(FORMATS)}")
+    kind, items = read_source(path_or_name, split, raw)
+    if kind == "text" and fmt != "text":
+        raise UsageError(f"data input {path_or_name} is plain text: set its format to 'text', not '{fmt}'")
+    return items
+
+
+def to_record(item: Any, fmt: str, columns: dict[str, str] | None, source: str, line_no: int) -> dict[str, Any] | Reject:
+    """A shape-checked record from one item of :func:`iter_items`, or a Reject saying why not."""
+    if isinstance(item, bytes):
+        item = parse_json_line(item, source, line_no)
+    if isinstance(item, Reject):
+        return item
+    try:
+        return check_shape(item, fmt, columns)
+    except RecordError as exc:
+        return Reject(source, line_no, str(exc), _snippet(json.dumps(item, ensure_ascii=False, default=str)))
+
+
 def iter_records(
     path_or_name: str, fmt: str, columns: dict[str, str] | None = None, split: str | None = None
 ) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     """(line, record) for each record of one input, shape-checked; bad ones come as (line, Reject)."""
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown data format '{fmt}'; choose from {', '.join(FORMATS)}")
-    kind, items = read_source(path_or_name, split)
-    if kind == "text" and fmt != "text":
-        raise UsageError(f"data input {path_or_name} is plain text: set its format to 'text', not '{fmt}'")
     source = str(path_or_name)
-    for line_no, obj in items:
-        if isinstance(obj, Reject):
-            yield line_no, obj
-            continue
-        try:
-            yield line_no, check_shape(obj, fmt, columns)
-        except RecordError as exc:
-            yield line_no, Reject(source, line_no, str(exc), _snippet(json.dumps(obj, ensure_ascii=False,
-                                                                                   default=str)))
+    for line_no, item in iter_items(path_or_name, fmt, split):
+        yield line_no, to_record(item, fmt, columns, source, line_no)

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 PII_TYPES = ("EMAIL", "IBAN", "CARD", "TCKN", "PHONE", "IP")  # also the priority order for overlaps
 
@@ -161,14 +162,19 @@ _NEEDS: dict[str, Callable[[str], bool]] = {
 _DIGIT_RE = re.compile(r"\d")
 
 
-def _check_types(types: Iterable[str] | None) -> list[str]:
+def _check_types(types: Iterable[str] | None) -> tuple[str, ...]:
     if types is None:
-        return list(PII_TYPES)
+        return PII_TYPES
+    return _checked(tuple(types))
+
+
+@lru_cache(maxsize=64)
+def _checked(types: tuple[str, ...]) -> tuple[str, ...]:
     wanted = {t.upper() for t in types}
     unknown = sorted(wanted - set(PII_TYPES))
     if unknown:
         raise ValueError(f"unknown PII type(s) {unknown}; choose from {list(PII_TYPES)}")
-    return [t for t in PII_TYPES if t in wanted]
+    return tuple(t for t in PII_TYPES if t in wanted)
 
 
 def find_pii(text: str, types: Iterable[str] | None = None) -> list[PiiMatch]:

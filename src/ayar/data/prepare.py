@@ -12,29 +12,31 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import random
-from collections import Counter
+from array import array
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import xxhash
 from pydantic import ValidationError
 
 from ayar.data.card import DataCard
 from ayar.data.clean import TextCleaner
 from ayar.data.consent import ConsentFilter
 from ayar.data.dedup import Deduplicator
-from ayar.data.load import Reject, iter_records, map_texts, record_texts, response_texts
+from ayar.data.load import Reject, iter_items, map_texts, record_texts, response_texts, to_record
 from ayar.data.pii import redact_pii
 from ayar.data.quality import QualityFilter
 from ayar.data.split import SPLITS, assign_splits
 from ayar.data.synthetic import generate_records
-from ayar.errors import UsageError
+from ayar.errors import AyarError, UsageError
 from ayar.recipe import DataConfig
 
 CHUNK = 1000  # records per task sent to a worker process
+IN_FLIGHT = 3  # chunks queued per worker: enough to keep workers busy, few enough to bound memory
 REASONS_WITHOUT_CONTENT = {"sampled_out", "no_consent", "opted_out"}  # never copy these records' text
 
 
@@ -59,15 +61,36 @@ class PreparedData:
 
 # ---------------------------------------------------------------- per-record work (runs in workers)
 
+REJECT = "__reject__"
+
+
+class Result(NamedTuple):
+    """What a worker sends back for one item; ``payload`` is JSON text (records are serialized once)."""
+
+    reason: str | None  # a removal reason, REJECT, or None for a record to dedup and keep
+    payload: str  # the record (cleaned, redacted), the reject row, or only the id for consent/sampling
+    changed: tuple[str, ...] = ()
+    pii: dict[str, int] | None = None
+    key: int = 0
+    signature: Any = None
+    prompt_chars: int = 0
+    response_chars: int = 0
+    stratum: Any = None
+    group: Any = None
+
 
 class RecordProcessor:
-    """Consent, cleaning, PII and quality for one record, plus its dedup keys."""
+    """Parsing, shape check, sampling, consent, cleaning, PII and quality for one item, plus dedup keys."""
 
-    def __init__(self, cfg: DataConfig, tokenizer: str | None) -> None:
+    def __init__(self, cfg: DataConfig, sources: list[dict[str, Any]], seed: int, tokenizer: str | None) -> None:
         self.cfg = cfg
+        self.sources = sources
+        self.seed = seed
         self.consent = ConsentFilter(cfg.consent)
         self.cleaner = TextCleaner(cfg.clean)
-        self.dedup = Deduplicator(cfg.dedup)  # only its keys() is used here; admission is sequential
+        self.dedup = Deduplicator(cfg.dedup.model_copy(update={"exact": False}))  # keys() only; admit is serial
+        self.pii_types = tuple(cfg.pii.types)
+        self.stratify_by = _stratify_field(cfg)
         count_tokens = None
         if cfg.filters.min_tokens > 0 or cfg.filters.max_tokens is not None:
             if not tokenizer:
@@ -76,42 +99,66 @@ class RecordProcessor:
             count_tokens = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         self.quality = QualityFilter(cfg.filters, count_tokens)
 
-    def __call__(self, fmt: str, record: dict[str, Any]) -> tuple:
-        reason = self.consent.reason(record)
+    def sampled_out(self, src: int, line: int) -> bool:
+        """A weight below 1 keeps that share of a source; the draw depends only on seed, source and line."""
+        weight = self.sources[src]["weight"]
+        return weight < 1.0 and xxhash.xxh64_intdigest(f"{self.seed}-{src}-{line}".encode()) / 2**64 >= weight
+
+    def __call__(self, src: int, line: int, item: Any) -> Result:
+        source = self.sources[src]
+        record = to_record(item, source["format"], source["columns"], source["path"], line)
+        if isinstance(record, Reject):
+            row = record.to_dict()
+            row["raw"] = redact_pii(row["raw"])[0]
+            return Result(REJECT, _dumps(row))
+        reason = "sampled_out" if self.sampled_out(src, line) else self.consent.reason(record)
         if reason:
-            return reason, record, (), None, 0, None, 0, 0
+            return Result(reason, _dumps(record.get(self.cfg.consent.id_field)))
+        fmt = source["format"]
         lang = record.get("lang") if isinstance(record.get("lang"), str) else None
         changed: set[str] = set()
         map_texts(record, fmt, lambda text: self.cleaner(text, lang, changed))
         pii: Counter = Counter()
         if self.cfg.pii.enabled:
-            def redact(text: str) -> str:
-                new, counts = redact_pii(text, self.cfg.pii.types)
-                pii.update(counts)
-                return new
-
-            map_texts(record, fmt, redact)
+            map_texts(record, fmt, lambda text: _redact_into(text, self.pii_types, pii))
         texts = record_texts(record, fmt)
         responses = response_texts(record, fmt)
         reason = self.quality.reason("\n".join(texts), responses)
         if reason:
-            return reason, record, tuple(changed), pii, 0, None, 0, 0
+            return Result(reason, _dumps(record), tuple(changed), dict(pii))
         key, signature = self.dedup.keys(texts, lang or self.cfg.clean.language)
-        response_chars = sum(len(r) for r in responses) if responses else 0
-        return None, record, tuple(changed), pii, key, signature, sum(map(len, texts)) - response_chars, response_chars
+        response_chars = sum(map(len, responses)) if responses else 0
+        group = record.get(self.cfg.split.group_by) if self.cfg.split.group_by else None
+        stratum = record.get(self.stratify_by) if self.stratify_by else None
+        return Result(None, _dumps(record), tuple(changed), dict(pii), key, signature,
+                      sum(map(len, texts)) - response_chars, response_chars, stratum, group)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _redact_into(text: str, types: tuple[str, ...], counts: Counter) -> str:
+    new, found = redact_pii(text, types)
+    counts.update(found)
+    return new
+
+
+def _stratify_field(cfg: DataConfig) -> str | None:
+    return cfg.split.stratify_by or ("label" if cfg.format == "classification" else None)
 
 
 _WORKER: RecordProcessor | None = None
 
 
-def _init_worker(cfg: DataConfig, tokenizer: str | None) -> None:
+def _init_worker(*args: Any) -> None:
     global _WORKER
-    _WORKER = RecordProcessor(cfg, tokenizer)
+    _WORKER = RecordProcessor(*args)
 
 
-def _process_chunk(chunk: list[tuple[int, int, str, dict[str, Any]]]) -> list[tuple]:
+def _process_chunk(chunk: list[tuple[int, int, Any]]) -> list[Result]:
     assert _WORKER is not None
-    return [_WORKER(fmt, record) for _, _, fmt, record in chunk]
+    return [_WORKER(src, line, item) for src, line, item in chunk]
 
 
 # ---------------------------------------------------------------- reading
@@ -135,88 +182,40 @@ def _source_list(cfg: DataConfig) -> list[dict[str, Any]]:
              "split": s.split} for s in cfg.inputs]
 
 
-def _items(cfg: DataConfig, source: dict[str, Any], seed: int) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
-    if source["path"] == "synthetic":
-        syn = cfg.synthetic
-        records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks))
-        return enumerate(records, start=1)
-    return iter_records(source["path"], source["format"], source["columns"], source["split"])
-
-
-class _Writer:
-    """rejects.jsonl and removed.jsonl, written as records stream by."""
-
-    def __init__(self, out_dir: Path, card: DataCard) -> None:
-        self.card = card
-        self.rejects = (out_dir / "rejects.jsonl").open("w", encoding="utf-8")
-        self.removed = (out_dir / "removed.jsonl").open("w", encoding="utf-8")
-
-    def reject(self, reject: Reject) -> None:
-        row = reject.to_dict()
-        row["raw"] = redact_pii(row["raw"])[0]
-        self.card.reject(row)
-        self.rejects.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    def remove(self, reason: str, source: str, line: int, record: dict[str, Any], id_field: str) -> None:
-        if reason in REASONS_WITHOUT_CONTENT:
-            row = {"reason": reason, "source": source, "line": line, "id": record.get(id_field)}
-            self.card.remove(reason, {k: v for k, v in row.items() if k != "reason"})
-        else:
-            row = {"reason": reason, "source": source, "line": line, "record": record}
-            self.card.remove(reason, record)
-        self.removed.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-
-    def close(self) -> None:
-        self.rejects.close()
-        self.removed.close()
-
-
-def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, writer: _Writer,
-            copies: list[int]) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
-    """(source index, line, format, record) of every readable record that survives sampling."""
-    card = writer.card
+def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool) -> Iterator[tuple[int, int, Any]]:
+    """(source index, line, item) of every input; items are parsed and checked by the workers."""
     for index, source in enumerate(sources):
-        stats = {"path": source["path"], "format": source["format"], "weight": source["weight"],
-                 "records_in": 0, "rejected": 0, "sampled_out": 0}
-        card.sources.append(stats)
-        rng = random.Random(f"{seed}-{index}")
-        keep_share = min(source["weight"], 1.0)
-        for line, item in _items(cfg, source, seed):
-            card.records_in += 1
-            stats["records_in"] += 1
-            if isinstance(item, Reject):
-                if cfg.strict:
-                    raise UsageError(f"{item.source}:{item.line}: {item.reason} (strict mode)")
-                stats["rejected"] += 1
-                writer.reject(item)
-                continue
-            if keep_share < 1.0 and rng.random() >= keep_share:
-                stats["sampled_out"] += 1
-                writer.remove("sampled_out", source["path"], line, item, cfg.consent.id_field)
-                continue
-            yield index, line, source["format"], item
-        if stats["records_in"] == 0:
-            raise UsageError(f"data input {source['path']} holds no records")
-    for source in sources:  # weight > 1 repeats a source's training records (after dedup and split)
-        copies.append(max(1, math.floor(source["weight"])))
+        if source["path"] == "synthetic":
+            syn = cfg.synthetic
+            records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks))
+            items: Iterator = enumerate(records, start=1)
+        else:
+            items = iter_items(source["path"], source["format"], source["split"], raw=raw)
+        for line, item in items:
+            yield index, line, item
 
 
-def _processed(cfg: DataConfig, stream: Iterator, tokenizer: str | None) -> Iterator[tuple[tuple, tuple]]:
-    """(item, result) pairs in input order; with num_proc > 1 the work is spread over processes."""
+def _processed(cfg: DataConfig, stream: Iterator[tuple[int, int, Any]], init: tuple) -> Iterator[tuple]:
+    """((source, line), Result) in input order; with num_proc > 1 the work is spread over processes."""
     if cfg.num_proc == 1:
-        processor = RecordProcessor(cfg, tokenizer)
-        for item in stream:
-            yield item, processor(item[2], item[3])
+        processor = RecordProcessor(*init)
+        for src, line, item in stream:
+            yield (src, line), processor(src, line, item)
         return
     context = multiprocessing.get_context("fork")
-    with context.Pool(cfg.num_proc, initializer=_init_worker, initargs=(cfg, tokenizer)) as pool:
-        while True:  # a bounded window of chunks at a time keeps memory flat on any input size
-            window = [list(islice(stream, CHUNK)) for _ in range(2 * cfg.num_proc)]
-            window = [chunk for chunk in window if chunk]
-            if not window:
+    with context.Pool(cfg.num_proc, initializer=_init_worker, initargs=init) as pool:
+        pending: deque = deque()
+        while True:  # a bounded number of chunks in flight keeps memory flat on any input size
+            while len(pending) < IN_FLIGHT * cfg.num_proc:
+                chunk = list(islice(stream, CHUNK))
+                if not chunk:
+                    break
+                pending.append((chunk, pool.apply_async(_process_chunk, (chunk,))))
+            if not pending:
                 return
-            for chunk, results in zip(window, pool.map(_process_chunk, window), strict=True):
-                yield from zip(chunk, results, strict=True)
+            chunk, future = pending.popleft()
+            for (src, line, _), result in zip(chunk, future.get(), strict=True):
+                yield (src, line), result
 
 
 # ---------------------------------------------------------------- the stage
@@ -228,64 +227,111 @@ def prepare(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = _source_list(cfg)
     card = DataCard(examples_per_reason=cfg.card_examples)
-    writer = _Writer(out_dir, card)
-    dedup = Deduplicator(cfg.dedup)
-    stratify_by = cfg.split.stratify_by or ("label" if cfg.format == "classification" else None)
-    strata: list[Any] | None = [] if stratify_by else None
-    groups: list[Any] | None = [] if cfg.split.group_by else None
-    origin: list[int] = []
-    copies: list[int] = []
+    card.sources = [{"path": s["path"], "format": s["format"], "weight": s["weight"], "records_in": 0,
+                     "rejected": 0, "sampled_out": 0} for s in sources]
     kept_path = out_dir / ".kept.jsonl"
     try:
-        with kept_path.open("w", encoding="utf-8") as kept:
-            for (src, line, _fmt, _), result in _processed(cfg, _stream(cfg, sources, seed, writer, copies), tokenizer):
-                reason, record, changed, pii, key, signature, prompt_chars, response_chars = result
-                card.cleaned.update(changed)
-                if pii:
-                    card.pii.update(pii)
-                    card.pii_records += 1
-                if reason is None:
-                    reason = dedup.admit(key, signature)
-                if reason:
-                    writer.remove(reason, sources[src]["path"], line, record, cfg.consent.id_field)
-                    continue
-                kept.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                card.keep(prompt_chars, response_chars)
-                origin.append(src)
-                if strata is not None:
-                    strata.append(record.get(stratify_by))
-                if groups is not None:
-                    groups.append(record.get(cfg.split.group_by))
+        prepared = _run(cfg, out_dir, seed, tokenizer, sources, card, kept_path)
     finally:
-        writer.close()
-    del dedup
-    prepared = _write_splits(cfg, out_dir, kept_path, seed, strata, groups, origin, copies, card)
-    kept_path.unlink()
-    if card.kept == 0:
-        card.notes.append("no record survived: see rejects.jsonl and removed.jsonl")
+        kept_path.unlink(missing_ok=True)
     if tokenizer and card.kept:
         card.tokens = _token_stats(prepared, tokenizer, cfg)
     prepared.card = card.write(out_dir)
     print(f"prepare: {card.accounting_line()}")
     print(f"prepare: splits {prepared.counts}")
     if not card.balanced:
-        raise AssertionError(f"record accounting does not balance: {card.accounting_line()}")
+        raise AyarError(f"record accounting does not balance: {card.accounting_line()}")
     if card.kept == 0:
         raise UsageError(f"no records left after preparation ({card.accounting_line()}): "
                          f"see {out_dir / 'rejects.jsonl'} and {out_dir / 'removed.jsonl'}")
     return prepared
 
 
-def _write_splits(cfg: DataConfig, out_dir: Path, kept_path: Path, seed: int, strata: list | None,
-                  groups: list | None, origin: list[int], copies: list[int], card: DataCard) -> PreparedData:
+def _run(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None, sources: list[dict[str, Any]],
+         card: DataCard, kept_path: Path) -> PreparedData:
+    """Stream every record through the pipeline, then write the splits."""
+    split_keys = _SplitKeys(cfg.split.group_by is not None, _stratify_field(cfg) is not None)
+    stream = _stream(cfg, sources, seed, raw=cfg.num_proc > 1)
+    with (out_dir / "rejects.jsonl").open("w", encoding="utf-8") as rejects, \
+            (out_dir / "removed.jsonl").open("w", encoding="utf-8") as removed, \
+            kept_path.open("w", encoding="utf-8") as kept:
+        dedup = Deduplicator(cfg.dedup)
+        for (src, line), result in _processed(cfg, stream, (cfg, sources, seed, tokenizer)):
+            stats = card.sources[src]
+            stats["records_in"] += 1
+            card.records_in += 1
+            reason = result.reason
+            if reason == REJECT:
+                row = json.loads(result.payload)
+                if cfg.strict:
+                    raise UsageError(f"{row['source']}:{row['line']}: {row['reason']} (strict mode)")
+                stats["rejected"] += 1
+                card.reject(row)
+                rejects.write(result.payload + "\n")
+                continue
+            if reason == "sampled_out":
+                stats["sampled_out"] += 1
+            card.cleaned.update(result.changed)
+            if result.pii:
+                card.pii.update(result.pii)
+                card.pii_records += 1
+            if reason is None:
+                reason = dedup.admit(result.key, result.signature)
+            if reason:
+                _write_removed(removed, card, reason, sources[src]["path"], line, result.payload)
+                continue
+            kept.write(result.payload + "\n")
+            card.keep(result.prompt_chars, result.response_chars)
+            split_keys.add(src, result.stratum, result.group)
+        del dedup
+    for stats in card.sources:
+        if stats["records_in"] == 0:
+            raise UsageError(f"data input {stats['path']} holds no records")
+    copies = [max(1, math.floor(s["weight"])) for s in sources]  # weight > 1 repeats training records
+    return _write_splits(cfg, out_dir, kept_path, seed, split_keys, copies, card)
+
+
+def _write_removed(f: Any, card: DataCard, reason: str, source: str, line: int, payload: str) -> None:
+    """One removed.jsonl row; consent and sampling removals carry the id only, never the text."""
+    field_name = "id" if reason in REASONS_WITHOUT_CONTENT else "record"
+    f.write(f'{{"reason": "{reason}", "source": {_dumps(source)}, "line": {line}, "{field_name}": {payload}}}\n')
+
+    def example() -> Any:
+        value = json.loads(payload)
+        return {"source": source, "line": line, "id": value} if field_name == "id" else value
+
+    card.remove(reason, example)
+
+
+@dataclass
+class _SplitKeys:
+    """Per kept record: its source, and its group and stratum when the split needs them."""
+
+    grouped: bool
+    stratified: bool
+    origin: array = field(default_factory=lambda: array("H"))
+    groups: list[Any] = field(default_factory=list)
+    strata: list[Any] = field(default_factory=list)
+
+    def add(self, src: int, stratum: Any, group: Any) -> None:
+        self.origin.append(src)
+        if self.grouped:
+            self.groups.append(group)
+        if self.stratified:
+            self.strata.append(stratum)
+
+
+def _write_splits(cfg: DataConfig, out_dir: Path, kept_path: Path, seed: int, keys: _SplitKeys,
+                  copies: list[int], card: DataCard) -> PreparedData:
     fractions = (cfg.split.train, cfg.split.validation, cfg.split.test)
     split_seed = cfg.split.seed if cfg.split.seed is not None else seed
-    assignment = assign_splits(len(origin), fractions, split_seed, strata, groups)
+    assignment = assign_splits(len(keys.origin), fractions, split_seed, keys.strata if keys.stratified else None,
+                               keys.groups if keys.grouped else None)
     prepared = PreparedData(out_dir, counts=dict.fromkeys(SPLITS, 0))
     files = {name: prepared.split_path(name).open("w", encoding="utf-8") for name in SPLITS}
     try:
         with kept_path.open(encoding="utf-8") as kept:
-            for line, split_index, src in zip(kept, assignment, origin, strict=True):
+            for line, split_index, src in zip(kept, assignment, keys.origin, strict=True):
                 name = SPLITS[split_index]
                 times = copies[src] if name == "train" else 1
                 files[name].write(line * times)
