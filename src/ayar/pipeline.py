@@ -58,9 +58,7 @@ def stage_pretrain(recipe: Recipe) -> Path:
 def stage_prepare(recipe: Recipe) -> PreparedData:
     """Prepare the recipe's data into run_dir/data."""
     run_dir = run_dir_for(recipe)
-    prepared = prepare(recipe.data, run_dir / "data", recipe.run.seed)
-    print(f"prepare: splits {prepared.counts}")
-    return prepared
+    return prepare(recipe.data, run_dir / "data", recipe.run.seed)
 
 
 def prepared_data(recipe: Recipe) -> PreparedData:

@@ -60,24 +60,65 @@ def _date(rng: random.Random, lang: str) -> dict[str, str]:
     return {"instruction": "Write the date in words.", "input": iso, "output": f"{EN_MONTHS[month - 1]} {day}, {year}"}
 
 
+# Topic classification whose only signal is one topic word in a neutral sentence. Grouping the
+# split by word keeps test words unseen in training, so only a model that already knows what
+# words mean (a pretrained encoder) can do better than chance: the transfer-learning demo.
+TOPIC_WORDS = {
+    "sports": ["football", "tennis", "basketball", "swimming", "marathon", "cycling", "volleyball", "boxing",
+               "golf", "hockey", "rugby", "skiing", "wrestling", "baseball", "cricket", "badminton", "rowing",
+               "archery", "fencing", "handball"],
+    "food": ["pizza", "soup", "bread", "cheese", "pasta", "salad", "chocolate", "rice", "burger", "pancakes",
+             "sushi", "noodles", "yogurt", "cookies", "sandwich", "omelette", "lasagna", "kebab", "dumplings",
+             "porridge"],
+    "technology": ["laptop", "software", "smartphone", "processor", "database", "internet", "robot", "keyboard",
+                   "compiler", "server", "algorithm", "browser", "microchip", "router", "tablet", "firmware",
+                   "encryption", "satellite", "printer", "spreadsheet"],
+    "weather": ["rain", "snow", "storm", "sunshine", "wind", "fog", "thunder", "hail", "drizzle", "blizzard",
+                "humidity", "frost", "heatwave", "hurricane", "tornado", "rainbow", "lightning", "sleet",
+                "monsoon", "drought"],
+}
+TOPIC_TEMPLATES = ["My friend talked about {w} all evening.", "There was a long article about {w} today.",
+                   "She asked me what I think of {w}.", "We spent the whole afternoon on {w}.",
+                   "Everyone at the table was discussing {w}.", "He wrote a short note about {w}.",
+                   "The podcast this week was about {w}.", "I keep thinking about {w}."]
+
+
+def _topic(rng: random.Random, lang: str) -> dict[str, str]:
+    label = rng.choice(sorted(TOPIC_WORDS))
+    word = rng.choice(TOPIC_WORDS[label])
+    return {"text": rng.choice(TOPIC_TEMPLATES).format(w=word), "label": label, "word": word}
+
+
 TASKS: dict[str, Callable[[random.Random, str], dict[str, str]]] = {
     "add": _add,
     "reverse": _reverse,
     "upper": _upper,
     "date": _date,
+    "topic": _topic,
 }
 
 
 def generate_records(num_records: int, seed: int, languages: list[str], tasks: list[str]) -> Iterator[dict]:
-    """Yield alpaca records (instruction, input, output) plus id, task and lang; deterministic for a seed."""
+    """Yield distinct alpaca records (instruction, input, output) plus id, task and lang; seeded.
+
+    Records never repeat, so no test record can also be a training record. Tasks with a small
+    space (a word list) run out first, so larger sets hold proportionally more sums and dates.
+    """
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {sorted(TASKS)}")
     rng = random.Random(seed)
-    for index in range(num_records):
+    seen: set[tuple] = set()
+    for _ in range(num_records * 50):  # bounded: a small task space cannot loop forever
+        if len(seen) == num_records:
+            return
         task, lang = rng.choice(tasks), rng.choice(languages)
         record = TASKS[task](rng, lang)
-        yield {"id": f"syn-{index:06d}", "task": task, "lang": lang, **record}
+        key = tuple(sorted(record.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        yield {"id": f"syn-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
 
 
 def write_jsonl(records: Iterator[dict] | list[dict], path: Path) -> int:

