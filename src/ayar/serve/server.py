@@ -1,0 +1,93 @@
+"""Run the API under uvicorn, draining on SIGTERM/SIGINT: in-flight requests finish, new ones get 503."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from ayar.errors import UsageError
+from ayar.serve.app import ServeSettings, create_app
+from ayar.serve.engine import load_engine
+
+API_KEY_ENV = "AYAR_API_KEY"
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain phase before its own graceful shutdown.
+
+    uvicorn on SIGTERM closes the listening socket at once, so a load balancer's next request is refused
+    rather than told to go elsewhere; here the app first answers 503 (and /readyz fails) until the
+    requests in flight are done or ``drain_timeout`` passes, and only then lets uvicorn stop.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.app, self.drain_timeout = app, drain_timeout
+        self._drain_thread: threading.Thread | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn re-raises a captured signal after shutdown (exit by signal); not appending keeps exit 0.
+        if self._drain_thread is not None:  # a second signal: stop now
+            self.should_exit = self.force_exit = True
+            return
+        self.app.state.draining = True
+        self._drain_thread = threading.Thread(target=self._drain, name="ayar-drain", daemon=True)
+        self._drain_thread.start()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while self.app.state.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.should_exit = True
+
+
+def api_keys_from(cli_keys: list[str] | None) -> list[str]:
+    """Keys from --api-key options, else from the AYAR_API_KEY variable (comma-separated)."""
+    keys = [k for k in (cli_keys or []) if k]
+    if not keys and os.environ.get(API_KEY_ENV):
+        keys = [k.strip() for k in os.environ[API_KEY_ENV].split(",") if k.strip()]
+    return keys
+
+
+def parse_adapters(specs: list[str] | None) -> dict[str, Path]:
+    """``name=path`` strings into a mapping."""
+    adapters: dict[str, Path] = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise UsageError(f"--adapter '{spec}' must look like name=path/to/adapter")
+        adapters[name.strip()] = Path(path.strip())
+    return adapters
+
+
+def serve(
+    model_path: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    adapters: dict[str, Path] | None = None,
+    served_name: str | None = None,
+    settings: ServeSettings | None = None,
+    max_queue: int = 64,
+    drain_timeout: float = 30.0,
+) -> None:
+    """Serve a run, model or adapter folder until SIGTERM/SIGINT (loads the model in the background)."""
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise UsageError(f"model folder not found: {model_path}")
+    for name, path in (adapters or {}).items():
+        if not Path(path).exists():
+            raise UsageError(f"adapter '{name}' folder not found: {path}")
+    settings = settings or ServeSettings()
+    if settings.log_requests and settings.log_db is None:
+        raise UsageError("request logging needs a database path (--log-db requests.sqlite)")
+    app = create_app(settings, loader=lambda: load_engine(model_path, adapters, served_name, max_queue))
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
+                            access_log=False)
+    DrainingServer(config, app, drain_timeout).run()
+
