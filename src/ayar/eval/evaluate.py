@@ -1,74 +1,176 @@
-"""The eval stage: base and fine-tuned model on the held-out split, side by side."""
+"""The eval stage: base and fine-tuned model on the held-out split, side by side.
+
+Writes ``predictions.jsonl`` (every example, every model, every per-example score and the deltas),
+``samples.jsonl`` (the first few, for the report) and ``annotation/`` (a blind human-eval sheet),
+and returns the figures for metrics.json: ``base``, ``tuned``, ``comparison``, ``error_analysis``,
+``risks``, ``judge``, ``histograms`` and ``split``.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import record_to_messages, set_template
-from ayar.data.tokenize import tokenize_chat
-from ayar.eval.generate import generate_chat
-from ayar.eval.metrics import exact_match
-from ayar.eval.perplexity import perplexity
+from ayar.errors import UsageError
+from ayar.eval.compare import compare_per_example
+from ayar.eval.errors import analyze_errors
+from ayar.eval.tasks import evaluate_model
 from ayar.models.load import load_for_inference
 from ayar.recipe import Recipe
 
-
-def _context_length(model: Any) -> int:
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if value:
-            return int(value)
-    return 1024
+SCORE_KEYS = ("nll", "exact_match", "chrf", "rouge1", "rouge2", "rougeL", "correct", "judge_score")
 
 
-def evaluate_model(model: Any, tokenizer: Any, records: list[dict[str, Any]], recipe: Recipe) -> dict[str, Any]:
-    """Response perplexity and exact match of greedy generations for one model."""
-    cfg = recipe.data
-    conversations = [record_to_messages(r, cfg.system_prompt) for r in records]
-    examples = [tokenize_chat(tokenizer, c, cfg.max_length, mask_prompt=True) for c in conversations]
-    ppl = perplexity(model, examples, _context_length(model), recipe.eval.perplexity_stride)
-    prompts = [c[:-1] for c in conversations]  # everything before the final assistant turn
-    references = [c[-1]["content"] for c in conversations]
-    outputs = generate_chat(model, tokenizer, prompts, recipe.eval)
-    matches = exact_match(outputs, references, recipe.eval.exact_match_normalize)
-    return {
-        "perplexity": ppl["perplexity"],
-        "exact_match": sum(matches) / len(matches) if matches else 0.0,
-        "examples": len(records),
-        "response_tokens": ppl["tokens"],
-        "_outputs": outputs,
-        "_matches": matches,
-        "_references": references,
-    }
+def splits_used_for_training(recipe: Recipe) -> set[str]:
+    """The splits that shaped the model: train always, validation when it picked the checkpoint."""
+    used = {"train"}
+    if recipe.train.load_best_model_at_end or recipe.train.early_stopping_patience:
+        used.add("validation")
+    return used
+
+
+def check_eval_split(split: str, used_for_training: set[str], force: bool) -> None:
+    """Refuse to report held-out figures on a split that training or checkpoint selection has seen."""
+    if split in used_for_training and not force:
+        raise UsageError(
+            f"eval.split '{split}' was used for training or checkpoint selection, so its figures would be "
+            "optimistic; evaluate on 'test' or pass --force to do it anyway"
+        )
+
+
+def _record_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    if recipe.task == "classification":
+        return str(record.get("text", ""))
+    if recipe.task == "seq2seq":
+        return str(record.get("source", ""))
+    messages = record_to_messages(record, recipe.data.system_prompt)
+    return messages[-2]["content"] if len(messages) > 1 else ""
+
+
+def _load(path: str | Path, recipe: Recipe, template: bool) -> tuple[Any, Any]:
+    model, tokenizer = load_for_inference(path, recipe.task, recipe.model.trust_remote_code)
+    # the base is asked in the same format as the tuned model (whose tokenizer saved its template)
+    if recipe.task == "causal_lm" and (template or not tokenizer.chat_template):
+        set_template(tokenizer, recipe.data.template)
+    return model, tokenizer
+
+
+def _train_texts(prepared: PreparedData, recipe: Recipe, tokenizer: Any) -> list[str]:
+    """Training records as the model saw them (chat-formatted), for the memorisation probe."""
+    texts = []
+    for record in prepared.read_split("train"):
+        if recipe.task != "causal_lm":
+            texts.append(str(record.get("text") or record.get("source") or ""))
+        elif recipe.data.format == "text":
+            texts.append(str(record["text"]))
+        else:
+            messages = record_to_messages(record, recipe.data.system_prompt)
+            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    return texts
+
+
+def _histograms(models: dict[str, dict[str, Any]], key: str, bins: int = 20) -> dict[str, Any] | None:
+    """Counts per shared bin of one per-example score, for every model (the report draws these)."""
+    values = {name: [r[key] for r in block["rows"] if isinstance(r.get(key), int | float) and not math.isnan(r[key])]
+              for name, block in models.items()}
+    pooled = [v for vs in values.values() for v in vs]
+    if not pooled:
+        return None
+    edges = np.histogram_bin_edges(pooled, bins=bins)
+    return {"edges": edges.tolist(),
+            "counts": {name: np.histogram(vs, bins=edges)[0].tolist() for name, vs in values.items()}}
+
+
+def _judge(models: dict[str, dict[str, Any]], recipe: Recipe) -> dict[str, Any]:
+    from ayar.eval.judge import DEFAULT_RUBRIC, JudgeClient
+
+    cfg = recipe.eval.judge
+    client = JudgeClient(cfg.url, cfg.model, cfg.api_key_env, cfg.rubric or DEFAULT_RUBRIC, cfg.timeout_s)
+    results = {}
+    for name, block in models.items():
+        rows = block["rows"][: cfg.max_examples]
+        result = client.score_all([r["prompt"] for r in rows], [r["reference"] for r in rows],
+                                  [r["output"] for r in rows])
+        for row, score in zip(rows, result.pop("scores"), strict=False):
+            row["judge_score"] = math.nan if score is None else score
+        results[name] = result
+    return results
+
+
+def _write_predictions(records: list[dict], models: dict[str, dict], run_dir: Path, recipe: Recipe) -> None:
+    """predictions.jsonl (all examples, with per-model scores and deltas) and samples.jsonl (the first few)."""
+    rows = []
+    for index in range(len(records)):
+        first = next(iter(models.values()))["rows"][index]
+        row = {k: first[k] for k in ("id", "prompt", "reference", "lang", "label", "input_tokens") if k in first}
+        for name, block in models.items():
+            example = block["rows"][index]
+            row[f"{name}_output"] = example["output"]
+            row |= {f"{name}_{k}": example[k] for k in (*SCORE_KEYS, "tokens") if k in example}
+        if "base" in models and "tuned" in models:
+            row |= {f"delta_{k}": row[f"tuned_{k}"] - row[f"base_{k}"] for k in SCORE_KEYS
+                    if f"tuned_{k}" in row and f"base_{k}" in row}
+        rows.append(row)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    (run_dir / "predictions.jsonl").write_text(text, encoding="utf-8")
+    shown = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[: recipe.eval.num_samples])
+    (run_dir / "samples.jsonl").write_text(shown, encoding="utf-8")
 
 
 def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: PreparedData, run_dir: Path) -> dict:
-    """Evaluate the tuned model (and the base, when asked) on the recipe's eval split; write samples.jsonl."""
-    records = prepared.read_split(recipe.eval.split)
-    if recipe.eval.max_examples:
-        records = records[: recipe.eval.max_examples]
-    results: dict[str, dict[str, Any]] = {}
-    if base_dir is not None and recipe.eval.compare_base:
-        model, tokenizer = load_for_inference(base_dir, recipe.task, recipe.model.trust_remote_code)
-        set_template(tokenizer, recipe.data.template)  # the base is asked in the same format as the tuned model
-        results["base"] = evaluate_model(model, tokenizer, records, recipe)
-    model, tokenizer = load_for_inference(tuned_dir, recipe.task, recipe.model.trust_remote_code)
-    results["tuned"] = evaluate_model(model, tokenizer, records, recipe)
-    _write_samples(records, results, run_dir / "samples.jsonl", recipe)
-    return {name: {k: v for k, v in block.items() if not k.startswith("_")} for name, block in results.items()}
+    """Evaluate the tuned model (and the base, when asked) on the recipe's eval split; see the module doc."""
+    cfg = recipe.eval
+    records = prepared.read_split(cfg.split)
+    if not records:
+        raise UsageError(f"the '{cfg.split}' split is empty: nothing to evaluate (check data.split)")
+    if cfg.max_examples:
+        records = records[: cfg.max_examples]
+    prompts = [_record_prompt(r, recipe) for r in records]
+    sources = {"tuned": tuned_dir}
+    # A classification base model has an untrained head: its figures would be noise.
+    if base_dir is not None and cfg.compare_base and recipe.task != "classification":
+        sources = {"base": base_dir, "tuned": tuned_dir}
+    models: dict[str, dict[str, Any]] = {}
+    risks: dict[str, Any] = {}
+    for name, path in sources.items():
+        model, tokenizer = _load(path, recipe, template=name == "base")
+        models[name] = evaluate_model(model, tokenizer, records, prompts, recipe)
+        if cfg.risks.enabled:
+            from ayar.eval.risks.run import run_risk_probes
 
+            risks[name] = run_risk_probes(model, tokenizer, models[name]["rows"],
+                                          _train_texts(prepared, recipe, tokenizer), recipe)
+        del model
+    result: dict[str, Any] = {name: block["summary"] for name, block in models.items()}
+    if cfg.judge.enabled:
+        result["judge"] = _judge(models, recipe)
+    if "base" in models:
+        scores = {name: {k: [r.get(k, math.nan) for r in block["rows"]] for k in SCORE_KEYS
+                         if k in block["rows"][0]} for name, block in models.items()}
+        tokens = [r.get("tokens", 1) for r in models["base"]["rows"]]
+        result["comparison"] = compare_per_example(scores["base"], scores["tuned"], ("base", "tuned"),
+                                                   {"nll": tokens}, cfg.bootstrap_resamples, cfg.confidence,
+                                                   recipe.run.seed)
+    metric = "correct" if recipe.task == "classification" else cfg.error_metric
+    result["error_analysis"] = {
+        name: analyze_errors(block["rows"], metric, cfg.error_k, block.get("true_labels"), block.get("pred_labels"))
+        for name, block in models.items()}
+    result["histograms"] = {k: h for k in ("nll", "chrf") if (h := _histograms(models, k))}
+    if risks:
+        result["risks"] = risks
+    result["split"] = {"name": cfg.split, "examples": len(records)}
+    _write_predictions(records, models, run_dir, recipe)
+    if "base" in models and cfg.annotation_sheet:
+        from ayar.eval.human import export_sheet
 
-def _write_samples(records: list[dict], results: dict[str, dict], path: Path, recipe: Recipe) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for index, record in enumerate(records[: recipe.eval.num_samples]):
-            messages = record_to_messages(record, recipe.data.system_prompt)
-            row = {"id": record.get("id"), "prompt": messages[-2]["content"] if len(messages) > 1 else "",
-                   "reference": results["tuned"]["_references"][index]}
-            for name, block in results.items():
-                row[f"{name}_output"] = block["_outputs"][index]
-                row[f"{name}_exact_match"] = block["_matches"][index]
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows = [{"id": r["id"], "prompt": r["prompt"], "reference": r["reference"],
+                 "base_output": r["output"], "tuned_output": t["output"]}
+                for r, t in zip(models["base"]["rows"], models["tuned"]["rows"], strict=True)]
+        export_sheet(rows, run_dir / "annotation", seed=recipe.run.seed)
+    return result

@@ -28,17 +28,29 @@ def _decoding(cfg: EvalConfig) -> dict[str, Any]:
             "top_k": cfg.top_k if cfg.do_sample else None}
 
 
+def context_length(model: Any) -> int:
+    """The longest input the model takes (its position limit)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    return 1024
+
+
 @torch.inference_mode()
 def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, seed: int = 0) -> list[str]:
     """Complete each prompt text; returns only the new text, cut at stop strings."""
     model.eval()
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    # decoder-only generation continues from the right edge; a prompt too long for the context loses its start
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    room = max(1, context_length(model) - cfg.max_new_tokens)
     outputs: list[str] = []
     try:
         for start in range(0, len(prompts), cfg.batch_size):
             batch = tokenizer(prompts[start : start + cfg.batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(model.device)
+                              add_special_tokens=False, truncation=True, max_length=room).to(model.device)
             if cfg.do_sample:
                 torch.manual_seed(seed + start)
             new = model.generate(
@@ -47,7 +59,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, se
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             outputs += [cut_at_stop(t, cfg.stop) for t in texts]
     finally:
-        tokenizer.padding_side = padding_side
+        tokenizer.padding_side, tokenizer.truncation_side = sides
     return outputs
 
 
