@@ -1,0 +1,35 @@
+"""Classification eval: predictions from the model's logits, metrics from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from ayar.eval.tasks import evaluate_classification
+from ayar.models.load import load_tokenizer
+from ayar.recipe import load_recipe
+
+
+def test_classification_eval_matches_logits(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    model.config.pad_token_id = tokenizer.pad_token_id
+    records = [{"id": str(i), "text": text, "label": label} for i, (text, label) in enumerate(
+        [("güzel bir gün", "pos"), ("kötü bir film", "neg"), ("harika", "pos"), ("berbat", "neg"),
+         ("fena değil", "pos")])]
+    recipe = load_recipe(None, [f"model.name_or_path={tiny_model_dir}", "task=classification",
+                                "data.format=classification", "eval.batch_size=2"])
+    result = evaluate_classification(model, tokenizer, records, [r["text"] for r in records], recipe)
+    with torch.no_grad():
+        expected = [model.config.id2label[int(model(**tokenizer(r["text"], return_tensors="pt")).logits.argmax())]
+                    for r in records]
+    assert result["pred_labels"] == expected
+    accuracy = sum(p == r["label"] for p, r in zip(expected, records, strict=True)) / len(records)
+    assert result["summary"]["accuracy"] == accuracy == result["summary"]["exact_match"]
+    assert sum(map(sum, result["summary"]["confusion_matrix"])) == 5
+    assert result["summary"]["labels"] == ["neg", "pos"]
+    assert all(r["nll"] > 0 for r in result["rows"])
