@@ -26,6 +26,9 @@ _MOJIBAKE_HINT = re.compile(
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace run except newlines
 _MANY_NEWLINES = re.compile(r"\n{3,}")
+# Anything normalize_whitespace would change: two whitespace characters in a row, whitespace other
+# than a space or newline, or whitespace at either end.
+_WHITESPACE_WORK = re.compile(r"\s\s|[^\S \n]|^\s|\s$")
 _TAG_HINT = re.compile(r"<[A-Za-z/!]|&[#A-Za-z]")
 
 
@@ -90,11 +93,13 @@ def fix_mojibake(text: str) -> str:
 
 def strip_control(text: str) -> str:
     """Drop control characters (tab and newline stay)."""
-    return _CONTROL.sub("", text)
+    return _CONTROL.sub("", text) if _CONTROL.search(text) else text  # search is cheaper than a no-op sub
 
 
 def normalize_whitespace(text: str) -> str:
     """One space between words, Unix newlines, at most one blank line, no spaces at line ends."""
+    if not _WHITESPACE_WORK.search(text):
+        return text
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)
     if "\n" in text:
