@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ayar.errors import AyarError
+from ayar.errors import AyarError, UsageError
 
 app = typer.Typer(
     name="ayar",
@@ -47,11 +48,33 @@ def pretrain(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def prepare(recipe: RecipeArg, set_: SetOpt = None) -> None:
-    """Clean, split and write the recipe's data into the run folder."""
-    from ayar.pipeline import stage_prepare
+def prepare(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (or use --input/--format/--out).",
+                                                  show_default=False)] = None,
+    set_: SetOpt = None,
+    input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Data file or folder (repeatable).",
+                                                      show_default=False)] = None,
+    format_: Annotated[str, typer.Option("--format", help="alpaca, sharegpt, messages, text, classification, "
+                                                          "seq2seq or preference.")] = "alpaca",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (without a recipe).",
+                                             show_default=False)] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,
+) -> None:
+    """Clean, deduplicate, anonymize and split data; write the splits, rejects and a data card.
 
-    stage_prepare(_recipe(recipe, set_))
+    With a recipe, the output goes to the run folder's data/. Without one:
+    ayar prepare --input data.jsonl --format alpaca --out prepared/ [--strict]
+    """
+    if recipe is not None:
+        from ayar.pipeline import stage_prepare
+
+        stage_prepare(_recipe(recipe, [*(set_ or []), *(["data.strict=true"] if strict else [])]))
+        return
+    if not input_ or out is None:
+        raise UsageError("give a recipe, or --input FILE... and --out DIR")
+    from ayar.data.prepare import prepare_files
+
+    prepare_files(list(input_), format_, out, strict=strict)
 
 
 @app.command(help="Fine-tune the base model on the prepared data.\n\nMethods (method.name):\n\n" + _methods_help())
@@ -150,6 +173,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("ayar: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback on request
+        if os.environ.get("AYAR_DEBUG") == "1":
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"ayar: error: {type(exc).__name__}: {first} (set AYAR_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
