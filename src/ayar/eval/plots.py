@@ -26,7 +26,7 @@ def loss_curve_png(history: list[dict[str, float]], title: str = "training loss"
     if not train:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(*zip(*train, strict=True), label="train")
+    ax.plot(*zip(*train, strict=True), marker=".", label="train")
     if val:
         ax.plot(*zip(*val, strict=True), marker="o", label="validation")
     ax.set(xlabel="step", ylabel="loss", title=title)
