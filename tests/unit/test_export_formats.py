@@ -1,0 +1,95 @@
+"""Export: merged HF folder, and GGUF files that transformers' own GGUF reader loads back to the same model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ayar.errors import UsageError
+from ayar.export import export_model
+
+IDS = torch.tensor([[5, 17, 200, 33, 9, 101]])
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ayar.data.templates import set_template
+    from ayar.models.load import load_tokenizer
+
+    out = tmp_path_factory.mktemp("chat")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    set_template(tokenizer, "alpaca")
+    tokenizer.save_pretrained(out)
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(chat_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(chat_dir),
+                           LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj"],
+                                      init_lora_weights=False))
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(chat_dir).save_pretrained(out)
+    return out
+
+
+def _logits(model_dir: Path, gguf_file: str | None = None) -> torch.Tensor:
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    with torch.no_grad():
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs).eval()(IDS).logits
+
+
+def test_gguf_f32_loads_back_to_identical_logits_and_tokenizer(chat_dir: Path, tmp_path: Path) -> None:
+    path = export_model(chat_dir, tmp_path / "gguf", fmt="gguf", gguf_dtype="f32")
+    assert path.suffix == ".gguf" and path.read_bytes()[:4] == b"GGUF"
+    # transformers undoes the q/k permutation on load: without it the logits would differ
+    assert torch.equal(_logits(path.parent, path.name), _logits(chat_dir))
+    text = "def main(): return 'merhaba dünya'<|endoftext|>"
+    loaded = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    original = AutoTokenizer.from_pretrained(chat_dir)
+    assert loaded(text)["input_ids"] == original(text, add_special_tokens=False)["input_ids"]
+    assert loaded.chat_template == original.chat_template
+
+
+def test_gguf_of_an_adapter_is_the_merged_model_in_f16(adapter_dir: Path, chat_dir: Path, tmp_path: Path) -> None:
+    merged = export_model(adapter_dir, tmp_path / "hf")
+    assert not (merged / "adapter_config.json").exists()
+    merged_logits = _logits(merged)
+    assert not torch.allclose(merged_logits, _logits(chat_dir), atol=1e-3)  # the adapter changed the model
+    path = export_model(adapter_dir, tmp_path / "gguf", fmt="gguf")
+    assert torch.allclose(_logits(path.parent, path.name), merged_logits, atol=2e-2)
+    assert path.stat().st_size < (tmp_path / "hf" / "model.safetensors").stat().st_size
+
+
+def test_gguf_refuses_other_architectures(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from ayar.models.scratch import build_model
+    from ayar.recipe import ScratchModelConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    gpt2 = tmp_path / "gpt2"
+    build_model(ScratchModelConfig(architecture="gpt2", hidden_size=32, num_layers=1, num_heads=2,
+                                   intermediate_size=64, context_length=64), tokenizer, seed=0).save_pretrained(gpt2)
+    tokenizer.save_pretrained(gpt2)
+    with pytest.raises(UsageError, match="Llama-architecture.*'gpt2'.*convert_hf_to_gguf"):
+        export_model(gpt2, tmp_path / "out", fmt="gguf")
+
+
+def test_export_mistakes_are_usage_errors(chat_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not supported"):
+        export_model(chat_dir, tmp_path / "o", fmt="onnx")
+    with pytest.raises(UsageError, match="dtype"):
+        export_model(chat_dir, tmp_path / "o", fmt="gguf", gguf_dtype="q4")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        export_model(chat_dir, tmp_path / "full", fmt="gguf")
+    with pytest.raises(UsageError, match="not an adapter"):
+        export_model(chat_dir, tmp_path / "a", fmt="adapter")
