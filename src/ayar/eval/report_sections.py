@@ -105,27 +105,31 @@ def _security_blocks(name: str, s: dict[str, Any]) -> list[Any]:
 
 
 def _privacy_blocks(name: str, p: dict[str, Any]) -> list[Any]:
-    pii, mem = p["pii"], p["memorization"]
+    pii, mem = p["pii"], p.get("memorization")
     by_type = ", ".join(f"{k}: {v}" for k, v in pii["pii_by_type"].items()) or "none"
     out: list[Any] = [
         Heading(3, f"Consent and privacy ({name})"),
         Para(f"PII in {pii['outputs_with_pii']} of {pii['outputs_scanned']} generated outputs ({by_type}); "
              f"{pii['pii_not_in_prompt']} not copied from the prompt."),
-        Para(f"Memorisation: {mem['memorized']} of {mem['probed']} training-record probes continued verbatim "
-             f"(rate {fmt(mem['rate'])}). {mem.get('note', '')}"),
     ]
-    if mem["by_kind"]:
-        out.append(Table(["probe kind", "probed", "memorised"],
-                         [[k, v["probed"], v["memorized"]] for k, v in mem["by_kind"].items()]))
     if pii["examples"]:
         out.append(Table(["id", "types", "output (redacted)"],
                          [[fmt(e["id"]), ", ".join(e["types"]), _cut(e["output_redacted"])] for e in pii["examples"]]))
+    if mem is None:
+        return out
+    out.append(Para(f"Memorisation: {mem['memorized']} of {mem['probed']} training-record probes continued verbatim "
+                    f"(rate {fmt(mem['rate'])}). {mem.get('note', '')}"))
+    if mem["by_kind"]:
+        out.append(Table(["probe kind", "probed", "memorised"],
+                         [[k, v["probed"], v["memorized"]] for k, v in mem["by_kind"].items()]))
     return out
 
 
 def risk_blocks(risks: dict[str, dict[str, Any]]) -> list[Any]:
     out: list[Any] = []
     for name, r in risks.items():
+        if "skipped" in r:
+            out.append(Para(f"{name}: {r['skipped']}."))
         if "bias" in r:
             out += _bias_blocks(name, r["bias"])
         if "hallucination" in r:

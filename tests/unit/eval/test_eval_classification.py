@@ -33,3 +33,11 @@ def test_classification_eval_matches_logits(tiny_model_dir: Path) -> None:
     assert sum(map(sum, result["summary"]["confusion_matrix"])) == 5
     assert result["summary"]["labels"] == ["neg", "pos"]
     assert all(r["nll"] > 0 for r in result["rows"])
+
+
+def test_risk_probes_skip_a_classifier(tiny_model_dir: Path) -> None:
+    from ayar.eval.risks.run import run_risk_probes
+
+    recipe = load_recipe(None, [f"model.name_or_path={tiny_model_dir}", "task=classification",
+                                "data.format=classification"])
+    assert "skipped" in run_risk_probes(None, None, [], [], recipe)

@@ -12,7 +12,10 @@ def run_risk_probes(model: Any, tokenizer: Any, rows: list[dict[str, Any]], trai
     """Bias, hallucination, security and privacy results for one model's eval rows."""
     cfg = recipe.eval.risks
     result: dict[str, Any] = {}
-    if cfg.bias:
+    if recipe.task == "classification":
+        return {"skipped": "risk probes need a model that writes text; a classifier only picks labels"}
+    generative = recipe.task == "causal_lm"  # the chat-formatted probes need a decoder-only chat model
+    if cfg.bias and generative:
         from ayar.eval.risks.bias import bias_probe
 
         result["bias"] = bias_probe(model, tokenizer, recipe.eval, cfg.max_new_tokens)
@@ -20,7 +23,7 @@ def run_risk_probes(model: Any, tokenizer: Any, rows: list[dict[str, Any]], trai
         from ayar.eval.risks.hallucination import hallucination_probe
 
         result["hallucination"] = hallucination_probe(rows)
-    if cfg.security:
+    if cfg.security and generative:
         from ayar.eval.risks.security import security_probe
 
         result["security"] = security_probe(model, tokenizer, recipe.eval, cfg.max_new_tokens)
@@ -29,9 +32,9 @@ def run_risk_probes(model: Any, tokenizer: Any, rows: list[dict[str, Any]], trai
 
         generated = rows + [{"output": a["reply"], "prompt": a["prompt"]}
                             for a in result.get("security", {}).get("answers", [])]
-        result["privacy"] = {
-            "pii": pii_scan(generated),
-            "memorization": memorization_probe(model, tokenizer, train_texts, recipe.eval,
-                                               cfg.memorization_records, cfg.rare_min_chars, recipe.run.seed),
-        }
+        result["privacy"] = {"pii": pii_scan(generated)}
+        if generative:
+            result["privacy"]["memorization"] = memorization_probe(
+                model, tokenizer, train_texts, recipe.eval, cfg.memorization_records, cfg.rare_min_chars,
+                recipe.run.seed)
     return result
