@@ -114,6 +114,7 @@ class _PromptMethod(Method):
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         config = self.peft_config(model, PEFT_TASK_TYPES[task])
+        config.modules_to_save = modules_to_save_for(model, task, None)  # a classifier's new head trains in full
         return wrap_peft(model, config, self.name)
 
 

@@ -108,3 +108,17 @@ def test_ia3_own_targets_need_feedforward_named() -> None:
     model = build_method("ia3", {"target_modules": ["q_proj"], "feedforward_modules": []}).prepare_model(
         tiny_model("llama"), "causal_lm")
     assert count_parameters(model)[0] == LAYERS * HIDDEN
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_t5_classification_head_trains_in_full(method: str) -> None:
+    """peft knows only 'classifier' and 'score' as heads; T5's 'classification_head' must not stay random."""
+    from transformers import AutoModelForSequenceClassification, T5Config
+
+    cfg = T5Config(vocab_size=48, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, dropout_rate=0.0,
+                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, num_labels=NUM_LABELS)
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    head = {f"classification_head.{n}" for n, _ in model.classification_head.named_parameters()}
+    model = build_method(method, params_for(method)).prepare_model(model, "classification")
+    trained = {n for n, p in model.named_parameters() if p.requires_grad and "classification_head" in n}
+    assert {n.split("modules_to_save.default.")[-1] for n in trained} == {h.split(".", 1)[1] for h in head}
