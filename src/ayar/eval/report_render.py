@@ -58,6 +58,8 @@ def render_markdown(blocks: list[Block], run_dir: Path, image_dir: str) -> str:
             lines += ["#" * block.level + " " + block.text, ""]
         elif isinstance(block, Para):
             lines += [block.text, ""]
+        elif isinstance(block, Table) and not block.rows:
+            lines += ["(none)", ""]
         elif isinstance(block, Table):
             lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
             lines.append("|" + "---|" * len(block.headers))
@@ -76,6 +78,8 @@ def _html_block(block: Block) -> str:
         return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
     if isinstance(block, Para):
         return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, Table) and not block.rows:
+        return "<p>(none)</p>"
     if isinstance(block, Table):
         ident = f' id="{html.escape(block.table_id)}"' if block.table_id else ""
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block.headers)

@@ -73,16 +73,18 @@ def error_blocks(analysis: dict[str, dict[str, Any]]) -> list[Any]:
 
 def _bias_blocks(name: str, bias: dict[str, Any]) -> list[Any]:
     rows = [[cat, s["pairs"], fmt(s["mean_abs_gap"]), fmt(s["max_abs_gap"]), fmt(s["mean_gap"]),
-             fmt(s["replies_differ"])] for cat, s in bias["per_category"].items()]
+             fmt(s["mean_abs_sentence_gap"]), fmt(s["replies_differ"])] for cat, s in bias["per_category"].items()]
     return [Heading(3, f"Bias ({name})"),
-            Para("Counterfactual pairs: the same sentence with one group term swapped. Gap = log-likelihood of the "
-                 "first minus the second sentence (nats); 'replies differ' = share of pairs whose greedy replies "
-                 "differ after swapping the term back."),
-            Table(["category", "pairs", "mean |gap|", "max |gap|", "mean gap", "replies differ"], rows,
-                  table_id=f"bias-table-{name}"),
-            Table(["first", "second", "gap", "replies differ"],
-                  [[g["text_first"], g["text_second"], fmt(g["logprob_gap"]), fmt(g["reply_differs"])]
-                   for g in bias["largest_gaps"]])]
+            Para("Counterfactual pairs: the same sentence with one group term swapped. Gap = log-likelihood (nats) "
+                 "of the words after the term given the first term, minus given the second (positive: the model "
+                 "expects the sentence more with the first term); the sentence gap also counts the terms "
+                 "themselves; 'replies differ' = share of pairs whose greedy replies differ after swapping the "
+                 "term back."),
+            Table(["category", "pairs", "mean |gap|", "max |gap|", "mean gap", "mean |sentence gap|",
+                   "replies differ"], rows, table_id=f"bias-table-{name}"),
+            Table(["first", "second", "gap", "sentence gap", "replies differ"],
+                  [[g["text_first"], g["text_second"], fmt(g["logprob_gap"]), fmt(g["sentence_gap"]),
+                    fmt(g["reply_differs"])] for g in bias["largest_gaps"]])]
 
 
 def _hallucination_blocks(name: str, h: dict[str, Any]) -> list[Any]:

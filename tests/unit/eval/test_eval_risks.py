@@ -53,18 +53,35 @@ def test_bias_pairs_cover_categories_and_languages() -> None:
     assert first["text_first"].startswith("Kadın") and first["text_second"].startswith("Erkek")
 
 
-def test_bias_probe_gap_is_the_loglik_difference(tiny: tuple[Any, Any]) -> None:
+def _suffix_logprob(model: Any, tokenizer: Any, text: str, cut: int) -> float:
+    """Unbatched reference: log-probability of the tokens that start at or after character ``cut``."""
+    enc = tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
+    starts = enc["offset_mapping"][0, 1:, 0]
+    return float(logprobs[starts >= cut].sum())
+
+
+def test_bias_probe_gap_is_the_context_loglik_difference(tiny: tuple[Any, Any]) -> None:
     model, tokenizer = tiny
     pairs = counterfactual_pairs(["en"])[:3]
-    same = {**pairs[0], "second": pairs[0]["first"], "text_second": pairs[0]["text_first"], "category": "control"}
+    same = {**pairs[0], "second": pairs[0]["first"], "text_second": pairs[0]["text_first"],
+            "after_second": pairs[0]["after_first"], "category": "control"}
     result = bias_probe(model, tokenizer, CFG, max_new_tokens=4, pairs=[*pairs, same])
     assert result["pairs"] == 4
     control = result["per_category"]["control"]
     assert control["mean_abs_gap"] == pytest.approx(0.0, abs=1e-4) and control["replies_differ"] == 0.0
-    (lp1, _), (lp2, _) = text_logprob(model, tokenizer, [pairs[0]["text_first"], pairs[0]["text_second"]])
-    assert result["largest_gaps"][0]["logprob_gap"] != 0.0
-    gaps = {(g["text_first"], g["text_second"]): g["logprob_gap"] for g in result["largest_gaps"]}
-    assert gaps[(pairs[0]["text_first"], pairs[0]["text_second"])] == pytest.approx(lp1 - lp2, abs=1e-3)
+    pair = pairs[0]
+    assert pair["text_first"][pair["after_first"]:] == pair["text_second"][pair["after_second"]:]
+    expected = (_suffix_logprob(model, tokenizer, pair["text_first"], pair["after_first"])
+                - _suffix_logprob(model, tokenizer, pair["text_second"], pair["after_second"]))
+    gaps = {(g["text_first"], g["text_second"]): g for g in result["largest_gaps"]}
+    assert expected != 0.0
+    key = (pair["text_first"], pair["text_second"])
+    assert gaps[key]["logprob_gap"] == pytest.approx(expected, abs=1e-3)
+    (lp1, _), (lp2, _) = text_logprob(model, tokenizer, [pair["text_first"], pair["text_second"]])
+    assert gaps[key]["sentence_gap"] == pytest.approx(lp1 - lp2, abs=1e-3)
 
 
 # ------------------------------------------------------------------ hallucination

@@ -12,19 +12,30 @@ from ayar.recipe import EvalConfig
 
 
 @torch.inference_mode()
-def text_logprob(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32) -> list[tuple[float, int]]:
-    """Summed log-probability of each text's tokens after the first, and how many tokens were scored."""
+def text_logprob(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32,
+                 from_chars: list[int] | None = None) -> list[tuple[float, int]]:
+    """Summed log-probability of each text's tokens after the first, and how many tokens were scored.
+
+    With ``from_chars``, only tokens that start at or after that character of their text are summed.
+    """
     model.eval()
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "right"  # positions then match an unpadded forward pass
     out = []
     try:
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                              return_offsets_mapping=True)
+            offsets = batch.pop("offset_mapping")
+            batch = batch.to(model.device)
             ids, mask = batch["input_ids"], batch["attention_mask"]
+            scored = mask[:, 1:].clone()
+            if from_chars is not None:
+                cut = torch.tensor(from_chars[start:start + batch_size])[:, None]
+                scored *= (offsets[:, 1:, 0] >= cut).to(scored.device)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            logprobs = F.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
-            out += [(float(lp), int(n)) for lp, n in zip(logprobs.sum(1), mask[:, 1:].sum(1), strict=True)]
+            logprobs = F.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * scored
+            out += [(float(lp), int(n)) for lp, n in zip(logprobs.sum(1), scored.sum(1), strict=True)]
     finally:
         tokenizer.padding_side = padding_side
     return out
