@@ -1,0 +1,36 @@
+"""Every method is registered with a one-line summary and has a valid example recipe and a docs section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ayar.methods import available_methods
+from ayar.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[3]
+EXPECTED = {"full", "layers", "gradual_unfreeze", "transfer", "lora", "dora", "ia3", "prompt_tuning",
+            "prefix_tuning", "p_tuning", "qlora"}
+
+
+def test_every_method_is_registered_with_a_one_line_summary() -> None:
+    methods = available_methods()
+    assert set(methods) >= EXPECTED
+    for name in EXPECTED:
+        summary = methods[name].summary
+        assert summary and "\n" not in summary and len(summary) <= 110, name
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("method-*.yaml")), ids=lambda p: p.stem)
+def test_method_recipes_validate(path: Path) -> None:
+    recipe = load_recipe(path, ["train.max_steps=2", "pretrain.max_steps=2"])
+    assert path.stem == f"method-{recipe.method.name.replace('_', '-')}"
+
+
+def test_every_method_has_a_docs_section_and_a_recipe() -> None:
+    docs = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    recipes = {p.stem.removeprefix("method-").replace("-", "_") for p in (ROOT / "recipes").glob("method-*.yaml")}
+    for name in EXPECTED:
+        assert f"\n## {name}\n" in docs, name
+        assert name in recipes or name in ("full", "lora"), name  # lora: quickstart.yaml; full: no keys
