@@ -34,3 +34,16 @@ def test_every_method_has_a_docs_section_and_a_recipe() -> None:
     for name in EXPECTED:
         assert f"\n## {name}\n" in docs, name
         assert name in recipes or name in ("full", "lora"), name  # lora: quickstart.yaml; full: no keys
+
+
+def test_default_preflight_refuses_an_unsupported_task() -> None:
+    from ayar.errors import UsageError
+    from ayar.methods.base import Method
+
+    class DecoderOnly(Method):
+        name = "decoder_only"
+        tasks = ("causal_lm",)
+
+    DecoderOnly().preflight("causal_lm")
+    with pytest.raises(UsageError, match="does not support task 'seq2seq'"):
+        DecoderOnly().preflight("seq2seq")

@@ -122,3 +122,10 @@ def test_t5_classification_head_trains_in_full(method: str) -> None:
     model = build_method(method, params_for(method)).prepare_model(model, "classification")
     trained = {n for n, p in model.named_parameters() if p.requires_grad and "classification_head" in n}
     assert {n.split("modules_to_save.default.")[-1] for n in trained} == {h.split(".", 1)[1] for h in head}
+
+
+def test_ia3_on_an_unmapped_architecture_asks_for_targets() -> None:
+    model = tiny_model("llama")
+    model.config.model_type = "no_such_arch"
+    with pytest.raises(UsageError, match="no default target modules"):
+        build_method("ia3").prepare_model(model, "causal_lm")
