@@ -159,12 +159,13 @@ def _snippet(raw: bytes | str) -> str:
 
 def parse_json_line(raw: bytes, source: str, line_no: int) -> Any:
     """One JSONL line parsed, or a Reject saying why it could not be."""
+    raw = raw.rstrip(b"\r\n")  # so that an error at the end of the line reports its column, not "line 2"
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         return Reject(source, line_no, f"invalid UTF-8 at byte {exc.start}", _snippet(raw))
     except json.JSONDecodeError as exc:
-        return Reject(source, line_no, f"invalid JSON: {exc.msg} (column {exc.colno})", _snippet(raw))
+        return Reject(source, line_no, f"invalid JSON: {exc.msg} (column {exc.pos + 1})", _snippet(raw))
 
 
 def _read_jsonl(path: Path, raw: bool = False) -> Iterator[Item]:

@@ -38,6 +38,7 @@ def test_jsonl_rejects_carry_line_numbers_and_reasons(tmp_path: Path) -> None:
         (6, "field 'output' must be a string, got int"), (7, "empty record"), (8, "expected an object, got list"),
     ]
     assert all(r.source == str(path) for r in bad)
+    assert bad[0].reason.endswith("(column 32)")  # where the line ends, not "line 2 column 1"
 
 
 def test_csv_with_turkish_columns_and_a_short_row(tmp_path: Path) -> None:
