@@ -91,11 +91,15 @@ def train(
 
 
 @app.command("eval")
-def eval_(recipe: RecipeArg, set_: SetOpt = None) -> None:
-    """Evaluate base and fine-tuned model on the held-out test split; writes metrics.json and report.md."""
+def eval_(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Evaluate even on a split used for training or selection.")] = False,
+) -> None:
+    """Evaluate base and fine-tuned model on the held-out test split; writes metrics.json and the report."""
     from ayar.pipeline import stage_eval
 
-    _print_eval(stage_eval(_recipe(recipe, set_)))
+    _print_eval(stage_eval(_recipe(recipe, set_), force=force))
 
 
 @app.command()
@@ -149,17 +153,24 @@ def _print_eval(evals: dict, train_summary: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ayar.eval.report import model_blocks
+
+    def fmt(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
+
     table = Table(title="ayar results")
     table.add_column("figure")
-    names = list(evals)
+    blocks = model_blocks(evals)
+    names = list(blocks) or [""]
     for name in names:
         table.add_column(name, justify="right")
-    metrics = [k for k in (evals[names[0]] if names else {}) if isinstance(evals[names[0]][k], int | float)]
+    first = next(iter(blocks.values()), {})
+    metrics = [k for k, v in first.items() if isinstance(v, int | float) or v is None]
     for metric in metrics:
-        table.add_row(metric, *(f"{evals[n].get(metric, float('nan')):.4g}" for n in names))
+        table.add_row(metric, *(fmt(blocks[n].get(metric)) for n in names))
     if train_summary:
         for key in ("final_loss", "steps", "tokens_per_second", "wall_time_s"):
-            table.add_row(f"train {key}", *(f"{train_summary[key]:.4g}" if i == 0 else "" for i in range(len(names))))
+            table.add_row(f"train {key}", *(fmt(train_summary[key]) if i == 0 else "" for i in range(len(names))))
     Console().print(table)
 
 

@@ -45,10 +45,13 @@ def base_model_path(recipe: Recipe) -> str:
 
 def stage_pretrain(recipe: Recipe) -> Path:
     """Pretrain the from-scratch base model; returns its folder."""
+    from ayar.eval.carbon import track_emissions
     from ayar.models.pretrain import pretrain
 
     run_dir = run_dir_for(recipe)
-    result = pretrain(recipe.pretrain, run_dir / "pretrain", recipe.run.seed)
+    with track_emissions(run_dir, "pretrain", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
+        result = pretrain(recipe.pretrain, run_dir / "pretrain", recipe.run.seed)
+    _record_carbon(run_dir, "pretrain", emissions.as_dict())
     update_metrics(run_dir, "pretrain", {"final_loss": result.final_loss, "steps": result.steps,
                                          "windows": result.windows, "corpus_tokens": result.tokens_in_corpus,
                                          "wall_time_s": result.wall_time_s})
@@ -69,29 +72,45 @@ def prepared_data(recipe: Recipe) -> PreparedData:
     return prepared
 
 
+def _record_carbon(run_dir: Path, stage: str, figures: dict[str, Any]) -> None:
+    path = run_dir / "metrics.json"
+    carbon = json.loads(path.read_text(encoding="utf-8")).get("carbon", {}) if path.is_file() else {}
+    update_metrics(run_dir, "carbon", {**carbon, stage: figures})
+
+
 def stage_train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     """Fine-tune the base model; returns the train figures written to metrics.json."""
+    from ayar.eval.carbon import track_emissions
     from ayar.eval.report import plot_loss
     from ayar.train.engine import train
 
     run_dir = run_dir_for(recipe)
-    result = train(recipe, base_model_path(recipe), prepared_data(recipe), run_dir, resume=resume)
+    with track_emissions(run_dir, "train", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
+        result = train(recipe, base_model_path(recipe), prepared_data(recipe), run_dir, resume=resume)
+    _record_carbon(run_dir, "train", emissions.as_dict())
     plot_loss(result.loss_history, run_dir / "loss_curve.png")
     summary = result.summary()
     update_metrics(run_dir, "train", summary)
     return summary
 
 
-def stage_eval(recipe: Recipe) -> dict[str, Any]:
-    """Evaluate base and tuned model on the held-out split; writes metrics.json and report.md."""
-    from ayar.eval.evaluate import evaluate
+def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
+    """Evaluate base and tuned model on the held-out split; writes metrics.json and the report.
+
+    Refuses a split that training or checkpoint selection has seen, unless ``force``.
+    """
+    from ayar.eval.carbon import track_emissions
+    from ayar.eval.evaluate import check_eval_split, evaluate, splits_used_for_training
     from ayar.eval.report import write_report
 
+    check_eval_split(recipe.eval.split, splits_used_for_training(recipe), force)
     run_dir = run_dir_for(recipe)
     tuned = run_dir / "model"
     if not tuned.is_dir():
         raise UsageError(f"no trained model in {tuned}: run `ayar train` first")
-    results = evaluate(recipe, tuned, base_model_path(recipe), prepared_data(recipe), run_dir)
+    with track_emissions(run_dir, "eval", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
+        results = evaluate(recipe, tuned, base_model_path(recipe), prepared_data(recipe), run_dir)
+    _record_carbon(run_dir, "eval", emissions.as_dict())
     metrics = update_metrics(run_dir, "eval", results)
     write_report(run_dir, metrics, recipe.run.name)
     return results

@@ -31,7 +31,7 @@ class RunConfig(Section):
     output_dir: Path = Field(Path("runs"), description="Root folder for run folders.")
     seed: int = Field(42, description="Global seed for Python, NumPy, torch and data order.")
     overwrite: bool = Field(True, description="Reuse an existing run folder of the same name.")
-    carbon: bool = Field(False, description="Track energy and CO2 with codecarbon's offline tracker.")
+    carbon: bool = Field(True, description="Track energy and CO2 of train and eval (codecarbon, offline).")
     country_iso_code: str = Field("TUR", description="Country for codecarbon's carbon intensity.")
 
 
