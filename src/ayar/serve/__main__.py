@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--served-model-name")
     parser.add_argument("--api-key", action="append")
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: CPU cores - 1)")
     parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
                              log_requests=args.log_requests, log_text=args.log_text)
     try:
         serve(args.model, args.host, args.port, parse_adapters(args.adapter), args.served_model_name, settings,
-              args.max_queue, args.drain_timeout)
+              args.max_queue, args.drain_timeout, args.max_batch, args.threads)
     except AyarError as exc:
         print(f"ayar: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -1,8 +1,10 @@
 """The generation engine: the loaded model (and its LoRA adapters), a bounded job queue, one worker thread.
 
-One worker thread runs ``model.generate`` for one request at a time: on a CPU torch already spreads one
-generation over every core, and peft's active adapter is process-wide state, so concurrent calls would
-add contention, not throughput. Requests wait in a bounded queue; a full queue is the caller's 429.
+One worker thread runs ``model.generate``: peft's active adapter is process-wide state, and on a CPU torch
+already spreads one call over every core, so parallel calls would add contention, not throughput. Instead
+the worker batches the queued jobs that decode alike (same model and sampling settings) into one left-padded
+call, each row with its own stop strings, token budget, deadline and cancel flag (dynamic batching).
+Requests wait in a bounded queue; a full queue is the caller's 429.
 """
 
 from __future__ import annotations
@@ -57,68 +59,85 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-class _JobStreamer(BaseStreamer):
-    """Decodes new tokens as they come, cuts at stop strings and emits only text no stop string can still claim."""
+class _JobStreamer:
+    """One job's tokens: decodes as they come, cuts at stop strings, emits only text no stop string can claim."""
 
     def __init__(self, tokenizer: Any, job: Job) -> None:
         self.tokenizer, self.job = tokenizer, job
         self.ids: list[int] = []
         self.sent = 0
-        self.hit_stop = False
+        self.hit_stop = self.done = False
         self.text = ""
-        self._prompt_seen = False
         self._hold = max((len(s) for s in job.params.stop), default=1) - 1
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt itself
-            self._prompt_seen = True
+    def put_token(self, token: int) -> None:
+        if self.done:  # a finished row of a batch keeps receiving padding
             return
-        if self.hit_stop:
-            return
-        self.ids += value.reshape(-1).tolist()
+        self.ids.append(token)
+        self.done = token == self.tokenizer.eos_token_id or len(self.ids) >= self.job.params.max_tokens
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+        if text.endswith("\ufffd") and not self.done:  # half of a multi-byte character: wait for the rest
             return
         for stop in self.job.params.stop:
             index = text.find(stop) if stop else -1
             if index != -1:
-                text, self.hit_stop = text[:index], True
+                text, self.hit_stop, self.done = text[:index], True, True
         self.text = text
-        safe = len(text) if self.hit_stop else max(self.sent, len(text) - self._hold)
+        safe = len(text) if self.done else max(self.sent, len(text) - self._hold)
         if safe > self.sent:
             self.job.emit(("delta", text[self.sent : safe]))
             self.sent = safe
 
+
+class _BatchStreamer(BaseStreamer):
+    """Hands each row of a batched ``generate`` its own token."""
+
+    def __init__(self, rows: list[_JobStreamer]) -> None:
+        self.rows, self._prompt_seen = rows, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate() first hands over the prompts themselves
+            self._prompt_seen = True
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist(), strict=True):
+            row.put_token(token)
+
     def end(self) -> None:
-        if len(self.text) > self.sent:
-            self.job.emit(("delta", self.text[self.sent :]))
-            self.sent = len(self.text)
+        for row in self.rows:
+            if len(row.text) > row.sent:
+                row.job.emit(("delta", row.text[row.sent :]))
+                row.sent = len(row.text)
 
 
-class _StopWhen(StoppingCriteria):
-    """Stops generation on a stop string, a cancelled job (client gone) or a passed deadline."""
+class _StopRows(StoppingCriteria):
+    """Per row: stop on its own stop string or token budget, a cancelled job (client gone) or its deadline."""
 
-    def __init__(self, streamer: _JobStreamer) -> None:
-        self.streamer = streamer
+    def __init__(self, rows: list[_JobStreamer], prompt_length: int) -> None:
+        self.rows, self.prompt_length = rows, prompt_length
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        job = self.streamer.job
-        done = self.streamer.hit_stop or job.cancel.is_set() or time.monotonic() > job.deadline
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        now, generated = time.monotonic(), input_ids.shape[1] - self.prompt_length
+        done = [row.done or generated >= row.job.params.max_tokens or row.job.cancel.is_set()
+                or now > row.job.deadline for row in self.rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class Engine:
     """Serves one model under one or several names (a base and its LoRA adapters)."""
 
-    def __init__(self, model: Any, tokenizer: Any, names: dict[str, str | None], max_queue: int = 64) -> None:
+    def __init__(self, model: Any, tokenizer: Any, names: dict[str, str | None], max_queue: int = 64,
+                 max_batch: int = 32) -> None:
         """names maps each served model name to its peft adapter name (None: the base weights)."""
         self.model, self.tokenizer, self.names = model.eval(), tokenizer, names
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        self.max_batch = max_batch
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._held: list[Job] = []  # taken from the queue but not batchable with the batch that ran
         self._running = 0
         self._mean_seconds = 0.5  # running mean of job time, for Retry-After
         self._thread: threading.Thread | None = None
         self.cancelled_jobs = 0
+        self.largest_batch = 0
 
     # ------------------------------------------------------------- lifecycle
 
@@ -140,8 +159,8 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        """Jobs waiting plus the job running."""
-        return self._queue.qsize() + self._running
+        """Jobs waiting plus the jobs running."""
+        return self._queue.qsize() + len(self._held) + self._running
 
     def submit(self, job: Job) -> None:
         """Queue a job, or raise QueueFullError."""
@@ -170,49 +189,103 @@ class Engine:
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
+            batch = self._next_batch()
+            if batch is None:
                 return
-            self._running = 1
+            self._running = len(batch)
+            self.largest_batch = max(self.largest_batch, len(batch))
             started = time.monotonic()
             try:
-                self._run_job(job)
-            except Exception as exc:  # noqa: BLE001 - a failed job must not kill the worker
-                job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+                self._run_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - a failed batch must not kill the worker
+                for job in batch:
+                    job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self._running = 0
-                self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
+                per_job = (time.monotonic() - started) / len(batch)
+                self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * per_job
 
-    def _run_job(self, job: Job) -> None:
-        if job.cancel.is_set():
-            self.cancelled_jobs += 1
-            job.emit(("done", "cancelled", 0))
+    @staticmethod
+    def _batch_key(job: Job) -> tuple:
+        """Jobs share one ``generate`` call only when they decode alike; a seeded job runs alone, so that its
+        seed alone decides its sample."""
+        p = job.params
+        return (job.model, p.temperature, p.top_p if p.temperature > 0 else None, p.min_tokens,
+                id(job) if p.seed is not None else None)
+
+    def _next_batch(self) -> list[Job] | None:
+        """Up to max_batch queued jobs that decode alike (dynamic batching: no waiting for a batch to fill)."""
+        first = self._held.pop(0) if self._held else self._queue.get()
+        if first is None:
+            return None
+        batch, key = [first], self._batch_key(first)
+        longest_prompt, most_tokens = len(first.prompt_ids), first.params.max_tokens
+        candidates, self._held = self._held, []
+        while len(candidates) < 4 * self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            candidates.append(job)
+        for job in candidates:
+            fits = (max(longest_prompt, len(job.prompt_ids)) + max(most_tokens, job.params.max_tokens)
+                    <= self.context_length)
+            if len(batch) < self.max_batch and self._batch_key(job) == key and fits:
+                batch.append(job)
+                longest_prompt = max(longest_prompt, len(job.prompt_ids))
+                most_tokens = max(most_tokens, job.params.max_tokens)
+            else:
+                self._held.append(job)
+        return batch
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        live = []
+        for job in jobs:
+            if job.cancel.is_set():
+                self.cancelled_jobs += 1
+                self._finish(job, ("done", "cancelled", 0))
+            elif time.monotonic() > job.deadline:
+                self._finish(job, ("done", "timeout", 0))
+            else:
+                live.append(job)
+        if not live:
             return
-        if time.monotonic() > job.deadline:
-            job.emit(("done", "timeout", 0))
-            return
-        params = job.params
-        streamer = _JobStreamer(self.tokenizer, job)
+        params = live[0].params  # all jobs of a batch decode alike
+        rows = [_JobStreamer(self.tokenizer, job) for job in live]
+        width = max(len(job.prompt_ids) for job in live)
+        pad = self.tokenizer.pad_token_id
+        # left padding: every row continues from the right edge
+        ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in live], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in live])
         sample = params.temperature > 0
-        with self._use(job.model), torch.inference_mode():
+        most_tokens = max(job.params.max_tokens for job in live)
+        with self._use(live[0].model), torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.model.device)
             self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=params.max_tokens,
-                min_new_tokens=min(params.min_tokens, params.max_tokens) or None,
+                input_ids=ids.to(self.model.device),
+                attention_mask=mask.to(self.model.device),
+                max_new_tokens=most_tokens,
+                min_new_tokens=min(params.min_tokens, most_tokens) or None,
                 do_sample=sample,
                 temperature=params.temperature if sample else None,
                 top_p=params.top_p if sample else None,
                 top_k=0 if sample else None,
-                streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([_StopWhen(streamer)]),
-                pad_token_id=self.tokenizer.pad_token_id,
+                streamer=_BatchStreamer(rows),
+                stopping_criteria=StoppingCriteriaList([_StopRows(rows, width)]),
+                pad_token_id=pad,
                 eos_token_id=self.tokenizer.eos_token_id,
             )
-        job.emit(("done", self._finish_reason(job, streamer), len(streamer.ids)))
+        for row in rows:
+            self._finish(row.job, ("done", self._finish_reason(row.job, row), len(row.ids)))
+
+    def _finish(self, job: Job, event: Event) -> None:
+        """Count the job as no longer running before its caller hears that it is done."""
+        self._running = max(0, self._running - 1)
+        job.emit(event)
 
     def _finish_reason(self, job: Job, streamer: _JobStreamer) -> str:
         if job.cancel.is_set():
@@ -249,6 +322,7 @@ def load_engine(
     adapters: dict[str, Path] | None = None,
     served_name: str | None = None,
     max_queue: int = 64,
+    max_batch: int = 32,
 ) -> Engine:
     """Load a merged model or a base with LoRA adapters; each adapter is served under its own name."""
     from peft import PeftModel
@@ -271,4 +345,4 @@ def load_engine(
         else:
             model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
         names[adapter_name] = adapter_name
-    return Engine(model, tokenizer, names, max_queue=max_queue)
+    return Engine(model, tokenizer, names, max_queue=max_queue, max_batch=max_batch)

@@ -133,3 +133,46 @@ def test_readyz_waits_for_the_model_and_healthz_does_not(chat_model_dir: Path) -
                 break
             threading.Event().wait(0.05)
         assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def _collect(engine, jobs_spec: list[tuple[list[int], int]]) -> list[tuple[str, str, int]]:
+    """Run jobs through the engine; returns (text, finish_reason, tokens) per job."""
+    import time as _time
+
+    from ayar.serve.engine import Job, SamplingParams
+
+    results: list[list] = [["", None, 0] for _ in jobs_spec]
+    done = threading.Event()
+
+    def emitter(i: int):
+        def emit(event: tuple) -> None:
+            if event[0] == "delta":
+                results[i][0] += event[1]
+            else:
+                results[i][1], results[i][2] = event[1], event[2]
+                if all(r[1] for r in results):
+                    done.set()
+        return emit
+
+    for i, (ids, max_tokens) in enumerate(jobs_spec):
+        engine.submit(Job("tiny", ids, SamplingParams(max_tokens, temperature=0), _time.monotonic() + 60,
+                          emit=emitter(i)))
+    if not engine.alive:
+        engine.start()
+    assert done.wait(60)
+    return [tuple(r) for r in results]
+
+
+def test_batched_jobs_give_the_same_greedy_text_as_jobs_run_alone(chat_model_dir: Path) -> None:
+    from ayar.serve.engine import load_engine
+
+    engine = load_engine(chat_model_dir, served_name="tiny")
+    prompts = [engine.encode_text(t) for t in ("def main", "import os\nimport sys", "x", "class Foo(Base):")]
+    spec = list(zip(prompts, (5, 12, 3, 8), strict=True))
+    batched = _collect(engine, spec)  # queued before the worker starts: one batch of four
+    assert engine.largest_batch == 4
+    alone = [_collect(engine, [job])[0] for job in spec]
+    engine.stop()
+    assert batched == alone
+    for (_, max_tokens), (_, finish, tokens) in zip(spec, batched, strict=True):  # each row kept its own budget
+        assert tokens == max_tokens if finish == "length" else tokens < max_tokens

@@ -1,0 +1,133 @@
+"""Load test of `ayar serve` on loopback: N concurrent clients for a fixed time against a tiny model.
+
+    .venv/bin/python bench/serve_bench.py                      # 32 clients, 20 s, a tiny scratch model
+    .venv/bin/python bench/serve_bench.py --model runs/x --clients 8 --seconds 30 --json out.json
+
+The server runs as a child process on 127.0.0.1 only; the benchmark never talks to another host.
+Reports requests/s, generated tokens/s, p50/p95/p99 latency and failed requests (any non-200 or error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+PROMPTS = ["Add 12 and 30.", "Write the word 'river' backwards.", "Kelimeyi büyük harfle yaz: kitap",
+           "Write the date 2024-05-17 in words.", "What is a list comprehension?"]
+
+
+def build_tiny_model(out: Path) -> Path:
+    """A 2-layer, 32-wide Llama with a 512-token BPE vocabulary and the alpaca chat template."""
+    from ayar.data.templates import set_template
+    from ayar.models.scratch import build_model, pydoc_topics_text, train_tokenizer
+    from ayar.recipe import ScratchModelConfig, TokenizerTrainConfig
+
+    tokenizer = train_tokenizer(pydoc_topics_text()[:200_000], TokenizerTrainConfig(vocab_size=512))
+    set_template(tokenizer, "alpaca")
+    build_model(ScratchModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                   context_length=256), tokenizer, seed=0).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def start_server(model: Path, port: int, max_queue: int, max_batch: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "ayar.serve", str(model), "--host", "127.0.0.1",
+                             "--port", str(port), "--served-model-name", "bench", "--max-queue", str(max_queue),
+                             "--max-batch", str(max_batch)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("server not ready in 120 s")
+
+
+async def client_loop(http: httpx.AsyncClient, index: int, stop_at: float, max_tokens: int,
+                      results: list[tuple[float, int, bool]]) -> None:
+    """One client: send a chat request, wait for the answer, repeat until the time is up."""
+    n = 0
+    while time.monotonic() < stop_at:
+        body = {"model": "bench", "max_tokens": max_tokens, "temperature": 0.7,
+                "messages": [{"role": "user", "content": PROMPTS[(index + n) % len(PROMPTS)]}]}
+        started = time.monotonic()
+        try:
+            response = await http.post("/v1/chat/completions", json=body)
+            ok = response.status_code == 200
+            tokens = response.json()["usage"]["completion_tokens"] if ok else 0
+        except (httpx.HTTPError, ValueError, KeyError):
+            ok, tokens = False, 0
+        results.append((time.monotonic() - started, tokens, ok))
+        n += 1
+
+
+async def run_load(port: int, clients: int, seconds: float, max_tokens: int) -> dict[str, float]:
+    results: list[tuple[float, int, bool]] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits) as http:
+        started = time.monotonic()
+        await asyncio.gather(*(client_loop(http, i, started + seconds, max_tokens, results)
+                               for i in range(clients)))
+        wall = time.monotonic() - started
+    latencies = np.array([r[0] for r in results if r[2]]) * 1000
+    ok = int(sum(r[2] for r in results))
+    return {
+        "clients": clients, "seconds": round(wall, 2), "requests": len(results), "failed": len(results) - ok,
+        "requests_per_s": round(ok / wall, 2),
+        "generated_tokens_per_s": round(sum(r[1] for r in results) / wall, 1),
+        **{f"p{q}_ms": round(float(np.percentile(latencies, q)), 1) if ok else float("nan") for q in (50, 95, 99)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="Model/run folder (default: a tiny scratch model).")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=32, help="The server's dynamic batch size.")
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    args = parser.parse_args()
+    if not 1 <= args.clients <= 256 or not 1 <= args.seconds <= 600:
+        raise SystemExit("--clients must be 1..256 and --seconds 1..600 (a bounded load test)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or build_tiny_model(Path(tmp) / "tiny")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = start_server(model, port, max(64, 2 * args.clients), args.max_batch)
+        try:
+            figures = asyncio.run(run_load(port, args.clients, args.seconds, args.max_tokens))
+        finally:
+            proc.send_signal(signal.SIGTERM)  # the drain path: everything has finished by now
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    if figures["failed"]:
+        raise SystemExit(f"{figures['failed']} failed requests")
+
+
+if __name__ == "__main__":
+    main()
