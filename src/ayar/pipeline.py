@@ -8,6 +8,7 @@ Every stage reads and writes the run folder ``<run.output_dir>/<run.name>/``:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,23 @@ def run_dir_for(recipe: Recipe) -> Path:
     return run_dir
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers and strict parsers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def update_metrics(run_dir: Path, section: str, values: Any) -> dict[str, Any]:
     """Merge one section into metrics.json and return the whole file's content."""
     path = run_dir / "metrics.json"
     metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    metrics[section] = values
-    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    metrics[section] = _json_safe(values)
+    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
     return metrics
 
 
