@@ -1,4 +1,4 @@
-"""Method tests run tiny models: one torch thread is faster than several on a shared CPU."""
+"""Method tests: every method registered up front; one torch thread (tiny models, shared CPU)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+
+from ayar.methods import available_methods
+
+# Discover every method before a test module imports one method module directly: the registry only
+# auto-discovers while it is empty, so an early `import ayar.methods.qlora` would hide the others.
+available_methods()
 
 
 @pytest.fixture(autouse=True)
