@@ -310,7 +310,7 @@ class ServeConfig(Section):
     drain_timeout: float = Field(30.0, gt=0, description="Seconds SIGTERM waits for requests in flight.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request names none.")
     log_requests: bool = Field(False, description="Log counts, timings and status per request to log_db.")
-    log_text: bool = Field(False, description="Also log prompt text (PII-redacted); needs log_requests.")
+    log_text: bool = Field(False, description="Also log prompt text (PII-redacted); turns log_requests on.")
     log_db: Path | None = Field(None, description="SQLite request log (default: <run>/requests.sqlite).")
 
 
