@@ -26,16 +26,18 @@ def build_chat_model(tiny_dir: Path, out: Path) -> Path:
 
 
 def build_adapter(base_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA adapter with non-zero B matrices, so its outputs differ from the base model's."""
+    """A LoRA adapter with non-zero B matrices (outputs differ from the base's), saved with its tokenizer as
+    training saves it."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False))
     model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 CHAT = "/v1/chat/completions"
@@ -176,3 +177,16 @@ def test_batched_jobs_give_the_same_greedy_text_as_jobs_run_alone(chat_model_dir
     assert batched == alone
     for (_, max_tokens), (_, finish, tokens) in zip(spec, batched, strict=True):  # each row kept its own budget
         assert tokens == max_tokens if finish == "length" else tokens < max_tokens
+
+
+def test_an_adapter_folder_is_served_with_its_base_loaded_underneath(chat_model_dir: Path,
+                                                                     adapter_dirs: dict[str, Path]) -> None:
+    from ayar.errors import UsageError
+    from ayar.serve.engine import load_engine
+
+    engine = load_engine(adapter_dirs["tr"])
+    assert engine.names == {"tr": "default"} and hasattr(engine.model, "peft_config")
+    with pytest.raises(UsageError, match="not a LoRA adapter"):
+        load_engine(chat_model_dir, {"x": chat_model_dir})
+    with pytest.raises(UsageError, match="used twice"):
+        load_engine(chat_model_dir, {"tiny": adapter_dirs["tr"]}, served_name="tiny")
