@@ -130,6 +130,9 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
 
 def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     """Every stage of the recipe in order; returns metrics.json's content."""
+    from ayar.methods import build_method
+
+    build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # fail before any stage
     if recipe.pretrain.enabled and not recipe.model.name_or_path:
         if resume and (recipe.run_dir / "pretrain" / "model" / "config.json").is_file():
             print("pretrain: reusing the pretrained base model of this run")

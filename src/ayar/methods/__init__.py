@@ -12,6 +12,7 @@ from ayar.errors import UsageError
 from ayar.methods.base import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
+_discovered = False
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -23,14 +24,16 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def _discover() -> None:
+    global _discovered
     for module in pkgutil.iter_modules(__path__):
         if module.name != "base":
             importlib.import_module(f"{__name__}.{module.name}")
+    _discovered = True
 
 
 def available_methods() -> dict[str, type[Method]]:
-    """Every registered method by name."""
-    if not _REGISTRY:
+    """Every registered method by name (every module of the package is imported once)."""
+    if not _discovered:  # importing one method module directly must not hide the others
         _discover()
     return dict(sorted(_REGISTRY.items()))
 
