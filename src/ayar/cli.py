@@ -140,13 +140,89 @@ def generate(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder or model/adapter folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")],
-    format_: Annotated[str, typer.Option("--format", help="hf (merged model) or adapter.")] = "hf",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
+    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter or gguf.")] = "hf",
+    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16 or f32.")] = "f16",
 ) -> None:
-    """Merge adapters into the base and write a plain Hugging Face model folder (safetensors)."""
+    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it) or GGUF."""
     from ayar.export import export_model
 
-    print(f"exported to {export_model(run_dir, out, format_)}")
+    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype)}")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="Run folder, merged model folder or adapter folder.")],
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    adapter: Annotated[list[str] | None, typer.Option(help="Extra LoRA adapter as name=path (repeatable).",
+                                                      show_default=False)] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(help="Require this Bearer key (repeatable; or "
+                                                           "AYAR_API_KEY).", show_default=False)] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Waiting requests before 429.")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Requests generated together.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: cores - 1).")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body (413 above).")] = None,
+    request_timeout: Annotated[float | None, typer.Option(help="Seconds per request (504 after).")] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help="Seconds to finish requests on SIGTERM.")] = None,
+    log_db: Annotated[Path | None, typer.Option(help="SQLite file for the request log.")] = None,
+    log_requests: Annotated[bool, typer.Option(help="Log request metadata (off by default).")] = False,
+    log_text: Annotated[bool, typer.Option(help="Also log PII-redacted prompt text.")] = False,
+) -> None:
+    """Serve a model with an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /metrics)."""
+    from ayar.recipe import ServeConfig
+    from ayar.serve.app import ServeSettings
+    from ayar.serve.server import api_keys_from, parse_adapters
+    from ayar.serve.server import serve as run_server
+
+    d = ServeConfig()  # defaults live in the recipe schema
+    settings = ServeSettings(
+        api_keys=api_keys_from(api_key), max_body_bytes=max_body_bytes or d.max_body_bytes,
+        request_timeout=request_timeout or d.request_timeout, log_db=log_db,
+        log_requests=log_requests or log_text, log_text=log_text,
+    )
+    run_server(model, host, port, parse_adapters(adapter), served_model_name, settings,
+               max_queue or d.max_queue, drain_timeout or d.drain_timeout, max_batch or d.max_batch, threads)
+
+
+@app.command()
+def batch(
+    model: Annotated[Path, typer.Option(help="Run, model or adapter folder.")],
+    input_: Annotated[Path, typer.Option("--input", help="JSONL of prompts (prompt or messages, and id).")],
+    output: Annotated[Path, typer.Option(help="JSONL to write; existing ids are skipped (resumable).")],
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Batch inference over a JSONL file: one output line per input line, resumable after a crash."""
+    from ayar.serve.batch import run_batch
+
+    summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed)
+    print(summary.as_dict())
+
+
+monitor_app = typer.Typer(help="Production monitoring.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    reference: Annotated[Path, typer.Option(help="Prepared data folder (the training prompts).")],
+    db: Annotated[Path, typer.Option(help="Request log (SQLite) written by `ayar serve --log-requests`.")],
+    window: Annotated[int | None, typer.Option(help="Latest N requests (default: recipe monitor.window).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a drift plot PNG here.")] = None,
+    embeddings: Annotated[bool, typer.Option(help="MiniLM embedding drift where installed.")] = True,
+) -> None:
+    """Compare live prompts with the training prompts; exit 0 OK, 3 WARN, 4 ALERT."""
+    from ayar.serve.drift import check_drift, format_report
+
+    report = check_drift(reference, db, window=window, plot=plot, embeddings=embeddings)
+    print(format_report(report))
+    raise typer.Exit(report.exit_code)
 
 
 def _print_eval(evals: dict, train_summary: dict | None = None) -> None:

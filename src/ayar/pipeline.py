@@ -73,7 +73,10 @@ def stage_pretrain(recipe: Recipe) -> Path:
 def stage_prepare(recipe: Recipe) -> PreparedData:
     """Prepare the recipe's data into run_dir/data."""
     run_dir = run_dir_for(recipe)
-    return prepare(recipe.data, run_dir / "data", recipe.run.seed)
+    tokenizer = None  # token statistics in the data card need a tokenizer; the base's when it exists
+    if recipe.model.name_or_path or (run_dir / "pretrain" / "model" / "config.json").is_file():
+        tokenizer = base_model_path(recipe)
+    return prepare(recipe.data, run_dir / "data", recipe.run.seed, tokenizer=tokenizer)
 
 
 def prepared_data(recipe: Recipe) -> PreparedData:
