@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from ayar.errors import AyarError, UsageError
+from ayar.safety import needs_remote_code, remote_code_message, require_safetensors
 
 AUTO_CLASSES = {
     "causal_lm": AutoModelForCausalLM,
@@ -48,10 +49,7 @@ def _explain(name: str, exc: Exception) -> AyarError:
     """Turn a loading failure into one line the user can act on."""
     text = str(exc)
     if "trust_remote_code" in text:
-        return UsageError(
-            f"model '{name}' ships its own code; it runs only if the recipe sets "
-            "model.trust_remote_code: true (do that only for code you trust)"
-        )
+        return UsageError(remote_code_message(name))
     if not Path(name).exists() and ("connect" in text.lower() or "offline" in text.lower()
                                      or "not found" in text.lower() or "does not appear" in text.lower()
                                      or "couldn't" in text.lower() or "repository" in text.lower()):
@@ -85,6 +83,7 @@ def load_model(
     """Load a model for a task through its Auto class; safetensors only."""
     auto = AUTO_CLASSES[task]
     name = resolve_model_name(name)
+    check_local_model(name, trust_remote_code)
     try:
         return auto.from_pretrained(
             name, trust_remote_code=trust_remote_code, revision=revision, dtype=DTYPES[dtype],
@@ -92,6 +91,15 @@ def load_model(
         )
     except (OSError, ValueError) as exc:
         raise _explain(name, exc) from None
+
+
+def check_local_model(name: str, trust_remote_code: bool) -> None:
+    """Before any library reads a local folder: no pickle-only weights, no remote code unless allowed."""
+    if not Path(name).is_dir():
+        return
+    require_safetensors(name, "model", "model folder")
+    if needs_remote_code(name) and not trust_remote_code:
+        raise UsageError(remote_code_message(name))
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -107,6 +115,7 @@ def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_c
     tokenizer = load_tokenizer(str(path), trust_remote_code)
     if not is_adapter_dir(path):
         return load_model(str(path), task, trust_remote_code), tokenizer
+    require_safetensors(path, "adapter_model", "adapter folder")
     base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
     base = load_model(base_name, task, trust_remote_code)
     return PeftModel.from_pretrained(base, str(path)), tokenizer
