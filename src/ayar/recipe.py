@@ -237,6 +237,13 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    packing: bool = Field(False, description="Pack each batch's examples into shared rows (causal_lm; attention "
+                          "stays within an example via restarted position ids). Turns group_by_length off.")
+    pack_length: int | None = Field(None, ge=1, description="Packed row capacity in tokens (default: the "
+                                    "batch's longest example, so no row outgrows the unpacked batch).")
+    optim: Literal["adamw_torch_fused", "adamw_torch", "adamw_torch_8bit", "adafactor", "sgd"] = Field(
+        "adamw_torch_fused", description="Optimizer (transformers' name); fused AdamW runs on CPUs and GPUs.")
+    torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; measure first).")
 
 
 class EvalConfig(Section):
