@@ -61,6 +61,17 @@ class Method:
         """
         return None
 
+    def encode_extra(self, record: dict[str, Any], encoded: dict[str, Any], tokenizer: Any, task: str) -> dict:
+        """Extra per-row columns computed from the raw record at tokenization (e.g. a guide-span mask).
+
+        The columns must have the same length in every row (the collator stacks them) and be
+        listed in ``model_inputs_extra`` so the trainer hands them to the method in ``meta``.
+        """
+        return {}
+
+    def use_validation(self, eval_dataset: Any) -> None:
+        """Called once before training with the tokenized validation split (None when there is none)."""
+
     def model_inputs_extra(self) -> tuple[str, ...]:
         """Dataset columns this method needs in ``meta`` (kept by the collator, never passed to the model)."""
         return ()
