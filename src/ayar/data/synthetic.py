@@ -60,6 +60,22 @@ def _date(rng: random.Random, lang: str) -> dict[str, str]:
     return {"instruction": "Write the date in words.", "input": iso, "output": f"{EN_MONTHS[month - 1]} {day}, {year}"}
 
 
+def _month(rng: random.Random, lang: str) -> dict[str, str]:
+    year, month, day = rng.randint(1990, 2030), rng.randint(1, 12), rng.randint(1, 28)
+    iso = f"{year:04d}-{month:02d}-{day:02d}"
+    if lang == "tr":
+        return {"instruction": "Tarihteki ayın adını yaz.", "input": iso, "output": TR_MONTHS[month - 1]}
+    return {"instruction": "Write the name of the month in the date.", "input": iso,
+            "output": EN_MONTHS[month - 1]}
+
+
+def _parity(rng: random.Random, lang: str) -> dict[str, str]:
+    number = rng.randint(0, 9999)
+    if lang == "tr":
+        return {"instruction": "Sayı çift mi tek mi?", "input": str(number), "output": "tek" if number % 2 else "çift"}
+    return {"instruction": "Is the number even or odd?", "input": str(number), "output": "odd" if number % 2 else "even"}
+
+
 # Topic classification whose only signal is one topic word in a neutral sentence. Grouping the
 # split by word keeps test words unseen in training, so only a model that already knows what
 # words mean (a pretrained encoder) can do better than chance: the transfer-learning demo.
@@ -94,6 +110,8 @@ TASKS: dict[str, Callable[[random.Random, str], dict[str, str]]] = {
     "reverse": _reverse,
     "upper": _upper,
     "date": _date,
+    "month": _month,
+    "parity": _parity,
     "topic": _topic,
 }
 
