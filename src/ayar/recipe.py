@@ -101,7 +101,7 @@ class SyntheticConfig(Section):
     languages: list[Literal["tr", "en"]] = Field(default_factory=lambda: ["tr", "en"])
     tasks: list[str] = Field(
         default_factory=lambda: ["add", "reverse", "upper", "date"],
-        description="Subset of: add, reverse, upper, date (instructions) or topic (classification).",
+        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification).",
     )
 
 
@@ -237,6 +237,12 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf loss or gradient: stop with exit code 3, or skip the batch/step and count it."
+    )
+    on_oom: Literal["halve", "stop"] = Field(
+        "halve", description="GPU out of memory: halve the micro-batch and double grad_accum, or stop."
+    )
     packing: bool = Field(False, description="Pack each batch's examples into shared rows (causal_lm; attention "
                           "stays within an example via restarted position ids). Turns group_by_length off.")
     pack_length: int | None = Field(None, ge=1, description="Packed row capacity in tokens (default: the "

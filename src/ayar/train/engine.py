@@ -6,6 +6,7 @@ tokenized once (cached by ``datasets``), the method prepares the model, and the 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Sampler
 from transformers import (
     EarlyStoppingCallback,
     Trainer,
@@ -22,7 +24,8 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import set_template
@@ -31,7 +34,10 @@ from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters, method_optimizer
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import Recipe, TrainConfig
+from ayar.safety import refuse_pickles
+from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory, tensorboard_callback
+from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 
 
@@ -49,6 +55,8 @@ class TrainResult:
     total_params: int
     best_checkpoint: str | None = None
     loss_history: list[dict[str, float]] = field(default_factory=list)
+    skipped_batches: int = 0  # micro-batches dropped for a non-finite loss (train.on_nonfinite: skip)
+    skipped_steps: int = 0  # optimizer steps dropped for a non-finite gradient
 
     def summary(self) -> dict[str, Any]:
         """The JSON-friendly figures for metrics.json (without the per-step history)."""
@@ -61,12 +69,39 @@ class TrainResult:
 META_COLUMNS = ("example_index", "length")  # batch columns kept for methods, never passed to the model
 
 
-class AyarTrainer(Trainer):
-    """Trainer that lets a method replace the loss or add a term to it."""
+class EpochSeededSampler(Sampler[int]):
+    """Each epoch's example order depends only on (seed, epoch), never on the global RNG.
 
-    def __init__(self, *args: Any, method: Method, **kwargs: Any) -> None:
+    transformers' samplers draw their order from the global torch RNG, which a resumed run cannot
+    reproduce mid-run; with this order fixed, skipping the batches already trained is exact.
+    """
+
+    def __init__(self, size: int, seed: int, lengths: list[int] | None = None, megabatch: int = 1) -> None:
+        self.size, self.seed, self.lengths, self.megabatch = size, seed, lengths, megabatch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):  # noqa: ANN204
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.lengths is not None:
+            return iter(get_length_grouped_indices(self.lengths, self.megabatch, generator=generator))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class AyarTrainer(Trainer):
+    """Trainer that lets a method replace the loss or add a term to it, guards against faults,
+    and writes atomic, pickle-free checkpoints (see ``ayar.train.checkpoint``)."""
+
+    def __init__(self, *args: Any, method: Method, faults: FaultGuard | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.method = method
+        self.faults = faults or FaultGuard()
+        self.saved_checkpoints: list[Path] = []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         meta_names = set(META_COLUMNS) | set(self.method.model_inputs_extra())
@@ -75,19 +110,116 @@ class AyarTrainer(Trainer):
         replaced = self.method.compute_loss(model, inputs, meta, num_items_in_batch) if model.training else None
         if replaced is not None:
             loss, outputs = replaced
-            return (loss, outputs) if return_outputs else loss
-        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)  # the task loss
-        extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
-        if extra is not None:
-            # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
-            scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
-            loss = loss + extra / scale
+        else:
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)  # the task loss
+            extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
+            if extra is not None:
+                # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
+                scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
+                loss = loss + extra / scale
+        if model.training:
+            examples = meta["example_index"].tolist() if "example_index" in meta else None
+            if not self.faults.check_loss(loss, self.state.global_step + 1, examples):
+                loss = torch.zeros((), device=loss.device, requires_grad=True)  # backward reaches no weight
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):  # noqa: ANN001, ANN201
         if self.optimizer is None:
             self.optimizer = method_optimizer(self.method, self.model, self.args)
         return super().create_optimizer(model) if self.optimizer is None else self.optimizer
+
+    def _get_grad_norm(self, model, grad_norm=None):  # noqa: ANN001, ANN202
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        self.faults.check_grad_norm(grad_norm, model, self.state.global_step + 1)
+        return grad_norm
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if dataset is None or not hasattr(dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        lengths = None
+        if self.args.train_sampling_strategy == "group_by_length" and "length" in dataset.column_names:
+            lengths = list(dataset["length"])
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededSampler(len(dataset), seed, lengths,
+                                  self.args.train_batch_size * self.args.gradient_accumulation_steps)
+
+    # -- checkpoints: atomic, safetensors + JSON only
+
+    def _save_checkpoint(self, model, trial):  # noqa: ANN001, ANN202, ARG002
+        self.store_flos()
+        parent = Path(self._get_output_dir(trial))
+        step = self.state.global_step
+        if self.state.best_global_step:
+            best = parent / f"{ckpt.PREFIX}{self.state.best_global_step}"
+            if self.state.best_global_step == step or best.is_dir():
+                self.state.best_model_checkpoint = str(best)
+        rng = self._gather_rng()
+        for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
+            name, cb_state = cb.__class__.__name__, cb.state()
+            if isinstance(self.state.stateful_callbacks[name], list):
+                self.state.stateful_callbacks[name].append(cb_state)
+            else:
+                self.state.stateful_callbacks[name] = cb_state
+
+        def write(folder: Path) -> None:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            unwrapped.save_pretrained(str(folder))
+            ckpt.save_state(folder, "optimizer", self.optimizer.state_dict())
+            ckpt.save_state(folder, "scheduler", self.lr_scheduler.state_dict())
+            scaler = getattr(self.accelerator, "scaler", None)
+            if scaler is not None:
+                ckpt.save_state(folder, "scaler", scaler.state_dict())
+            ckpt.save_state(folder, "rng", rng)
+            self.state.save_to_json(str(folder / "trainer_state.json"))
+            (folder / "training_args.json").write_text(self.args.to_json_string(), encoding="utf-8")
+
+        path = ckpt.write_checkpoint(parent, step, write, is_main=self.args.should_save,
+                                     barrier=self.accelerator.wait_for_everyone)
+        self.saved_checkpoints.append(path)
+        if self.args.should_save and self.args.save_total_limit:
+            ckpt.rotate(parent, self.args.save_total_limit, self.state.best_model_checkpoint)
+
+    def _gather_rng(self) -> list[Any]:
+        """Every process's random states (rank order), so each rank resumes with its own."""
+        state = ckpt.capture_rng()
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            states: list[Any] = [None] * self.args.world_size
+            torch.distributed.all_gather_object(states, state)
+            return states
+        return [state]
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: ANN001, ANN202
+        refuse_pickles(resume_from_checkpoint, "checkpoint")  # before the parent looks for *.bin weights
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):  # noqa: ANN001, ANN202
+        if checkpoint is None:
+            return
+        folder = Path(checkpoint)
+        refuse_pickles(folder, "checkpoint")
+        optimizer = ckpt.load_state(folder, "optimizer")
+        if optimizer is None:
+            raise ckpt.CheckpointError(f"checkpoint {folder} has no optimizer state (optimizer.json)")
+        self.optimizer.load_state_dict(optimizer)
+        scheduler = ckpt.load_state(folder, "scheduler")
+        if scheduler is not None:
+            self.lr_scheduler.load_state_dict(scheduler)
+
+    def _load_scaler(self, checkpoint):  # noqa: ANN001, ANN202
+        scaler = getattr(self.accelerator, "scaler", None)
+        state = ckpt.load_state(Path(checkpoint), "scaler") if checkpoint else None
+        if scaler is not None and state is not None:
+            scaler.load_state_dict(state)
+
+    def _load_rng_state(self, checkpoint):  # noqa: ANN001, ANN202
+        if checkpoint is None:
+            return
+        states = ckpt.load_state(Path(checkpoint), "rng")
+        if not states:
+            print(f"warning: checkpoint {checkpoint} has no random states; the resumed run may differ")
+            return
+        ckpt.restore_rng(states[min(self.args.process_index, len(states) - 1)])
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -168,13 +300,16 @@ def train(
     resume: bool = False,
     extra_callbacks: list[TrainerCallback] | None = None,
 ) -> TrainResult:
-    """Fine-tune ``base_model`` on the prepared splits with the recipe's method; save into run_dir/model."""
+    """Fine-tune ``base_model`` on the prepared splits with the recipe's method; save into run_dir/model.
+
+    Raises :class:`~ayar.train.faults.TrainingStopped` (exit 75) after a SIGTERM/SIGINT checkpoint,
+    :class:`~ayar.train.faults.NonFiniteError` (exit 3) on a NaN/inf loss or gradient.
+    """
     check_task_format(recipe)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
-    method = build_method(recipe.method.name, recipe.method.params())
-    method.preflight(recipe.task)  # e.g. qlora without CUDA stops here, before anything loads
+    build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # before anything loads
     tokenizer = load_tokenizer(base_model, recipe.model.trust_remote_code, recipe.model.revision)
     if recipe.task == "causal_lm":
         set_template(tokenizer, recipe.data.template)
@@ -184,40 +319,55 @@ def train(
     val_records = prepared.read_split("validation")
     eval_set = tokenize_split(val_records, tokenizer, recipe, labels) if val_records else None
 
-    model = load_model(base_model, recipe.task, recipe.model.trust_remote_code, recipe.model.revision,
-                       recipe.model.dtype, **model_kwargs_for(recipe, tokenizer, labels),
-                       **method.model_load_kwargs(recipe.task))
-    model = method.prepare_model(model, recipe.task)
-    method.setup(model, tokenizer, train_set, run_dir)
-    trainable, total = count_parameters(model)
-    print(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
-          f"({100 * trainable / max(total, 1):.2f}%)")
-
-    history = LossHistory()
-    callbacks = [history, tensorboard_callback(run_dir / "tb"), *method.callbacks(), *(extra_callbacks or [])]
-    if recipe.train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping_patience))
     checkpoints = run_dir / "checkpoints"
-    trainer = AyarTrainer(
-        model=model,
-        args=training_arguments(recipe.train, checkpoints, recipe.run.seed, eval_set is not None),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator_for(recipe, tokenizer, model),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        method=method,
-    )
-    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
-    if resume and last is None:
-        print("no checkpoint to resume from: starting from the beginning")
+    last = _resume_point(checkpoints) if resume else None
+    if not resume:
+        ckpt.clean_temporary(checkpoints)
+    history = LossHistory()
+    faults = FaultGuard(recipe.train.on_nonfinite)
+    batch, accum = recipe.train.batch_size, recipe.train.grad_accum
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=last)
+    while True:
+        set_seed(recipe.run.seed)  # the same initial weights on a retry as on the first attempt
+        trainer, (trainable, total) = _build_trainer(recipe, base_model, tokenizer, labels, train_set, eval_set,
+                                                     run_dir, batch, accum, history, faults, extra_callbacks)
+        try:
+            with faults.signals():
+                output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+            break
+        except torch.OutOfMemoryError:
+            smaller = halved(batch, accum) if recipe.train.on_oom == "halve" else None
+            if smaller is None:
+                raise OutOfMemory(f"out of memory at train.batch_size {batch} (grad_accum {accum}) and the "
+                                  "micro-batch cannot shrink further: lower data.max_length or use a method "
+                                  "with fewer trainable weights") from None
+            last = trainer.saved_checkpoints[-1] if trainer.saved_checkpoints else last
+            print(f"out of memory at micro-batch {batch} x grad_accum {accum}: retrying with {smaller[0]} x "
+                  f"{smaller[1]} (effective batch {batch * accum} -> {smaller[0] * smaller[1]}) from "
+                  f"{last.name if last else 'the start'}")
+            batch, accum = smaller
+            resumed = ckpt.step_of(Path(last)) if last else 0
+            history.records = [r for r in history.records if r["step"] <= (resumed or 0)]
+            del trainer
+            _free_memory()
+        except RuntimeError as exc:
+            if cpu_oom_bytes(exc) is None:
+                raise
+            raise cpu_oom_error(exc, batch, accum) from None
     wall = time.perf_counter() - start
 
+    step = int(trainer.state.global_step)
+    if faults.signal_name and step < trainer.state.max_steps:
+        where = trainer.saved_checkpoints[-1] if trainer.saved_checkpoints else checkpoints
+        raise TrainingStopped(f"stopped by {faults.signal_name} at step {step}; checkpoint written to {where}; "
+                              "continue with `ayar train --resume` (same recipe)")
     model_dir = run_dir / "model"
-    trainer.model.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+    if trainer.args.should_save:
+        def write_model(folder: Path) -> None:
+            trainer.model.save_pretrained(str(folder))
+            tokenizer.save_pretrained(str(folder))
+
+        ckpt.write_atomically(run_dir, "model", write_model)
     tokens = int(trainer.state.num_input_tokens_seen)
     losses = [h["loss"] for h in history.records if "loss" in h]
     result = TrainResult(
@@ -231,6 +381,52 @@ def train(
         total_params=total,
         best_checkpoint=trainer.state.best_model_checkpoint,
         loss_history=history.records,
+        **faults.report(),
     )
     (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
     return result
+
+
+def _resume_point(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint, or None (with a note) when there is none."""
+    last = ckpt.find_resumable(checkpoints, warn=lambda msg: print(f"warning: {msg}"))
+    print(f"resuming from {last}" if last else "no complete checkpoint to resume from: starting from the beginning")
+    return last
+
+
+def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: LabelMap | None, train_set: Any,
+                   eval_set: Any, run_dir: Path, batch: int, accum: int, history: LossHistory, faults: FaultGuard,
+                   extra_callbacks: list[TrainerCallback] | None) -> tuple[AyarTrainer, tuple[int, int]]:
+    """The model, prepared by the method, inside a trainer for this micro-batch and accumulation."""
+    method = build_method(recipe.method.name, recipe.method.params())
+    model = load_model(base_model, recipe.task, recipe.model.trust_remote_code, recipe.model.revision,
+                       recipe.model.dtype, **model_kwargs_for(recipe, tokenizer, labels),
+                       **method.model_load_kwargs(recipe.task))
+    model = method.prepare_model(model, recipe.task)
+    method.setup(model, tokenizer, train_set, run_dir)
+    trainable, total = count_parameters(model)
+    print(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
+          f"({100 * trainable / max(total, 1):.2f}%)")
+    callbacks = [history, faults, tensorboard_callback(run_dir / "tb"), *method.callbacks(),
+                 *(extra_callbacks or [])]
+    if recipe.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping_patience))
+    cfg = recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum})
+    trainer = AyarTrainer(
+        model=model,
+        args=training_arguments(cfg, run_dir / "checkpoints", recipe.run.seed, eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator_for(recipe, tokenizer, model),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        method=method,
+        faults=faults,
+    )
+    return trainer, (trainable, total)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
