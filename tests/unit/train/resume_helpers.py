@@ -75,3 +75,19 @@ def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     assert any(k.endswith("lora_B.weight") and a[k].abs().sum() > 0 for k in a)  # training did move them
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the proof that a load ran code (see tests/unit/test_safety.py)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def plant(path: Path, marker: Path) -> None:
+    torch.save({"state": _Payload(marker)}, path)
