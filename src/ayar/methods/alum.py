@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PreTrainedModel, TrainerCallback
 
 from ayar.methods import build_method, register
 from ayar.methods.base import Method
-from ayar.methods.distill import label_positions
+from ayar.methods.distill import check_base_method, label_positions
 
 
 class AlumParams(BaseModel):
@@ -37,6 +37,11 @@ class AlumParams(BaseModel):
     reference_batch_size: int = Field(32, ge=1, description="The batch size train.learning_rate was tuned for.")
     base: str = Field("full", description="Method that prepares the model: full, layers, lora...")
     base_params: dict[str, Any] = Field(default_factory=dict, description="That method's own parameters.")
+
+    @model_validator(mode="after")
+    def _base_prepares_the_model(self) -> AlumParams:
+        check_base_method(self.base, self.base_params)
+        return self
 
 
 def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

@@ -40,14 +40,22 @@ class DistillParams(BaseModel):
 
     @model_validator(mode="after")
     def _base_is_a_student_method(self) -> DistillParams:
-        if self.base == "distill":
-            raise ValueError("base must be a method that prepares the student (full, layers, lora...), not distill")
-        try:
-            get_method(self.base).params_model.model_validate(self.base_params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ValueError(f"base_params.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        check_base_method(self.base, self.base_params)
         return self
+
+
+WRAPPERS = ("distill", "reweight", "alum", "gate")  # methods that delegate model preparation to a base
+
+
+def check_base_method(base: str, base_params: dict[str, Any]) -> None:
+    """A ValueError (a recipe error) unless ``base`` names a preparing method whose params are valid."""
+    if base in WRAPPERS:
+        raise ValueError(f"base must be a method that prepares the model (full, layers, lora...), not {base}")
+    try:
+        get_method(base).params_model.model_validate(base_params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"base_params.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def resolve_teacher(spec: str) -> str:
