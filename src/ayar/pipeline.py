@@ -75,7 +75,9 @@ def stage_prepare(recipe: Recipe) -> PreparedData:
     run_dir = run_dir_for(recipe)
     tokenizer = None  # token statistics in the data card need a tokenizer; the base's when it exists
     if recipe.model.name_or_path or (run_dir / "pretrain" / "model" / "config.json").is_file():
-        tokenizer = base_model_path(recipe)
+        from ayar.models.load import resolve_model_name
+
+        tokenizer = resolve_model_name(base_model_path(recipe))
     return prepare(recipe.data, run_dir / "data", recipe.run.seed, tokenizer=tokenizer)
 
 
