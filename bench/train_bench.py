@@ -1,0 +1,441 @@
+"""Training throughput: the seed's plain Trainer, TRL's packing SFTTrainer and ayar's path, side by side.
+
+Every configuration trains one pass over the same tokenized records (so the same real tokens),
+with the same optimizer settings, in a fresh process (its peak RSS is its own), then scores the
+same held-out records in fp32. Models are built from configs with random weights (speed does
+not depend on the weights). The matmul peak the MFU is measured against is measured here too.
+
+    .venv/bin/python bench/train_bench.py            # full: distilgpt2-shaped GPT-2 + small Llama
+    .venv/bin/python bench/train_bench.py --quick    # tiny models, a minute or two
+
+Writes bench/results/train_bench[_quick].json and bench/results/train_bench[_quick].md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+# name -> (architecture, hidden, layers, heads, intermediate, vocab)
+MODELS = {
+    "gpt2-distil": ("gpt2", 768, 6, 12, 3072, 50257),  # distilgpt2's shape: 82M parameters
+    "llama-small": ("llama", 512, 4, 8, 1408, 32000),
+    "gpt2-tiny": ("gpt2", 256, 4, 4, 1024, 4096),  # the 5.5M model of the developers' notes
+    "llama-tiny": ("llama", 256, 4, 4, 688, 4096),
+}
+AYAR_VARIANTS = {  # what the ayar path can do; the fastest measured one is reported as "ayar"
+    "ayar-pack-bf16": {"packing": True, "bf16": True},
+    "ayar-group-bf16": {"group_by_length": True, "bf16": True},
+    "ayar-pack-fp32": {"packing": True, "bf16": False},
+    "ayar-pack-bf16-compile": {"packing": True, "bf16": True, "torch_compile": True},
+}
+LEARNING_RATE = {"lora": 2e-4, "full": 5e-5}
+
+
+# ---------------------------------------------------------------- data (built once, in the parent)
+
+def make_records(n: int, max_length: int, seed: int) -> tuple[Any, list[list[int]]]:
+    """A BPE tokenizer and n instruction records tokenized with truncation, lengths long-tailed.
+
+    Most responses are short and a few run to the context limit (log-normal lengths): the shape
+    of real instruction sets, where per-batch padding wastes the most.
+    """
+    from ayar.data.synthetic import generate_records
+    from ayar.models.scratch import pydoc_topics_text, train_tokenizer
+    from ayar.recipe import TokenizerTrainConfig
+
+    text = pydoc_topics_text()
+    tokenizer = train_tokenizer(text[:400_000], TokenizerTrainConfig(vocab_size=4096))
+    words = text.split()
+    rng = np.random.default_rng(seed)
+    prompts = list(generate_records(n, seed, ["en", "tr"], ["add", "reverse", "upper", "date"]))
+    records = []
+    for prompt in prompts:
+        response_words = int(np.clip(rng.lognormal(np.log(max_length * 0.12), 1.0), 4, max_length * 2))
+        start = int(rng.integers(0, len(words) - response_words))
+        response = " ".join(words[start:start + response_words])
+        body = f"### Instruction:\n{prompt['instruction']}\n{prompt.get('input', '')}\n\n### Response:\n{response}"
+        ids = tokenizer(body + tokenizer.eos_token, truncation=True, max_length=max_length)["input_ids"]
+        records.append(ids)
+    return tokenizer, records
+
+
+# ---------------------------------------------------------------- the matmul peak
+
+def matmul_peak(dtype_name: str, size: int = 1024, seconds: float = 2.0) -> float:
+    """Best GFLOP/s of a square matmul in this dtype over a few timed rounds."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up: kernel selection and caches
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+# ---------------------------------------------------------------- one configuration (in a child process)
+
+def build_model(name: str, tokenizer: Any, max_length: int) -> Any:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    arch, hidden, layers, heads, inner, vocab = MODELS[name]
+    torch.manual_seed(0)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
+                                          n_inner=inner, n_positions=max(1024, max_length), **ids))
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inner,
+                                        num_hidden_layers=layers, num_attention_heads=heads,
+                                        num_key_value_heads=heads, max_position_embeddings=max(1024, max_length),
+                                        **ids))
+
+
+def lora_config(model: Any) -> Any:
+    from peft import LoraConfig
+
+    from ayar.methods.lora import target_modules_for
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=target_modules_for(model, "auto"),
+                      task_type="CAUSAL_LM")
+
+
+def matmul_params(model: Any) -> int:
+    """Parameters that take part in matmuls per token (all but the input embeddings)."""
+    skip = {id(p) for m in model.modules() if m.__class__.__name__ == "Embedding" for p in m.parameters()}
+    head = model.get_output_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip) + (head.numel() if id(head) in skip else 0)
+
+
+class CountingCollator:
+    """Wraps a collator to count the token slots it produces (padding included)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.slots = inner, 0
+
+    def __call__(self, features: list[dict]) -> Any:
+        batch = self.inner(features)
+        self.slots += int(batch["input_ids"].numel())
+        return batch
+
+
+def eval_loss(model: Any, held_out: list[list[int]], pad_id: int) -> float:
+    """Mean next-token cross-entropy over the held-out records, fp32, padded batches of 8."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(held_out), 8):
+            chunk = held_out[i:i + 8]
+            width = max(len(x) for x in chunk)
+            ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in chunk])
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk])
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+            target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="sum",
+                                                     ignore_index=-100)
+            total, count = total + loss.item(), count + int((target != -100).sum())
+    return total / count
+
+
+def run_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one configuration for one pass over the records; measure it."""
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(spec["threads"])
+    data = json.loads(Path(spec["data"]).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    train, held_out = data["train"], data["held_out"]
+    model = build_model(spec["model"], tokenizer, spec["max_length"])
+    flops_params = matmul_params(model)
+    system, method, batch = spec["system"], spec["method"], spec["batch_size"]
+    common = {"num_train_epochs": 1, "learning_rate": LEARNING_RATE[method], "lr_scheduler_type": "linear",
+              "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
+              "save_strategy": "no", "report_to": "none", "seed": 0, "use_cpu": True, "disable_tqdm": True,
+              "dataloader_num_workers": 0}
+    out_dir = tempfile.mkdtemp(prefix="bench_")
+    if system == "baseline":
+        trainer = baseline_trainer(model, tokenizer, train, method, batch, out_dir, common)
+    elif system == "trl":
+        trainer = trl_trainer(model, tokenizer, train, method, spec, out_dir, common)
+    else:
+        trainer = ayar_trainer(model, tokenizer, train, method, batch, out_dir, spec, AYAR_VARIANTS[system])
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    start = time.perf_counter()
+    output = trainer.train()
+    wall = time.perf_counter() - start
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    real = sum(len(x) for x in train)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {
+        "real_tokens": real, "slots": counter.slots, "wall_s": wall, "steps": int(output.global_step),
+        "train_loss_last": losses[-1] if losses else None, "eval_loss": eval_loss(trainer.model, held_out,
+                                                                                  tokenizer.pad_token_id),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "matmul_params": flops_params, "trainable_params": trainable,
+    }
+
+
+def baseline_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int,
+                     out_dir: str, common: dict) -> Any:
+    """The seed's example: plain Trainer, DataCollatorForLanguageModeling(mlm=False), fp32, no packing."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    if method == "lora":
+        model = get_peft_model(model, lora_config(model))
+    dataset = Dataset.from_dict({"input_ids": train, "attention_mask": [[1] * len(x) for x in train]})
+    args = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=batch, **common)
+    return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                   data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+
+
+def trl_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, spec: dict, out_dir: str,
+                common: dict) -> Any:
+    """TRL's SFTTrainer with its packing on (default strategy), rows per step matched to the baseline's tokens."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    mean = sum(len(x) for x in train) / len(train)
+    rows = max(1, round(spec["batch_size"] * mean / spec["max_length"]))
+    args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=rows, packing=True,
+                     max_length=spec["max_length"], **common)
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"input_ids": train}),
+                      processing_class=tokenizer, peft_config=lora_config(model) if method == "lora" else None)
+
+
+def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
+                 spec: dict, variant: dict) -> Any:
+    """ayar's path: the method registry, the engine's TrainingArguments and AyarTrainer, a packing collator."""
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq
+
+    from ayar.data.tokenize import IGNORE_INDEX
+    from ayar.methods import build_method
+    from ayar.recipe import TrainConfig
+    from ayar.train.engine import AyarTrainer, training_arguments
+    from ayar.train.packing import PackingCollator
+
+    built = build_method(method, {"r": 8, "alpha": 16, "dropout": 0.05} if method == "lora" else {})
+    model = built.prepare_model(model, "causal_lm")
+    cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
+                      logging_steps=1, precision="bf16" if variant.get("bf16") else "fp32",
+                      group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"])
+    args = training_arguments(cfg, Path(out_dir), 0, has_eval=False)
+    args.torch_compile = bool(variant.get("torch_compile"))
+    args.disable_tqdm = True
+    dataset = Dataset.from_dict({"input_ids": train, "labels": train, "length": [len(x) for x in train]})
+    if variant.get("packing"):
+        collator = PackingCollator(tokenizer.pad_token_id)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    return AyarTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                       processing_class=tokenizer, method=built)
+
+
+# ---------------------------------------------------------------- the parent: run, collect, report
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(spec["threads"]), "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                          text=True, env=env, check=False)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]}
+    return json.loads(lines[-1])
+
+
+def derive(result: dict[str, Any], method: str, peak: dict[str, float], bf16: bool) -> dict[str, Any]:
+    """Figures per configuration: real tokens/s, s/step, padding, MFU against the measured peak."""
+    if "error" in result:
+        return result
+    tps = result["real_tokens"] / result["wall_s"]
+    # Model FLOPs per real token: forward 2N; backward 4N for full training, 2N (input grads) for LoRA.
+    flops_per_token = (6 if method == "full" else 4) * result["matmul_params"]
+    achieved = flops_per_token * tps / 1e9
+    reference = peak["bfloat16"] if bf16 else peak["float32"]
+    return {**result, "real_tokens_per_s": tps, "s_per_step": result["wall_s"] / max(result["steps"], 1),
+            "padding_fraction": 1 - result["real_tokens"] / max(result["slots"], 1),
+            "model_gflops_per_s": achieved, "mfu": achieved / reference, "mfu_reference": "bf16" if bf16 else "fp32"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="tiny models and few records (a minute or two)")
+    parser.add_argument("--models", nargs="+", help="model shapes to run (default: per mode)")
+    parser.add_argument("--methods", nargs="+", default=["lora", "full"])
+    parser.add_argument("--systems", nargs="+", help="baseline, trl and ayar variants (default: per mode)")
+    parser.add_argument("--records", type=int, help="training records (default: 256 quick, 96 full)")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", help="results name (default: train_bench or train_bench_quick)")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_config(json.loads(args.worker))))
+        return
+    models = args.models or (["gpt2-tiny", "llama-tiny"] if args.quick else ["gpt2-distil", "llama-small"])
+    systems = args.systems or ["baseline", "trl", "ayar-pack-bf16", "ayar-group-bf16"]
+    records = args.records or (256 if args.quick else 96)
+    name = args.out or ("train_bench_quick" if args.quick else "train_bench")
+    run(models, args.methods, systems, records, args, name)
+
+
+def run(models: list[str], methods: list[str], systems: list[str], records: int, args: argparse.Namespace,
+        name: str) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    load_before = os.getloadavg()
+    peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
+    print(f"matmul peak with {args.threads} threads: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.0f} GFLOP/s")
+    work = Path(tempfile.mkdtemp(prefix="train_bench_"))
+    tokenizer, all_records = make_records(records + 32, args.max_length, seed=0)
+    tokenizer.save_pretrained(work / "tokenizer")
+    rng = np.random.default_rng(1)
+    order = rng.permutation(len(all_records))
+    train = [all_records[i] for i in order[:records]]
+    held_out = [all_records[i] for i in order[records:]]
+    (work / "data.json").write_text(json.dumps({"train": train, "held_out": held_out}))
+    lengths = np.array([len(x) for x in train])
+    print(f"{records} records, {lengths.sum()} real tokens; length p50 {np.median(lengths):.0f}, "
+          f"p90 {np.percentile(lengths, 90):.0f}, max {lengths.max()} (cap {args.max_length})")
+    rows = []
+    for model in models:
+        for method in methods:
+            for system in systems:
+                spec = {"model": model, "method": method, "system": system, "data": str(work / "data.json"),
+                        "tokenizer": str(work / "tokenizer"), "max_length": args.max_length,
+                        "batch_size": args.batch_size, "threads": args.threads}
+                bf16 = bool(AYAR_VARIANTS.get(system, {}).get("bf16"))
+                result = derive(run_child(spec), method, peak, bf16)
+                rows.append({"model": model, "method": method, "system": system, **result})
+                print(format_row(rows[-1]), flush=True)
+    report = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
+        "matmul_peak_gflops": peak, "records": records, "max_length": args.max_length,
+        "batch_size": args.batch_size, "real_tokens": int(lengths.sum()), "rows": rows,
+        "goals": goals(rows), "wall_s": time.time() - started,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+    markdown = render(report)
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
+def best_ayar(rows: list[dict], model: str, method: str) -> dict | None:
+    candidates = [r for r in rows if r["model"] == model and r["method"] == method
+                  and r["system"].startswith("ayar") and "error" not in r]
+    return max(candidates, key=lambda r: r["real_tokens_per_s"], default=None)
+
+
+def goals(rows: list[dict]) -> list[dict[str, Any]]:
+    """Per model and method: ayar vs baseline and TRL speed, loss parity; per model: LoRA vs full memory."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows if r["model"] == model):
+            pick = {r["system"]: r for r in rows if r["model"] == model and r["method"] == method and "error" not in r}
+            ayar = best_ayar(rows, model, method)
+            if ayar is None:
+                continue
+            entry = {"model": model, "method": method, "ayar": ayar["system"]}
+            if "baseline" in pick:
+                base = pick["baseline"]
+                entry["speedup_vs_baseline"] = ayar["real_tokens_per_s"] / base["real_tokens_per_s"]
+                entry["loss_gap_vs_baseline"] = ayar["eval_loss"] / base["eval_loss"] - 1
+            if "trl" in pick:
+                entry["speedup_vs_trl"] = ayar["real_tokens_per_s"] / pick["trl"]["real_tokens_per_s"]
+            out.append(entry)
+        lora, full = best_ayar(rows, model, "lora"), best_ayar(rows, model, "full")
+        if lora and full:
+            out.append({"model": model, "lora_rss_over_full": lora["peak_rss_mb"] / full["peak_rss_mb"]})
+    return out
+
+
+def format_row(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['model']} | {r['method']} | {r['system']} | error: {r['error']} |"
+    return (f"| {r['model']} | {r['method']} | {r['system']} | {r['real_tokens_per_s']:,.0f} | {r['s_per_step']:.2f} "
+            f"| {r['steps']} | {r['peak_rss_mb']:,.0f} | {100 * r['padding_fraction']:.0f}% | {r['eval_loss']:.4f} "
+            f"| {100 * r['mfu']:.1f}% ({r['mfu_reference']}) |")
+
+
+def render(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Training benchmark ({'quick' if 'tiny' in report['rows'][0]['model'] else 'full'})", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}; "
+        f"load average before/after {m['load_avg_before'][0]:.1f}/{m['load_avg_after'][0]:.1f} "
+        f"(shared machine: compare ratios within this run, not absolute speeds). "
+        f"Measured matmul peak: fp32 {report['matmul_peak_gflops']['float32']:.0f}, "
+        f"bf16 {report['matmul_peak_gflops']['bfloat16']:.0f} GFLOP/s.",
+        f"Data: {report['records']} records, {report['real_tokens']:,} real tokens per configuration (one pass), "
+        f"max length {report['max_length']}, batch {report['batch_size']}. Wall time {report['wall_s'] / 60:.1f} min.",
+        "",
+        "| model | method | system | real tok/s | s/step | steps | peak RSS MB | padding | held-out loss | MFU |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *[format_row(r) for r in report["rows"]],
+        "", "## Goals", "",
+    ]
+    for g in report["goals"]:
+        if "lora_rss_over_full" in g:
+            ok = "met" if g["lora_rss_over_full"] <= 0.6 else "NOT met"
+            lines.append(f"- {g['model']}: LoRA peak RSS {100 * g['lora_rss_over_full']:.0f}% of full "
+                         f"(goal <= 60%: {ok})")
+            continue
+        parts = [f"{g['model']} {g['method']} ({g['ayar']}):"]
+        if "speedup_vs_baseline" in g:
+            s = g["speedup_vs_baseline"]
+            parts.append(f"{s:.2f}x baseline (goal 3.0x: {'met' if s >= 3 else 'NOT met'}; floor 2.0x: "
+                         f"{'met' if s >= 2 else 'NOT met'}),")
+            gap = g["loss_gap_vs_baseline"]
+            parts.append(f"loss {100 * gap:+.2f}% vs baseline (goal within 2%: {'met' if abs(gap) <= 0.02 else 'NOT met'}),")
+        if "speedup_vs_trl" in g:
+            s = g["speedup_vs_trl"]
+            parts.append(f"{s:.2f}x TRL (goal 1.2x: {'met' if s >= 1.2 else 'NOT met'})")
+        lines.append("- " + " ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
