@@ -12,12 +12,13 @@ from ayar.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[3]
 EXPECTED = {"full", "layers", "gradual_unfreeze", "transfer", "lora", "dora", "ia3", "prompt_tuning",
             "prefix_tuning", "p_tuning", "qlora"}
+ADVANCED = {"distill", "reweight", "alum"}  # documented in docs/advanced-methods.md
 
 
 def test_every_method_is_registered_with_a_one_line_summary() -> None:
     methods = available_methods()
-    assert set(methods) >= EXPECTED
-    for name in EXPECTED:
+    assert set(methods) >= EXPECTED | ADVANCED
+    for name in EXPECTED | ADVANCED:
         summary = methods[name].summary
         assert summary and "\n" not in summary and len(summary) <= 110, name
 
@@ -34,6 +35,9 @@ def test_every_method_has_a_docs_section_and_a_recipe() -> None:
     for name in EXPECTED:
         assert f"\n## {name}\n" in docs, name
         assert name in recipes or name in ("full", "lora"), name  # lora: quickstart.yaml; full: no keys
+    advanced = (ROOT / "docs" / "advanced-methods.md").read_text(encoding="utf-8")
+    for name in ADVANCED:
+        assert f"\n## {name}\n" in advanced and name in recipes, name
 
 
 def test_default_preflight_refuses_an_unsupported_task() -> None:
