@@ -111,6 +111,10 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None) ->
             raise RecordError("missing field 'label'")
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise RecordError(f"field 'label' must be a string or an integer, got {type(label).__name__}")
+    try:  # JSON escapes can smuggle in lone surrogates, which no UTF-8 file can hold
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(f"invalid Unicode: a lone surrogate at character {exc.start} of the record") from None
     return record
 
 

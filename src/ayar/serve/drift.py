@@ -150,7 +150,7 @@ def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
 
     path = str(get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True).eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):

@@ -23,6 +23,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ayar.errors import UsageError
+from ayar.safety import require_safetensors
 
 Event = tuple[Any, ...]  # ("delta", text) | ("done", finish_reason, completion_tokens) | ("error", message)
 
@@ -340,6 +341,7 @@ def load_engine(
             raise UsageError(f"--adapter {adapter_name}={adapter_path}: not a LoRA adapter folder")
         if adapter_name in names:
             raise UsageError(f"model name '{adapter_name}' is used twice; give each adapter its own name")
+        require_safetensors(folder, "adapter_model", "adapter folder")  # never unpickle an adapter
         if isinstance(model, PeftModel):
             model.load_adapter(str(folder), adapter_name=adapter_name)
         else:

@@ -404,6 +404,7 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
                        **method.model_load_kwargs(recipe.task))
     model = method.prepare_model(model, recipe.task)
     method.setup(model, tokenizer, train_set, run_dir)
+    method.use_validation(eval_set)
     trainable, total = count_parameters(model)
     print(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / max(total, 1):.2f}%)")

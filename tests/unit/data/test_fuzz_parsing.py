@@ -76,9 +76,6 @@ def test_shape_check_accepts_or_rejects_with_a_reason(record: Any, fmt: str) -> 
     _checked(record, fmt)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fix proposed in the issue-7 report: check_shape accepts "
-                   "strings with lone surrogates ('\\ud800' escapes in JSONL), and prepare then dies with "
-                   "UnicodeEncodeError writing the splits; strict, so this fails once the fix lands")
 @fuzz(200)
 @given(record=RECORD, fmt=st.sampled_from(FORMATS))
 @example(record={"instruction": "a\ud800", "output": "b"}, fmt="alpaca")
@@ -123,7 +120,7 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 def test_accepted_chat_records_template_and_tokenize_deterministically(tokenizer: Any, record: Any,
                                                                        fmt: str) -> None:
     checked = _checked(record, fmt)
-    if isinstance(checked, Reject) or not _valid_unicode(checked):  # the latter: see the xfail above
+    if isinstance(checked, Reject) or not _valid_unicode(checked):  # lone surrogates are rejected
         return
     messages = record_to_messages(checked, None)
     first = tokenize_chat(tokenizer, messages, 64)
