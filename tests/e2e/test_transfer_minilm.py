@@ -40,7 +40,8 @@ def test_pretrained_minilm_beats_random_init_on_unseen_words(tmp_path: Path) -> 
     # the same architecture and tokenizer, randomly initialised, saved as a local model folder
     source = resolve_model_name(recipe.model.name_or_path)
     scratch_dir = tmp_path / "scratch-minilm"
-    AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(source)).save_pretrained(scratch_dir)
+    config = AutoConfig.from_pretrained(source, num_labels=len({r["label"] for r in test}))
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(scratch_dir)
     AutoTokenizer.from_pretrained(source).save_pretrained(scratch_dir)
     scratch_recipe = load_recipe(ROOT / "recipes/classify-minilm.yaml",
                                  [*overrides, "run.name=scratch", f"model.name_or_path={scratch_dir}"])
