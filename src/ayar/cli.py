@@ -81,7 +81,8 @@ def prepare(
 def train(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest complete checkpoint (after exit 75, "
+                                                 "SIGTERM/SIGINT, or a crash).")] = False,
 ) -> None:
     from ayar.pipeline import stage_train
 
