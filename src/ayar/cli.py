@@ -83,7 +83,13 @@ def train(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue from the latest complete checkpoint (after exit 75, "
                                                  "SIGTERM/SIGINT, or a crash).")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Training processes on this machine (torchrun; "
+                                                                "gloo on a CPU, NCCL on GPUs).")] = 1,
 ) -> None:
+    if nproc > 1:  # re-run this same command under torchrun
+        from ayar.train.launch import launch_distributed
+
+        raise typer.Exit(launch_distributed(sys.argv[1:], nproc))
     from ayar.pipeline import stage_train
 
     summary = stage_train(_recipe(recipe, set_), resume=resume)

@@ -38,6 +38,7 @@ from ayar.safety import refuse_pickles
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
+from ayar.train.packing import collator_for_packing
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 
 
@@ -281,7 +282,11 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, has_eval: 
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         activation_checkpointing=cfg.gradient_checkpointing,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        optim=cfg.optim,
+        torch_compile=cfg.torch_compile,
+        # gloo for multi-process CPU runs (torchrun sets WORLD_SIZE); NCCL's default on GPUs
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         seed=seed,
@@ -383,7 +388,8 @@ def train(
         loss_history=history.records,
         **faults.report(),
     )
-    (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
+    if trainer.is_world_process_zero():  # in multi-process runs only rank 0 writes
+        (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
     return result
 
 
@@ -418,7 +424,8 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
         args=training_arguments(cfg, run_dir / "checkpoints", recipe.run.seed, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=collator_for(recipe, tokenizer, model),
+        data_collator=(collator_for_packing(recipe, tokenizer, model, method.model_inputs_extra())
+                       if recipe.train.packing else collator_for(recipe, tokenizer, model)),
         processing_class=tokenizer,
         callbacks=callbacks,
         method=method,
