@@ -13,16 +13,15 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from transformers import PreTrainedModel, TrainerCallback
 
-from ayar.methods import build_method, register
-from ayar.methods.base import Method
-from ayar.methods.distill import check_base_method, label_positions
+from ayar.methods import register
+from ayar.methods.distill import label_positions
+from ayar.methods.wrapping import WrappedParams, WrappingMethod
 
 
-class AlumParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AlumParams(WrappedParams):
 
     epsilon: float = Field(1e-2, gt=0, description="Largest perturbation per embedding coordinate (L-inf ball).")
     step_size: float = Field(1e-2, gt=0, description="Size of each projected gradient-ascent step.")
@@ -35,13 +34,6 @@ class AlumParams(BaseModel):
         "devices) relative to reference_batch_size: linear (x k) or sqrt (x sqrt(k)); warm up with "
         "train.warmup_ratio.")
     reference_batch_size: int = Field(32, ge=1, description="The batch size train.learning_rate was tuned for.")
-    base: str = Field("full", description="Method that prepares the model: full, layers, lora...")
-    base_params: dict[str, Any] = Field(default_factory=dict, description="That method's own parameters.")
-
-    @model_validator(mode="after")
-    def _base_prepares_the_model(self) -> AlumParams:
-        check_base_method(self.base, self.base_params)
-        return self
 
 
 def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -113,38 +105,23 @@ class ScaleLearningRate(TrainerCallback):
 
 
 @register
-class Alum(Method):
+class Alum(WrappingMethod):
     name = "alum"
     summary = "Adversarial training in embedding space (ALUM): steadier, more robust fine-tuning; ~2-3x the compute."
     params_model = AlumParams
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        self.inner = build_method(self.params.base, self.params.base_params)
-        self.is_adapter = self.inner.is_adapter
         self.perturbation = AdversarialPerturbation(self.params, "causal_lm")
         self.lr_scale = ScaleLearningRate(self.params.lr_scaling, self.params.reference_batch_size)
 
-    def preflight(self, task: str) -> None:
-        super().preflight(task)
-        self.inner.preflight(task)
-
-    def model_load_kwargs(self, task: str) -> dict[str, Any]:
-        return self.inner.model_load_kwargs(task)
-
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         self.perturbation = AdversarialPerturbation(self.params, task)
-        return self.inner.prepare_model(model, task)
-
-    def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
-        self.inner.setup(model, tokenizer, train_dataset, run_dir)
-
-    def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
-        return self.inner.param_groups(model, base_lr, weight_decay)
+        return super().prepare_model(model, task)
 
     def callbacks(self) -> list[TrainerCallback]:
         extra = [] if self.params.lr_scaling == "none" else [self.lr_scale]
-        return [*self.inner.callbacks(), *extra]
+        return [*super().callbacks(), *extra]
 
     def extra_loss(self, model: torch.nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
         if self.params.weight == 0:

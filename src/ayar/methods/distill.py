@@ -12,21 +12,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel
 
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import AyarError, UsageError
-from ayar.methods import build_method, get_method, register
-from ayar.methods.base import Method
+from ayar.methods import register
+from ayar.methods.wrapping import WrappedParams, WrappingMethod
 
 CACHE_FILE = "teacher_logits.safetensors"
 
 
-class DistillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DistillParams(WrappedParams):
 
     teacher: str = Field(..., description="Teacher: a model folder, a hub id, or an earlier run folder "
                          "(its model/ is used); adapter folders load with their base.")
@@ -35,27 +33,6 @@ class DistillParams(BaseModel):
     cache: bool = Field(False, description="Run the teacher once over the training split and keep its top-k "
                         "logits on disk (run_dir/teacher_logits.safetensors) instead of on every step.")
     top_k: int = Field(64, ge=1, description="Teacher logits kept per position when caching (bounds the file).")
-    base: str = Field("full", description="Method that prepares the student: full, layers, lora, dora...")
-    base_params: dict[str, Any] = Field(default_factory=dict, description="That method's own parameters.")
-
-    @model_validator(mode="after")
-    def _base_is_a_student_method(self) -> DistillParams:
-        check_base_method(self.base, self.base_params)
-        return self
-
-
-WRAPPERS = ("distill", "reweight", "alum", "gate")  # methods that delegate model preparation to a base
-
-
-def check_base_method(base: str, base_params: dict[str, Any]) -> None:
-    """A ValueError (a recipe error) unless ``base`` names a preparing method whose params are valid."""
-    if base in WRAPPERS:
-        raise ValueError(f"base must be a method that prepares the model (full, layers, lora...), not {base}")
-    try:
-        get_method(base).params_model.model_validate(base_params)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ValueError(f"base_params.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def resolve_teacher(spec: str) -> str:
@@ -112,7 +89,7 @@ def check_same_vocab(student_tok: Any, teacher_tok: Any, student: Any, teacher: 
 
 
 @register
-class Distill(Method):
+class Distill(WrappingMethod):
     name = "distill"
     summary = "Knowledge distillation: a bigger teacher's soft predictions train a smaller student."
     params_model = DistillParams
@@ -120,33 +97,13 @@ class Distill(Method):
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        self.student_method = build_method(self.params.base, self.params.base_params)
-        self.is_adapter = self.student_method.is_adapter
-        self.task = "causal_lm"
         self.teacher: torch.nn.Module | None = None
         self.cached: dict[str, torch.Tensor] | None = None
-
-    def preflight(self, task: str) -> None:
-        super().preflight(task)
-        self.student_method.preflight(task)
-
-    def model_load_kwargs(self, task: str) -> dict[str, Any]:
-        return self.student_method.model_load_kwargs(task)
-
-    def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
-        self.task = task
-        return self.student_method.prepare_model(model, task)
-
-    def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
-        return self.student_method.param_groups(model, base_lr, weight_decay)
-
-    def callbacks(self) -> list:
-        return self.student_method.callbacks()
 
     def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
         from ayar.models.load import load_for_inference
 
-        self.student_method.setup(model, tokenizer, train_dataset, run_dir)
+        super().setup(model, tokenizer, train_dataset, run_dir)
         teacher, teacher_tok = load_for_inference(resolve_teacher(self.params.teacher), self.task)
         check_same_vocab(tokenizer, teacher_tok, model, teacher, self.task)
         self.attach_teacher(teacher, model)

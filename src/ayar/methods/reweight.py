@@ -17,21 +17,19 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from transformers import PreTrainedModel, TrainerCallback
 
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
-from ayar.methods import build_method, register
-from ayar.methods.base import Method
-from ayar.methods.distill import check_base_method
+from ayar.methods import register
+from ayar.methods.wrapping import WrappedParams, WrappingMethod
 
 WEIGHTS_FILE = "example_weights.jsonl"
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
-class ReweightParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ReweightParams(WrappedParams):
 
     trusted_size: int = Field(64, ge=1, description="Rows of the validation split used as the trusted set.")
     trusted_batch_size: int = Field(16, ge=1, description="Trusted rows compared with each training batch.")
@@ -43,13 +41,6 @@ class ReweightParams(BaseModel):
         "positive, else 0 (every agreeing example counts the same).")
     momentum: float = Field(0.5, ge=0, lt=1, description="Each example keeps a weight across visits: "
                             "w <- momentum * w + (1 - momentum) * (this step's weight); 0 is Ren et al. exactly.")
-    base: str = Field("full", description="Method that prepares the model: full, layers, lora...")
-    base_params: dict[str, Any] = Field(default_factory=dict, description="That method's own parameters.")
-
-    @model_validator(mode="after")
-    def _base_prepares_the_model(self) -> ReweightParams:
-        check_base_method(self.base, self.base_params)
-        return self
 
 
 class LastLayerTap:
@@ -158,7 +149,7 @@ def pad_rows(rows: list[dict[str, Any]], pad_id: int, device: torch.device) -> d
 
 
 @register
-class Reweight(Method):
+class Reweight(WrappingMethod):
     name = "reweight"
     summary = "Learning to reweight: down-weights examples that disagree with a trusted batch; finds bad labels."
     params_model = ReweightParams
@@ -166,9 +157,6 @@ class Reweight(Method):
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        self.inner = build_method(self.params.base, self.params.base_params)
-        self.is_adapter = self.inner.is_adapter
-        self.task = "causal_lm"
         self.trusted: list[dict[str, Any]] = []
         self.pad_id = 0
         self.tap: LastLayerTap | None = None
@@ -176,22 +164,14 @@ class Reweight(Method):
         self.weights_path: Path | None = None
         self._next_trusted = 0
 
-    def preflight(self, task: str) -> None:
-        super().preflight(task)
-        self.inner.preflight(task)
-
-    def model_load_kwargs(self, task: str) -> dict[str, Any]:
-        return self.inner.model_load_kwargs(task)
-
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
-        self.task = task
-        model = self.inner.prepare_model(model, task)
+        model = super().prepare_model(model, task)
         out = model.config.num_labels if task == "classification" else model.get_output_embeddings().weight.shape[0]
         self.tap = LastLayerTap(model, out)
         return model
 
     def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
-        self.inner.setup(model, tokenizer, train_dataset, run_dir)
+        super().setup(model, tokenizer, train_dataset, run_dir)
         self.pad_id = tokenizer.pad_token_id or 0
         self.weights_path = Path(run_dir) / WEIGHTS_FILE if run_dir is not None else None
 
@@ -202,11 +182,8 @@ class Reweight(Method):
         take = min(self.params.trusted_size, len(eval_dataset))
         self.trusted = [eval_dataset[i] for i in range(take)]
 
-    def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
-        return self.inner.param_groups(model, base_lr, weight_decay)
-
     def callbacks(self) -> list[TrainerCallback]:
-        return [*self.inner.callbacks(), SaveWeights(self)]
+        return [*super().callbacks(), SaveWeights(self)]
 
     def model_inputs_extra(self) -> tuple[str, ...]:
         return ("example_index",)
