@@ -126,6 +126,7 @@ class TextCleaner:
             ("normalize_whitespace", cfg.normalize_whitespace, normalize_whitespace),
         ]
         self.steps = [(name, fn) for name, on, fn in steps if on]
+        self.step_names = tuple(name for name, _ in self.steps) + (("lowercase",) if cfg.lowercase else ())
 
     def __call__(self, text: str, lang: str | None, changed: set[str]) -> str:
         """The cleaned text; names of the steps that changed it are added to ``changed``."""

@@ -157,7 +157,11 @@ Item = tuple[int, Any]  # (line or row number, parsed object) or (line, Reject)
 
 
 def _snippet(raw: bytes | str) -> str:
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    """The start of a bad record, always writable as UTF-8 (a lone surrogate is shown as ``\\ud800``)."""
+    if isinstance(raw, bytes):
+        text = raw.decode("utf-8", errors="replace")
+    else:
+        text = raw.encode("utf-8", errors="backslashreplace").decode("utf-8")
     return text.strip()[:SNIPPET_CHARS]
 
 

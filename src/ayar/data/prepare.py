@@ -104,6 +104,10 @@ class RecordProcessor:
         weight = self.sources[src]["weight"]
         return weight < 1.0 and xxhash.xxh64_intdigest(f"{self.seed}-{src}-{line}".encode()) / 2**64 >= weight
 
+    def _in_step_order(self, changed: set[str]) -> tuple[str, ...]:
+        """The cleaning steps that changed a record, in pipeline order (a set's order varies per process)."""
+        return tuple(name for name in self.cleaner.step_names if name in changed) if changed else ()
+
     def __call__(self, src: int, line: int, item: Any) -> Result:
         source = self.sources[src]
         record = to_record(item, source["format"], source["columns"], source["path"], line)
@@ -125,12 +129,12 @@ class RecordProcessor:
         responses = response_texts(record, fmt)
         reason = self.quality.reason("\n".join(texts), responses)
         if reason:
-            return Result(reason, _dumps(record), tuple(changed), dict(pii))
+            return Result(reason, _dumps(record), self._in_step_order(changed), dict(pii))
         key, signature = self.dedup.keys(texts, lang or self.cfg.clean.language)
         response_chars = sum(map(len, responses)) if responses else 0
         group = record.get(self.cfg.split.group_by) if self.cfg.split.group_by else None
         stratum = record.get(self.stratify_by) if self.stratify_by else None
-        return Result(None, _dumps(record), tuple(changed), dict(pii), key, signature,
+        return Result(None, _dumps(record), self._in_step_order(changed), dict(pii), key, signature,
                       sum(map(len, texts)) - response_chars, response_chars, stratum, group)
 
 

@@ -176,3 +176,23 @@ def test_grouped_and_stratified_assignment() -> None:
     assert assign_splits(100, (0.8, 0.1, 0.1), 5) != assign_splits(100, (0.8, 0.1, 0.1), 6)
     parts = split_records([{"i": i} for i in range(10)], (0.8, 0.1, 0.1), 0)
     assert sorted(r["i"] for p in parts.values() for r in p) == list(range(10))
+
+
+def test_rejected_lone_surrogate_is_written_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    (tmp_path / "optout.txt").write_text("", encoding="utf-8")
+    path.write_text('{"instruction": "a\\ud800", "output": "b"}\n' + json.dumps(_alpaca(1)) + "\n", encoding="utf-8")
+    prepare(_config(path, tmp_path, save_arrow=False), tmp_path / "out", seed=0)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["reason"].split(":")[0] for r in rejects] == ["invalid Unicode"]
+    assert "\\ud800" in rejects[0]["raw"]
+
+
+def test_card_lists_cleaning_steps_in_pipeline_order(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    (tmp_path / "optout.txt").write_text("", encoding="utf-8")
+    records = [_alpaca(i, input=f"BaÅŸkent Ä°stanbul {i}", output=f"Özet {i}\x00  son") for i in range(3)]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    card = prepare(_config(path, tmp_path, save_arrow=False), tmp_path / "out", seed=0).card
+    changed = next(s for s in card["steps"] if s["step"] == "clean")["records_changed_by"]
+    assert list(changed) == ["fix_mojibake", "strip_control", "normalize_whitespace"]
