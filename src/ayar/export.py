@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ayar.errors import UsageError
-from ayar.models.load import is_adapter_dir, load_for_inference
+from ayar.models.load import is_adapter_dir, load_for_inference, merge_adapter
 
 FORMATS = ("hf", "adapter", "gguf")
 GGUF_DTYPES = ("f16", "f32")
@@ -42,7 +42,7 @@ def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool
         return export_gguf(source, out_dir, gguf_dtype)
     model, tokenizer = load_for_inference(source)
     if is_adapter_dir(source):
-        model = model.merge_and_unload()
+        model = merge_adapter(model)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
@@ -61,7 +61,7 @@ def export_gguf(source: Path, out_dir: Path, dtype: str = "f16") -> Path:
         raise UsageError(f"GGUF dtype '{dtype}' is not supported; use {' or '.join(GGUF_DTYPES)}")
     model, tokenizer = load_for_inference(source)
     if is_adapter_dir(source):
-        model = model.merge_and_unload()
+        model = merge_adapter(model)
     config = model.config
     if config.model_type != "llama":
         raise UsageError(f"GGUF export supports Llama-architecture models; this one is '{config.model_type}'. "

@@ -119,3 +119,25 @@ def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_c
     base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
     base = load_model(base_name, task, trust_remote_code)
     return PeftModel.from_pretrained(base, str(path)), tokenizer
+
+
+def untie_embeddings(model: Any) -> None:
+    """Give the output layer its own copy of the embedding matrix it shares with the input.
+
+    The from-scratch base is saved untied so adapters on the input embeddings and on the output
+    layer stay independent. Merging needs it too: peft merges an adapter on each of two tied
+    layers into the one shared weight, so both deltas would land in both layers.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    output = base.get_output_embeddings()
+    if output is None or not getattr(base.config, "tie_word_embeddings", False):
+        return
+    layer = getattr(output, "base_layer", output)  # under a peft adapter, the wrapped layer
+    layer.weight = torch.nn.Parameter(layer.weight.detach().clone())
+    base.config.tie_word_embeddings = False
+
+
+def merge_adapter(model: Any) -> Any:
+    """The plain model with the adapter merged in, computing what the adapted model computes."""
+    untie_embeddings(model)
+    return model.merge_and_unload()

@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
 
+from ayar.models.load import untie_embeddings
 from ayar.models.scratch import build_model, read_corpus, sliding_windows, train_tokenizer
 from ayar.recipe import PretrainConfig
 from ayar.train.callbacks import LossHistory, tensorboard_callback
@@ -70,6 +71,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, seed: int) -> PretrainResult:
     output = trainer.train()
     wall = time.perf_counter() - start
     model_dir = out_dir / "model"
+    untie_embeddings(trainer.model)
     trainer.model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
     losses = [r["loss"] for r in history.records if "loss" in r]
