@@ -11,6 +11,8 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ayar.data.templates import alpaca_user_message
+
 TR_MONTHS = ["Ocak", "Şubat", "Mart", "Nisan", "Mayıs", "Haziran", "Temmuz", "Ağustos", "Eylül", "Ekim",
              "Kasım", "Aralık"]
 EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -116,11 +118,23 @@ TASKS: dict[str, Callable[[random.Random, str], dict[str, str]]] = {
 }
 
 
-def generate_records(num_records: int, seed: int, languages: list[str], tasks: list[str]) -> Iterator[dict]:
+def input_guide_span(record: dict) -> list[list[int]]:
+    """The character span of an alpaca record's input inside its user message ([] when it has none)."""
+    if not record.get("input"):
+        return []
+    message = alpaca_user_message(record["instruction"], record["input"])
+    return [[len(message) - len(record["input"]), len(message)]]  # the input ends the user message
+
+
+def generate_records(num_records: int, seed: int, languages: list[str], tasks: list[str],
+                     guide_spans: bool = False) -> Iterator[dict]:
     """Yield distinct alpaca records (instruction, input, output) plus id, task and lang; seeded.
 
     Records never repeat, so no test record can also be a training record. Tasks with a small
     space (a word list) run out first, so larger sets hold proportionally more sums and dates.
+    With ``guide_spans`` each record with an input also names where the input lies in the user
+    message (``guide_spans: [[start, end]]``, for the ``gate`` method); the records are otherwise
+    the same as without it.
     """
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
@@ -136,6 +150,8 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
         if key in seen:
             continue
         seen.add(key)
+        if guide_spans and record.get("input"):
+            record["guide_spans"] = input_guide_span(record)
         yield {"id": f"syn-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
 
 
