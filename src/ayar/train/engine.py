@@ -314,15 +314,16 @@ def train(
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
-    build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # before anything loads
+    method = build_method(recipe.method.name, recipe.method.params())
+    method.preflight(recipe.task)  # before anything loads
     tokenizer = load_tokenizer(base_model, recipe.model.trust_remote_code, recipe.model.revision)
     if recipe.task == "causal_lm":
         set_template(tokenizer, recipe.data.template)
     train_records = prepared.read_split("train")
     labels = LabelMap.from_records(train_records) if recipe.task == "classification" else None
-    train_set = tokenize_split(train_records, tokenizer, recipe, labels)
+    train_set = tokenize_split(train_records, tokenizer, recipe, labels, method)
     val_records = prepared.read_split("validation")
-    eval_set = tokenize_split(val_records, tokenizer, recipe, labels) if val_records else None
+    eval_set = tokenize_split(val_records, tokenizer, recipe, labels, method) if val_records else None
 
     checkpoints = run_dir / "checkpoints"
     last = _resume_point(checkpoints) if resume else None
@@ -425,7 +426,7 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=(collator_for_packing(recipe, tokenizer, model, method.model_inputs_extra())
-                       if recipe.train.packing else collator_for(recipe, tokenizer, model)),
+                       if recipe.train.packing else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
         processing_class=tokenizer,
         callbacks=callbacks,
         method=method,

@@ -6,9 +6,11 @@ causal_lm: chat/instruction records (prompt masked) or plain text. classificatio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
@@ -16,6 +18,9 @@ from ayar.data.templates import record_to_messages
 from ayar.data.tokenize import IGNORE_INDEX, tokenize_chat, tokenize_text
 from ayar.errors import UsageError
 from ayar.recipe import Recipe
+
+if TYPE_CHECKING:
+    from ayar.methods.base import Method
 
 TASK_FORMATS = {
     "causal_lm": ("alpaca", "messages", "sharegpt", "text"),
@@ -70,19 +75,71 @@ def encode_record(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels
     return tokenize_chat(tokenizer, record_to_messages(record, cfg.system_prompt), cfg.max_length, cfg.mask_prompt)
 
 
+def record_as_trained(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The record as a method's ``encode_extra`` sees it: a chat record gains the messages exactly as
+    trained (system prompt included) under ``messages``."""
+    if recipe.task != "causal_lm" or recipe.data.format == "text":
+        return record
+    return {**record, "messages": record_to_messages(record, recipe.data.system_prompt)}
+
+
 def tokenize_split(records: list[dict[str, Any]], tokenizer: Any, recipe: Recipe,
-                   labels: LabelMap | None = None) -> Dataset:
-    """Tokenize one split; every row keeps its ``example_index`` and ``length`` for methods and sampling."""
-    rows = [{**encode_record(r, tokenizer, recipe, labels), "example_index": i} for i, r in enumerate(records)]
+                   labels: LabelMap | None = None, method: Method | None = None) -> Dataset:
+    """Tokenize one split; every row keeps its ``example_index`` and ``length`` for methods and sampling.
+
+    With a ``method``, each row also gets the method's extra columns (``Method.encode_extra``).
+    """
+    rows = []
+    for index, record in enumerate(records):
+        encoded = encode_record(record, tokenizer, recipe, labels)
+        extra = method.encode_extra(record_as_trained(record, recipe), encoded, tokenizer, recipe.task) \
+            if method is not None else {}
+        rows.append({**encoded, **extra, "example_index": index})
     return Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])})
 
 
-def collator_for(recipe: Recipe, tokenizer: Any, model: Any) -> Any:
-    """Pads a batch: labels with -100 for generative tasks, plain padding for classification."""
+class PerTokenColumnsCollator:
+    """Pads a method's per-token columns (lists as long as ``input_ids``) with 0 on the tokenizer's padding
+    side and stacks them; the wrapped collator pads everything else.
+
+    Written by hand because transformers' collators pad only the columns they know (ids, masks, labels).
+    """
+
+    def __init__(self, inner: Any, names: Sequence[str], padding_side: str = "right") -> None:
+        self.inner, self.names, self.left = inner, tuple(names), padding_side == "left"
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        per_token = [n for n in self.names if features and isinstance(features[0].get(n), list)]
+        if not per_token:
+            return self.inner(features)
+        columns = {name: [f[name] for f in features] for name in per_token}
+        batch = self.inner([{k: v for k, v in f.items() if k not in columns} for f in features])
+        width = batch["input_ids"].shape[1]
+        for name, rows in columns.items():
+            padded = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, row in enumerate(rows):
+                values = torch.tensor(row[:width], dtype=torch.long)
+                if self.left:
+                    padded[r, width - len(values):] = values
+                else:
+                    padded[r, :len(values)] = values
+            batch[name] = padded
+        return batch
+
+
+def collator_for(recipe: Recipe, tokenizer: Any, model: Any, method_columns: Sequence[str] = ()) -> Any:
+    """Pads a batch: labels with -100 for generative tasks, plain padding for classification.
+
+    ``method_columns`` (``Method.model_inputs_extra``) that hold one value per token are padded too.
+    """
     if recipe.task == "classification":
-        return DataCollatorWithPadding(tokenizer)
-    return DataCollatorForSeq2Seq(tokenizer, model=model if recipe.task == "seq2seq" else None, padding=True,
-                                  label_pad_token_id=IGNORE_INDEX)
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, model=model if recipe.task == "seq2seq" else None, padding=True,
+                                          label_pad_token_id=IGNORE_INDEX)
+    if not method_columns:
+        return collator
+    return PerTokenColumnsCollator(collator, method_columns, getattr(tokenizer, "padding_side", "right"))
 
 
 def model_kwargs_for(recipe: Recipe, tokenizer: Any, labels: LabelMap | None) -> dict[str, Any]:
