@@ -209,8 +209,9 @@ def guide_kl(attentions: list[torch.Tensor], prompt: torch.Tensor, guide: torch.
              heads: list[int] | None = None) -> torch.Tensor | None:
     """Mean over (layer, head, query) of KL(guide mask normalised || attention renormalised over the prompt).
 
-    KL(g || a / m) = sum_k g_k log g_k - sum_k g_k log a_k + log m, with m the row's prompt mass.
-    None when no row of the batch has both guide tokens and answer positions.
+    The attention is renormalised before the floor under the logarithm: flooring the weights and
+    the prompt mass apart would let a model lower the "KL" below 0 by moving all attention off the
+    prompt. None when no row of the batch has both guide tokens and answer positions.
     """
     selected = selected_rows(attentions, query, guide, heads)
     if selected is None:
@@ -218,13 +219,14 @@ def guide_kl(attentions: list[torch.Tensor], prompt: torch.Tensor, guide: torch.
     picked, rows = selected
     g = guide[rows].float()
     g = g / g.sum(-1, keepdim=True)
-    p = prompt[rows].float()
+    p = prompt[rows].float()[:, None, :]
     neg_entropy = (g * g.clamp_min(EPS).log()).sum(-1)[:, None]
     total = torch.zeros((), device=picked[0].device)
     for a in picked:
-        cross = (a.clamp_min(EPS).log() * g[:, None, :]).sum(-1)
-        mass = (a * p[:, None, :]).sum(-1)
-        total = total + (neg_entropy - cross + mass.clamp_min(EPS).log()).mean()
+        mass = (a * p).sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        over_prompt = a * p / mass
+        cross = (over_prompt.clamp_min(EPS).log() * g[:, None, :]).sum(-1)
+        total = total + (neg_entropy - cross).mean()
     return total / len(picked)
 
 

@@ -107,6 +107,11 @@ def test_guide_kl_matches_torch_kl_div() -> None:
     got = guide_kl([attn], prompt, guide, query, heads=[1, 2])
     assert got is not None and torch.allclose(got, torch.stack(expected).mean(), atol=1e-6)
     assert guide_kl([attn], prompt, guide * 0, query) is None  # no spans: no loss
+    # Attention moved almost entirely off the prompt is renormalised, not floored: the same KL, never below 0.
+    away = attn.clone()
+    away[..., :4] *= 1e-12
+    away = away / away.sum(-1, keepdim=True)
+    assert torch.allclose(guide_kl([away], prompt, guide, query, heads=[1, 2]), got, rtol=1e-4)
 
 
 def aux_loss(method: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
