@@ -26,9 +26,7 @@ _MOJIBAKE_HINT = re.compile(
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace run except newlines
 _MANY_NEWLINES = re.compile(r"\n{3,}")
-# Anything normalize_whitespace would change: two whitespace characters in a row, whitespace other
-# than a space or newline, or whitespace at either end.
-_WHITESPACE_WORK = re.compile(r"\s\s|[^\S \n]|^\s|\s$")
+_ODD_SPACE = re.compile(r"[^\S \n]")  # whitespace other than a space or a newline
 _TAG_HINT = re.compile(r"<[A-Za-z/!]|&[#A-Za-z]")
 
 
@@ -93,12 +91,31 @@ def fix_mojibake(text: str) -> str:
 
 def strip_control(text: str) -> str:
     """Drop control characters (tab and newline stay)."""
-    return _CONTROL.sub("", text) if _CONTROL.search(text) else text  # search is cheaper than a no-op sub
+    # Every character _CONTROL matches is non-printable, and isprintable() is one C pass that stops
+    # at the first such character: most texts never reach the regex.
+    if text.isprintable() or not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub("", text)
+
+
+def _whitespace_work(text: str) -> bool:
+    """False only if normalize_whitespace would return ``text`` unchanged (substring tests run in C).
+
+    A change needs a space run, a space at a line's or the text's end, three newlines in a row, or
+    whitespace other than a space or newline; all whitespace but the space is non-printable.
+    """
+    if not text:
+        return False
+    if text[0].isspace() or text[-1].isspace() or "  " in text:
+        return True
+    if text.isprintable():
+        return False
+    return " \n" in text or "\n " in text or "\n\n\n" in text or _ODD_SPACE.search(text) is not None
 
 
 def normalize_whitespace(text: str) -> str:
     """One space between words, Unix newlines, at most one blank line, no spaces at line ends."""
-    if not _WHITESPACE_WORK.search(text):
+    if not _whitespace_work(text):
         return text
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)

@@ -84,8 +84,12 @@ def _turns(record: dict[str, Any], key: str, role_key: str, text_key: str, roles
             raise RecordError(f"{key}[{index}].{text_key} must be a string")
 
 
-def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None) -> dict[str, Any]:
-    """Rename mapped columns to the shape's names and check the shape; raise RecordError if wrong."""
+def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
+                check_unicode: bool = True) -> dict[str, Any]:
+    """Rename mapped columns to the shape's names and check the shape; raise RecordError if wrong.
+
+    ``check_unicode=False`` skips the lone-surrogate check, for records that cannot hold one.
+    """
     if not isinstance(record, dict):
         raise RecordError(f"expected an object, got {type(record).__name__}")
     if not record:
@@ -111,6 +115,8 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None) ->
             raise RecordError("missing field 'label'")
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise RecordError(f"field 'label' must be a string or an integer, got {type(label).__name__}")
+    if not check_unicode:
+        return record
     try:  # JSON escapes can smuggle in lone surrogates, which no UTF-8 file can hold
         json.dumps(record, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -327,12 +333,15 @@ def iter_items(path_or_name: str, fmt: str, split: str | None = None, raw: bool 
 
 def to_record(item: Any, fmt: str, columns: dict[str, str] | None, source: str, line_no: int) -> dict[str, Any] | Reject:
     """A shape-checked record from one item of :func:`iter_items`, or a Reject saying why not."""
+    check_unicode = True
     if isinstance(item, bytes):
+        # Valid UTF-8 holds no surrogates: only a \\u escape in the line can make one.
+        check_unicode = b"\\u" in item
         item = parse_json_line(item, source, line_no)
     if isinstance(item, Reject):
         return item
     try:
-        return check_shape(item, fmt, columns)
+        return check_shape(item, fmt, columns, check_unicode)
     except RecordError as exc:
         return Reject(source, line_no, str(exc), _snippet(json.dumps(item, ensure_ascii=False, default=str)))
 

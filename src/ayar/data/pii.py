@@ -150,16 +150,18 @@ _DETECTORS: dict[str, Callable[[str], Iterable[tuple[int, int]]]] = {
     "PHONE": _phone_spans,
     "IP": _ip_spans,
 }
-# Cheap guards: a detector runs only if the text could hold its kind of data at all.
-_NEEDS: dict[str, Callable[[str], bool]] = {
-    "EMAIL": lambda t: "@" in t,
-    "IBAN": lambda t: any(ch.isdigit() for ch in t),
-    "CARD": lambda t: any(ch.isdigit() for ch in t),
-    "TCKN": lambda t: any(ch.isdigit() for ch in t),
-    "PHONE": lambda t: any(ch.isdigit() for ch in t),
-    "IP": lambda t: "." in t or ":" in t,
-}
-_DIGIT_RE = re.compile(r"\d")
+_DIGIT_RE = re.compile(r"\d")  # the detectors' own \d: Unicode decimal digits
+
+
+def _detectors_to_run(text: str, wanted: tuple[str, ...]) -> list[str]:
+    """The wanted detectors that could match at all: cheap guards (one regex pass, substring tests in C)."""
+    has_digit = _DIGIT_RE.search(text) is not None
+    has_at, has_colon = "@" in text, ":" in text
+    if not (has_digit or has_at or has_colon):
+        return []  # nothing but e-mail and IPv6 can exist without digits, and they need @ or :
+    could = {"EMAIL": has_at, "IBAN": has_digit, "CARD": has_digit, "TCKN": has_digit, "PHONE": has_digit,
+             "IP": has_colon or (has_digit and "." in text)}  # IPv4 needs digits and dots, IPv6 colons
+    return [kind for kind in wanted if could[kind]]
 
 
 def _check_types(types: Iterable[str] | None) -> tuple[str, ...]:
@@ -179,15 +181,12 @@ def _checked(types: tuple[str, ...]) -> tuple[str, ...]:
 
 def find_pii(text: str, types: Iterable[str] | None = None) -> list[PiiMatch]:
     """Every piece of personal data in ``text``, by position; overlaps go to the more specific type."""
-    wanted = _check_types(types)
-    has_digit = _DIGIT_RE.search(text) is not None
-    if not has_digit and "@" not in text and ":" not in text:
-        return []  # fast path: nothing but e-mail and IPv6 can exist without digits, and they need @ or :
+    kinds = _detectors_to_run(text, _check_types(types))
+    if not kinds:
+        return []
     taken: list[tuple[int, int]] = []
     found: list[PiiMatch] = []
-    for kind in wanted:
-        if not _NEEDS[kind](text):
-            continue
+    for kind in kinds:
         for start, end in _DETECTORS[kind](text):
             if any(start < t_end and t_start < end for t_start, t_end in taken):
                 continue
@@ -199,10 +198,15 @@ def find_pii(text: str, types: Iterable[str] | None = None) -> list[PiiMatch]:
 
 def redact_pii(text: str, types: Iterable[str] | None = None) -> tuple[str, Counter]:
     """Replace personal data with typed placeholders (``<EMAIL>``, ``<PHONE>``...); count them by type."""
-    matches = find_pii(text, types)
     counts: Counter = Counter()
+    return redact_pii_into(text, types, counts), counts
+
+
+def redact_pii_into(text: str, types: Iterable[str] | None, counts: Counter) -> str:
+    """:func:`redact_pii` adding the placeholder counts to ``counts`` (no Counter built per text)."""
+    matches = find_pii(text, types)
     if not matches:
-        return text, counts
+        return text
     pieces: list[str] = []
     pos = 0
     for match in matches:
@@ -211,4 +215,4 @@ def redact_pii(text: str, types: Iterable[str] | None = None) -> tuple[str, Coun
         counts[match.type] += 1
         pos = match.end
     pieces.append(text[pos:])
-    return "".join(pieces), counts
+    return "".join(pieces)

@@ -20,15 +20,16 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import xxhash
 from pydantic import ValidationError
 
 from ayar.data.card import DataCard
 from ayar.data.clean import TextCleaner
 from ayar.data.consent import ConsentFilter
-from ayar.data.dedup import Deduplicator
+from ayar.data.dedup import Deduplicator, normalize_words
 from ayar.data.load import Reject, iter_items, map_texts, record_texts, response_texts, to_record
-from ayar.data.pii import redact_pii
+from ayar.data.pii import redact_pii, redact_pii_into
 from ayar.data.quality import QualityFilter
 from ayar.data.split import SPLITS, assign_splits
 from ayar.data.synthetic import generate_records
@@ -38,6 +39,7 @@ from ayar.recipe import DataConfig
 CHUNK = 1000  # records per task sent to a worker process
 IN_FLIGHT = 3  # chunks queued per worker: enough to keep workers busy, few enough to bound memory
 REASONS_WITHOUT_CONTENT = {"sampled_out", "no_consent", "opted_out"}  # never copy these records' text
+MAX_CHARS = 2**32 - 1  # the data card keeps lengths as uint32
 
 
 @dataclass
@@ -65,18 +67,28 @@ REJECT = "__reject__"
 
 
 class Result(NamedTuple):
-    """What a worker sends back for one item; ``payload`` is JSON text (records are serialized once)."""
+    """What a worker sends back for one item; ``payload`` is UTF-8 JSON (records are serialized once)."""
 
     reason: str | None  # a removal reason, REJECT, or None for a record to dedup and keep
-    payload: str  # the record (cleaned, redacted), the reject row, or only the id for consent/sampling
+    payload: bytes  # the record (cleaned, redacted), the reject row, or only the id for consent/sampling
     changed: tuple[str, ...] = ()
     pii: dict[str, int] | None = None
     key: int = 0
-    signature: Any = None
     prompt_chars: int = 0
     response_chars: int = 0
     stratum: Any = None
     group: Any = None
+
+
+class Chunk(NamedTuple):
+    """A worker's answer for a chunk: its results, and a signature row and band keys per result to dedup.
+
+    Results travel as plain tuples: a NamedTuple unpickles ten times slower, in the main process.
+    """
+
+    results: list[tuple]
+    signatures: np.ndarray | None = None
+    bands: list[list[int]] | None = None
 
 
 class RecordProcessor:
@@ -89,7 +101,7 @@ class RecordProcessor:
         self.consent = ConsentFilter(cfg.consent)
         self.cleaner = TextCleaner(cfg.clean)
         self.dedup = Deduplicator(cfg.dedup.model_copy(update={"exact": False}))  # keys() only; admit is serial
-        self.pii_types = tuple(cfg.pii.types)
+        self.pii_types = tuple(cfg.pii.types) if cfg.pii.enabled else ()
         self.stratify_by = _stratify_field(cfg)
         count_tokens = None
         if cfg.filters.min_tokens > 0 or cfg.filters.max_tokens is not None:
@@ -108,44 +120,66 @@ class RecordProcessor:
         """The cleaning steps that changed a record, in pipeline order (a set's order varies per process)."""
         return tuple(name for name in self.cleaner.step_names if name in changed) if changed else ()
 
-    def __call__(self, src: int, line: int, item: Any) -> Result:
+    def process(self, chunk: list[tuple[int, int, Any]]) -> Chunk:
+        """Every item of a chunk, then the MinHash signatures of the records to dedup, all at once."""
+        results: list[Result] = []
+        hash_lists: list[list[int]] = []
+        for src, line, item in chunk:
+            result, hashes = self(src, line, item)
+            results.append(tuple(result))
+            if hashes is not None:
+                hash_lists.append(hashes)
+        if not hash_lists:
+            return Chunk(results)
+        return Chunk(results, *self.dedup.sign(hash_lists))
+
+    def __call__(self, src: int, line: int, item: Any) -> tuple[Result, list[int] | None]:
+        """The result for one item, and its shingle hashes when it goes on to near-dup removal."""
         source = self.sources[src]
         record = to_record(item, source["format"], source["columns"], source["path"], line)
         if isinstance(record, Reject):
             row = record.to_dict()
             row["raw"] = redact_pii(row["raw"])[0]
-            return Result(REJECT, _dumps(row))
+            return Result(REJECT, _encode(row)), None
         reason = "sampled_out" if self.sampled_out(src, line) else self.consent.reason(record)
         if reason:
-            return Result(reason, _dumps(record.get(self.cfg.consent.id_field)))
+            return Result(reason, _encode(record.get(self.cfg.consent.id_field))), None
         fmt = source["format"]
         lang = record.get("lang") if isinstance(record.get("lang"), str) else None
         changed: set[str] = set()
         map_texts(record, fmt, lambda text: self.cleaner(text, lang, changed))
         pii: Counter = Counter()
-        if self.cfg.pii.enabled:
-            map_texts(record, fmt, lambda text: _redact_into(text, self.pii_types, pii))
+        if self.pii_types:
+            map_texts(record, fmt, lambda text: redact_pii_into(text, self.pii_types, pii))
         texts = record_texts(record, fmt)
+        field_words = [text.split() for text in texts]
         responses = response_texts(record, fmt)
-        reason = self.quality.reason("\n".join(texts), responses)
+        # "\n".join(texts).split() is the fields' words one after another: split once, use twice.
+        reason = self.quality.reason("\n".join(texts), responses, [w for words in field_words for w in words])
+        changed_steps = self._in_step_order(changed)
+        pii_counts = dict(pii) if pii else None
         if reason:
-            return Result(reason, _dumps(record), self._in_step_order(changed), dict(pii))
-        key, signature = self.dedup.keys(texts, lang or self.cfg.clean.language)
+            return Result(reason, _encode(record), changed_steps, pii_counts), None
+        normalized = normalize_words(field_words, lang or self.cfg.clean.language)
+        key, hashes = self.dedup.keys(texts, None, normalized)
         response_chars = sum(map(len, responses)) if responses else 0
+        prompt_chars = sum(map(len, texts)) - response_chars
         group = record.get(self.cfg.split.group_by) if self.cfg.split.group_by else None
         stratum = record.get(self.stratify_by) if self.stratify_by else None
-        return Result(None, _dumps(record), self._in_step_order(changed), dict(pii), key, signature,
-                      sum(map(len, texts)) - response_chars, response_chars, stratum, group)
+        return Result(None, _encode(record), changed_steps, pii_counts, key, min(prompt_chars, MAX_CHARS),
+                      min(response_chars, MAX_CHARS), stratum, group), hashes
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps with options builds one per call
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return _ENCODER.encode(value)
 
 
-def _redact_into(text: str, types: tuple[str, ...], counts: Counter) -> str:
-    new, found = redact_pii(text, types)
-    counts.update(found)
-    return new
+def _encode(value: Any) -> bytes:
+    """UTF-8 JSON, made in the worker so that the main process only copies bytes."""
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _stratify_field(cfg: DataConfig) -> str | None:
@@ -160,9 +194,9 @@ def _init_worker(*args: Any) -> None:
     _WORKER = RecordProcessor(*args)
 
 
-def _process_chunk(chunk: list[tuple[int, int, Any]]) -> list[Result]:
+def _process_chunk(chunk: list[tuple[int, int, Any]]) -> Chunk:
     assert _WORKER is not None
-    return [_WORKER(src, line, item) for src, line, item in chunk]
+    return _WORKER.process(chunk)
 
 
 # ---------------------------------------------------------------- reading
@@ -191,7 +225,7 @@ def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool
     for index, source in enumerate(sources):
         if source["path"] == "synthetic":
             syn = cfg.synthetic
-            records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks))
+            records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks), syn.guide_spans)
             items: Iterator = enumerate(records, start=1)
         else:
             items = iter_items(source["path"], source["format"], source["split"], raw=raw)
@@ -200,11 +234,13 @@ def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool
 
 
 def _processed(cfg: DataConfig, stream: Iterator[tuple[int, int, Any]], init: tuple) -> Iterator[tuple]:
-    """((source, line), Result) in input order; with num_proc > 1 the work is spread over processes."""
+    """(source, line, Result, signature, band keys) in input order, chunk by chunk; with num_proc > 1
+    the chunks are spread over processes. Signature and band keys are None unless the record goes on
+    to near-dup removal."""
     if cfg.num_proc == 1:
         processor = RecordProcessor(*init)
-        for src, line, item in stream:
-            yield (src, line), processor(src, line, item)
+        while chunk := list(islice(stream, CHUNK)):
+            yield from _unpack(chunk, processor.process(chunk))
         return
     context = multiprocessing.get_context("fork")
     with context.Pool(cfg.num_proc, initializer=_init_worker, initargs=init) as pool:
@@ -218,8 +254,17 @@ def _processed(cfg: DataConfig, stream: Iterator[tuple[int, int, Any]], init: tu
             if not pending:
                 return
             chunk, future = pending.popleft()
-            for (src, line, _), result in zip(chunk, future.get(), strict=True):
-                yield (src, line), result
+            yield from _unpack(chunk, future.get())
+
+
+def _unpack(chunk: list[tuple[int, int, Any]], done: Chunk) -> Iterator[tuple]:
+    signatures = iter(done.signatures) if done.signatures is not None else None
+    bands = iter(done.bands) if done.bands is not None else None
+    for (src, line, _), result in zip(chunk, done.results, strict=True):
+        if result[0] is None and signatures is not None:  # result[0]: the reason
+            yield src, line, result, next(signatures), next(bands)
+        else:
+            yield src, line, result, None, None
 
 
 # ---------------------------------------------------------------- the stage
@@ -255,54 +300,58 @@ def _run(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None, sourc
          card: DataCard, kept_path: Path) -> PreparedData:
     """Stream every record through the pipeline, then write the splits."""
     split_keys = _SplitKeys(cfg.split.group_by is not None, _stratify_field(cfg) is not None)
-    stream = _stream(cfg, sources, seed, raw=cfg.num_proc > 1)
-    with (out_dir / "rejects.jsonl").open("w", encoding="utf-8") as rejects, \
-            (out_dir / "removed.jsonl").open("w", encoding="utf-8") as removed, \
-            kept_path.open("w", encoding="utf-8") as kept:
+    stream = _stream(cfg, sources, seed, raw=True)  # JSONL lines are parsed in the workers
+    source_json = [_dumps(s["path"]) for s in sources]
+    in_per_source = [0] * len(sources)
+    with (out_dir / "rejects.jsonl").open("wb") as rejects, (out_dir / "removed.jsonl").open("wb") as removed, \
+            kept_path.open("wb") as kept:
         dedup = Deduplicator(cfg.dedup)
-        for (src, line), result in _processed(cfg, stream, (cfg, sources, seed, tokenizer)):
-            stats = card.sources[src]
-            stats["records_in"] += 1
-            card.records_in += 1
-            reason = result.reason
+        # The serial part of the stage: every statement here runs once per record in one process.
+        for src, line, result, signature, bands in _processed(cfg, stream, (cfg, sources, seed, tokenizer)):
+            reason, payload, changed, pii, key, prompt_chars, response_chars, stratum, group = result
+            in_per_source[src] += 1
             if reason == REJECT:
-                row = json.loads(result.payload)
+                row = json.loads(payload)
                 if cfg.strict:
                     raise UsageError(f"{row['source']}:{row['line']}: {row['reason']} (strict mode)")
-                stats["rejected"] += 1
+                card.sources[src]["rejected"] += 1
                 card.reject(row)
-                rejects.write(result.payload + "\n")
+                rejects.write(payload + b"\n")
                 continue
             if reason == "sampled_out":
-                stats["sampled_out"] += 1
-            card.cleaned.update(result.changed)
-            if result.pii:
-                card.pii.update(result.pii)
+                card.sources[src]["sampled_out"] += 1
+            if changed:
+                card.cleaned.update(changed)
+            if pii:
+                card.pii.update(pii)
                 card.pii_records += 1
             if reason is None:
-                reason = dedup.admit(result.key, result.signature)
+                reason = dedup.admit(key, signature, bands)
             if reason:
-                _write_removed(removed, card, reason, sources[src]["path"], line, result.payload)
+                _write_removed(removed, card, reason, source_json[src], line, payload)
                 continue
-            kept.write(result.payload + "\n")
-            card.keep(result.prompt_chars, result.response_chars)
-            split_keys.add(src, result.stratum, result.group)
+            kept.write(payload + b"\n")
+            card.keep(prompt_chars, response_chars)
+            split_keys.add(src, stratum, group)
         del dedup
-    for stats in card.sources:
-        if stats["records_in"] == 0:
+    for stats, count in zip(card.sources, in_per_source, strict=True):
+        stats["records_in"] = count
+        if count == 0:
             raise UsageError(f"data input {stats['path']} holds no records")
+    card.records_in = sum(in_per_source)
     copies = [max(1, math.floor(s["weight"])) for s in sources]  # weight > 1 repeats training records
     return _write_splits(cfg, out_dir, kept_path, seed, split_keys, copies, card)
 
 
-def _write_removed(f: Any, card: DataCard, reason: str, source: str, line: int, payload: str) -> None:
+def _write_removed(f: Any, card: DataCard, reason: str, source_json: str, line: int, payload: bytes) -> None:
     """One removed.jsonl row; consent and sampling removals carry the id only, never the text."""
     field_name = "id" if reason in REASONS_WITHOUT_CONTENT else "record"
-    f.write(f'{{"reason": "{reason}", "source": {_dumps(source)}, "line": {line}, "{field_name}": {payload}}}\n')
+    head = f'{{"reason": "{reason}", "source": {source_json}, "line": {line}, "{field_name}": '
+    f.write(head.encode("utf-8") + payload + b"}\n")
 
     def example() -> Any:
         value = json.loads(payload)
-        return {"source": source, "line": line, "id": value} if field_name == "id" else value
+        return {"source": json.loads(source_json), "line": line, "id": value} if field_name == "id" else value
 
     card.remove(reason, example)
 
@@ -331,19 +380,20 @@ def _write_splits(cfg: DataConfig, out_dir: Path, kept_path: Path, seed: int, ke
     split_seed = cfg.split.seed if cfg.split.seed is not None else seed
     assignment = assign_splits(len(keys.origin), fractions, split_seed, keys.strata if keys.stratified else None,
                                keys.groups if keys.grouped else None)
-    prepared = PreparedData(out_dir, counts=dict.fromkeys(SPLITS, 0))
-    files = {name: prepared.split_path(name).open("w", encoding="utf-8") for name in SPLITS}
+    prepared = PreparedData(out_dir)
+    files = [prepared.split_path(name).open("wb") for name in SPLITS]
+    counts = [0] * len(SPLITS)
     try:
-        with kept_path.open(encoding="utf-8") as kept:
+        with kept_path.open("rb") as kept:  # bytes in, bytes out: JSON lines need no decoding here
             for line, split_index, src in zip(kept, assignment, keys.origin, strict=True):
-                name = SPLITS[split_index]
-                times = copies[src] if name == "train" else 1
-                files[name].write(line * times)
-                prepared.counts[name] += times
-                card.train_repeats += times - 1
+                times = copies[src] if split_index == 0 else 1  # 0: train
+                files[split_index].write(line * times if times > 1 else line)
+                counts[split_index] += times
     finally:
-        for f in files.values():
+        for f in files:
             f.close()
+    prepared.counts = dict(zip(SPLITS, counts, strict=True))
+    card.train_repeats += counts[0] - assignment.count(0)
     card.splits = dict(prepared.counts)
     if cfg.save_arrow:
         _save_arrow(prepared, card)

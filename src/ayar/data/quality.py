@@ -20,24 +20,25 @@ def repeated_line_ratio(text: str) -> float:
     return 1.0 - len(set(lines)) / len(lines)
 
 
-def repeated_ngram_ratio(text: str, n: int) -> float:
-    """Share of word n-grams that repeat an earlier n-gram."""
-    words = text.split()
+def repeated_ngram_ratio(text: str, n: int, words: list[str] | None = None) -> float:
+    """Share of word n-grams that repeat an earlier n-gram (``words``: ``text.split()``, if already made)."""
+    words = text.split() if words is None else words
     total = len(words) - n + 1
     if total < 2:
         return 0.0
     return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total
 
 
-_SYMBOL = re.compile(r"[^\w]|_")
+_SYMBOL = re.compile(r"[^\w\s]")  # with "_" (a \w character), the symbols
 
 
-def symbol_ratio(text: str) -> float:
-    """Symbols (neither letters, digits nor whitespace) per letter or digit."""
-    compact = "".join(text.split())
+def symbol_ratio(text: str, words: list[str] | None = None) -> float:
+    """Symbols (neither letters, digits nor whitespace) per letter or digit (``words``: ``text.split()``)."""
+    # str.split() and regex \s agree on whitespace, so the non-space characters are the words' characters.
+    non_space = sum(map(len, text.split() if words is None else words))
     # Symbols are few, so matching them (in C) is cheap; a per-character Python loop costs ~100 us a record.
-    symbols = len(_SYMBOL.findall(compact))
-    alnum = len(compact) - symbols
+    symbols = len(_SYMBOL.findall(text)) + text.count("_")
+    alnum = non_space - symbols
     return symbols / alnum if alnum else float(symbols)
 
 
@@ -49,8 +50,13 @@ class QualityFilter:
         self.count_tokens = count_tokens
         self.uses_tokens = cfg.min_tokens > 0 or cfg.max_tokens is not None
 
-    def reason(self, text: str, responses: list[str]) -> str | None:
-        """Why this record is removed (``text``: all its fields; ``responses``: its answers), or None."""
+    def reason(self, text: str, responses: list[str] | None, words: list[str] | None = None) -> str | None:
+        """Why this record is removed, or None.
+
+        Args:
+            text: all its fields. responses: its answers (None for shapes without).
+            words: ``text.split()`` when the caller has it already.
+        """
         cfg = self.cfg
         if cfg.drop_empty_response and responses is not None and (
             not responses or any(not r.strip() for r in responses)
@@ -68,8 +74,9 @@ class QualityFilter:
                 return "too_many_tokens"
         if repeated_line_ratio(text) > cfg.max_repeated_line_ratio:
             return "repeated_lines"
-        if repeated_ngram_ratio(text, cfg.ngram_size) > cfg.max_repeated_ngram_ratio:
+        words = text.split() if words is None else words
+        if repeated_ngram_ratio(text, cfg.ngram_size, words) > cfg.max_repeated_ngram_ratio:
             return "repeated_ngrams"
-        if symbol_ratio(text) > cfg.max_symbol_ratio:
+        if symbol_ratio(text, words) > cfg.max_symbol_ratio:
             return "symbol_ratio"
         return None
