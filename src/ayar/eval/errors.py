@@ -36,12 +36,13 @@ def worst_examples(rows: list[dict[str, Any]], key: str, k: int, highest: bool) 
 
 
 def group_stats(rows: list[dict[str, Any]], field: str, metric: str) -> dict[str, dict[str, float]]:
-    """Count, mean metric and mean loss of the rows grouped by one field's value."""
+    """Count, mean metric, exact match (where scored) and mean loss of the rows grouped by one field's value."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get(field) is not None:
             groups[str(row[field])].append(row)
-    return {name: {"count": len(members), metric: _mean([m.get(metric, math.nan) for m in members]),
+    keys = [metric] + (["exact_match"] if metric != "exact_match" and any("exact_match" in r for r in rows) else [])
+    return {name: {"count": len(members), **{k: _mean([m.get(k, math.nan) for m in members]) for k in keys},
                    "nll": _mean([m.get("nll", math.nan) for m in members])}
             for name, members in sorted(groups.items())}
 

@@ -54,9 +54,11 @@ def error_blocks(analysis: dict[str, dict[str, Any]]) -> list[Any]:
         for field in ("label", "language"):
             groups = a[f"by_{field}"]
             if groups:
+                scores = [k for k in (metric, "exact_match") if k in next(iter(groups.values()))]
                 out += [Heading(3, f"{name}: by {field}"),
-                        Table([field, "count", metric, "nll"],
-                              [[g, s["count"], fmt(s[metric]), fmt(s["nll"])] for g, s in groups.items()])]
+                        Table([field, "count", *scores, "nll"],
+                              [[g, s["count"], *(fmt(s[k]) for k in scores), fmt(s["nll"])]
+                               for g, s in groups.items()])]
         if a["confused_pairs"]:
             out += [Heading(3, f"{name}: most confused labels"),
                     Table(["true", "predicted", "count"], [[c["true"], c["predicted"], c["count"]]

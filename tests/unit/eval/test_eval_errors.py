@@ -33,6 +33,14 @@ def test_worst_examples_and_groups() -> None:
     assert result["confused_pairs"] == []
 
 
+def test_groups_show_exact_match_where_rows_have_it() -> None:
+    rows = [{**row, "exact_match": float(row["chrf"] == 100.0)} for row in _rows()]
+    result = analyze_errors(rows, "chrf", k=2)
+    assert result["by_label"]["add"]["exact_match"] == 0.5
+    assert result["by_label"]["date"]["exact_match"] == 0.0
+    assert "exact_match" not in analyze_errors(_rows(), "chrf")["by_label"]["add"]
+
+
 def test_length_buckets_cover_every_row() -> None:
     buckets = length_buckets(_rows(), "chrf", buckets=2)
     assert sum(b["count"] for b in buckets) == 4
