@@ -103,8 +103,8 @@ class SyntheticConfig(Section):
         default_factory=lambda: ["add", "reverse", "upper", "date"],
         description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification).",
     )
-    guide_spans: bool = Field(False, description="Give each record with an input a guide_spans field: where the "
-                              "input lies in the user message (for method gate).")
+    guide_spans: bool = Field(False, description="Give each record with an input a guide_spans field: where its "
+                              "answer's evidence lies in the user message (for method gate).")
 
 
 class CleanConfig(Section):

@@ -118,12 +118,20 @@ TASKS: dict[str, Callable[[random.Random, str], dict[str, str]]] = {
 }
 
 
-def input_guide_span(record: dict) -> list[list[int]]:
-    """The character span of an alpaca record's input inside its user message ([] when it has none)."""
-    if not record.get("input"):
+# The part of the input each answer depends on, as (start, end) within the input; others use all of it.
+EVIDENCE = {"parity": lambda text: (len(text) - 1, len(text)), "month": lambda text: (5, 7)}  # last digit; MM
+
+
+def input_guide_span(record: dict, task: str = "") -> list[list[int]]:
+    """Where an alpaca record's answer evidence lies in its user message: the input, or for ``parity`` its
+    last digit and for ``month`` the month digits ([] when there is no input)."""
+    text = record.get("input")
+    if not text:
         return []
-    message = alpaca_user_message(record["instruction"], record["input"])
-    return [[len(message) - len(record["input"]), len(message)]]  # the input ends the user message
+    message = alpaca_user_message(record["instruction"], text)
+    offset = len(message) - len(text)  # the input ends the user message
+    start, end = EVIDENCE[task](text) if task in EVIDENCE else (0, len(text))
+    return [[offset + start, offset + end]]
 
 
 def generate_records(num_records: int, seed: int, languages: list[str], tasks: list[str],
@@ -132,9 +140,9 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
 
     Records never repeat, so no test record can also be a training record. Tasks with a small
     space (a word list) run out first, so larger sets hold proportionally more sums and dates.
-    With ``guide_spans`` each record with an input also names where the input lies in the user
-    message (``guide_spans: [[start, end]]``, for the ``gate`` method); the records are otherwise
-    the same as without it.
+    With ``guide_spans`` each record with an input also names where its answer's evidence lies in
+    the user message (``guide_spans: [[start, end]]``, for the ``gate`` method; see
+    ``input_guide_span``); the records are otherwise the same as without it.
     """
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
@@ -151,7 +159,7 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
             continue
         seen.add(key)
         if guide_spans and record.get("input"):
-            record["guide_spans"] = input_guide_span(record)
+            record["guide_spans"] = input_guide_span(record, task)
         yield {"id": f"syn-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
 
 
