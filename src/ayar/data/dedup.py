@@ -192,27 +192,26 @@ class Deduplicator:
         if signature is not None and self._tables:
             if bands is None:
                 bands = band_keys(signature[None, :], self.bands, self.rows)[0].tolist()
-            candidates: set[int] = set()
-            for table, band in zip(self._tables, bands, strict=True):
-                found = table.get(band)
-                if isinstance(found, list):
-                    candidates.update(found)
-                elif found is not None:
-                    candidates.add(found)
-            if candidates:
+            found = list(map(dict.get, self._tables, bands))  # a bucket: None, one index, or a list
+            if found.count(None) < len(found):
+                candidates: set[int] = set()
+                for bucket in found:
+                    if type(bucket) is list:
+                        candidates.update(bucket)
+                    elif bucket is not None:
+                        candidates.add(bucket)
                 rows = self._signatures[sorted(candidates)]
                 agree = np.count_nonzero(rows == signature, axis=1).max() / self.cfg.num_perm
                 if agree >= self.cfg.threshold:
                     return "near_duplicate"
             index = self._store(signature)
-            for table, band in zip(self._tables, bands, strict=True):
-                found = table.get(band)
-                if found is None:
+            for table, band, bucket in zip(self._tables, bands, found, strict=True):
+                if bucket is None:
                     table[band] = index
-                elif isinstance(found, list):
-                    found.append(index)
+                elif type(bucket) is list:
+                    bucket.append(index)
                 else:
-                    table[band] = [found, index]
+                    table[band] = [bucket, index]
         if self.cfg.exact:
             self.seen.add(key)
         return None

@@ -1,8 +1,9 @@
 """Read records from files and folders, one at a time, and check their shape.
 
-Every reader streams: JSONL line by line, CSV row by row, Parquet and ``save_to_disk`` folders
-in Arrow batches, so a file bigger than memory is never read whole (a JSON array is the one
-exception; use JSONL for big data). A malformed record becomes a :class:`Reject` with its source
+Every reader streams: JSONL line by line, a JSON array element by element, CSV row by row,
+Parquet and ``save_to_disk`` folders in Arrow batches, so a file bigger than memory is never read
+whole (the one exception: a ``{"data": [...]}`` wrapper object, which is; use JSONL or a bare
+array for big data). A malformed record becomes a :class:`Reject` with its source
 and line number instead of stopping the run. JSONL is read by hand rather than with
 ``datasets``' JSON builder because that builder fails the whole file on the first bad line and
 reports no line numbers.
@@ -10,6 +11,7 @@ reports no line numbers.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Callable, Iterator
@@ -37,6 +39,9 @@ SHAREGPT_ROLES = {"system", "human", "user", "gpt", "assistant"}
 TURKISH_ALIASES = {"instruction": "talimat", "input": "girdi", "output": "yanıt", "text": "metin", "label": "etiket"}
 TEXT_SUFFIXES = {".txt"}
 SNIPPET_CHARS = 200
+JSON_BLOCK = 1 << 20  # bytes read at a time from a .json file
+FIRST_LINE_LIMIT = 1 << 20  # a .json file whose first line is longer is not taken for JSONL
+MAX_JSON_ELEMENT = 64 << 20  # characters: an array element this long and still unparsed is broken
 
 
 @dataclass
@@ -191,8 +196,114 @@ def _read_jsonl(path: Path, raw: bool = False) -> Iterator[Item]:
                 yield line_no, (line if raw else parse_json_line(line, source, line_no))
 
 
+def _first_line_is_a_record(path: Path) -> bool:
+    """True when a .json file is JSONL: its first line (if short) is a whole JSON value and more follows."""
+    with path.open("rb") as f:
+        head = f.read(FIRST_LINE_LIMIT)
+        newline = head.find(b"\n")
+        if newline < 0:
+            return False
+        try:
+            json.loads(head[:newline].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        rest = head[newline:]
+        while not rest.strip():
+            rest = f.read(FIRST_LINE_LIMIT)
+            if not rest:
+                return False
+        return True
+
+
+class _JsonArrayStream:
+    """The elements of a top-level JSON array, parsed block by block with ``json.JSONDecoder.raw_decode``.
+
+    Memory holds one block and the element being parsed, however big the file. The stdlib decoder
+    (not a hand-written parser) reads every element, so values are exactly what ``json.loads``
+    gives; an element that straddles a block boundary fails to parse and is retried with more text.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.decoder = json.JSONDecoder()
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.lines_before, self.bytes_read, self.eof = "", 0, 0, 0, False
+
+    def _more(self, f: Any) -> bool:
+        """Append the next block to the buffer (dropping what was consumed); False at the end of the file."""
+        if self.eof:
+            return False
+        block = f.read(JSON_BLOCK)
+        pending = len(self.utf8.getstate()[0])
+        try:
+            text = self.utf8.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{self.path}: invalid UTF-8 at byte {self.bytes_read - pending + exc.start}") from None
+        self.bytes_read += len(block)
+        self.eof = not block
+        self.lines_before += self.buf.count("\n", 0, self.pos)
+        self.buf, self.pos = self.buf[self.pos:] + text, 0
+        return True
+
+    def _next_char(self, f: Any) -> str:
+        """The next non-whitespace character (not consumed), or '' at the end of the file."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buf) or not self._more(f):
+                return self.buf[self.pos:self.pos + 1]
+
+    def _error(self, msg: str, pos: int) -> UsageError:
+        line = self.lines_before + self.buf.count("\n", 0, pos) + 1
+        return UsageError(f"{self.path}:{line}: invalid JSON: {msg}")
+
+    def _value(self, f: Any) -> Any:
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                if len(self.buf) - self.pos < MAX_JSON_ELEMENT and self._more(f):
+                    continue  # cut off by the block's end, most likely: retry with more text
+                raise self._error(exc.msg, exc.pos) from None
+            # A number within two characters of the block's end ("1.", "2e+") may go on in the next block.
+            if type(value) in (int, float) and len(self.buf) - end <= 2 and self._more(f):
+                continue
+            self.pos = end
+            return value
+
+    def __iter__(self) -> Iterator[Item]:
+        with self.path.open("rb") as f:
+            if self._next_char(f) != "[":
+                raise self._error("expected '['", self.pos)
+            self.pos += 1
+            index = 0
+            if self._next_char(f) == "]":
+                self.pos += 1
+            else:
+                while True:
+                    self._next_char(f)
+                    index += 1
+                    yield index, self._value(f)
+                    separator = self._next_char(f)
+                    self.pos += 1
+                    if separator == "]":
+                        break
+                    if separator != ",":
+                        raise self._error("Expecting ',' delimiter", self.pos - 1)
+            if self._next_char(f):
+                raise self._error("Extra data", self.pos)
+
+
 def _read_json(path: Path, raw: bool = False) -> Iterator[Item]:
-    try:
+    with path.open("rb") as f:
+        first = f.read(FIRST_LINE_LIMIT).lstrip()[:1]
+    if first in (b"[", b"{") and _first_line_is_a_record(path):  # one object per line: read it as JSONL
+        yield from _read_jsonl(path, raw)
+        return
+    if first == b"[":
+        yield from _JsonArrayStream(path)
+        return
+    try:  # a {"data": [...]} wrapper, or not JSON at all: read whole
         data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: invalid UTF-8 at byte {exc.start}") from None

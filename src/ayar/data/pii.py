@@ -151,14 +151,18 @@ _DETECTORS: dict[str, Callable[[str], Iterable[tuple[int, int]]]] = {
     "IP": _ip_spans,
 }
 _DIGIT_RE = re.compile(r"\d")  # the detectors' own \d: Unicode decimal digits
+# Every byte but ASCII digits, "@", ":" and the UTF-8 lead bytes of U+0660 and above (where the
+# first non-ASCII \d digit is): deleting them from a text's UTF-8 leaves nothing when no detector can fire.
+# bytes.translate runs in C at ~1 ns a byte, where the regex [\d@:] takes ~10 ns a character.
+_NO_HINT_BYTES = bytes(b for b in range(256) if not (chr(b) in "0123456789@:" or b >= 0xD9))
 
 
 def _detectors_to_run(text: str, wanted: tuple[str, ...]) -> list[str]:
-    """The wanted detectors that could match at all: cheap guards (one regex pass, substring tests in C)."""
+    """The wanted detectors that could match at all: cheap guards (C-speed byte and substring tests)."""
+    if not text.encode("utf-8", "surrogatepass").translate(None, _NO_HINT_BYTES):
+        return []  # nothing but e-mail and IPv6 can exist without digits, and they need @ or :
     has_digit = _DIGIT_RE.search(text) is not None
     has_at, has_colon = "@" in text, ":" in text
-    if not (has_digit or has_at or has_colon):
-        return []  # nothing but e-mail and IPv6 can exist without digits, and they need @ or :
     could = {"EMAIL": has_at, "IBAN": has_digit, "CARD": has_digit, "TCKN": has_digit, "PHONE": has_digit,
              "IP": has_colon or (has_digit and "." in text)}  # IPv4 needs digits and dots, IPv6 colons
     return [kind for kind in wanted if could[kind]]

@@ -29,15 +29,29 @@ def repeated_ngram_ratio(text: str, n: int, words: list[str] | None = None) -> f
     return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total
 
 
+def _ngram_ratio_bound(words: list[str], n: int) -> float:
+    """An upper bound of :func:`repeated_ngram_ratio` from distinct words alone (cheaper than the n-grams).
+
+    The n-grams starting at each distinct word's first occurrence differ from each other, and at
+    most n - 1 of those occurrences are too near the end to start one.
+    """
+    total = len(words) - n + 1
+    if total < 2:
+        return 0.0
+    return 1.0 - max(len(set(words)) - n + 1, 0) / total
+
+
 _SYMBOL = re.compile(r"[^\w\s]")  # with "_" (a \w character), the symbols
 
 
 def symbol_ratio(text: str, words: list[str] | None = None) -> float:
     """Symbols (neither letters, digits nor whitespace) per letter or digit (``words``: ``text.split()``)."""
+    words = text.split() if words is None else words
     # str.split() and regex \s agree on whitespace, so the non-space characters are the words' characters.
-    non_space = sum(map(len, text.split() if words is None else words))
-    # Symbols are few, so matching them (in C) is cheap; a per-character Python loop costs ~100 us a record.
-    symbols = len(_SYMBOL.findall(text)) + text.count("_")
+    non_space = sum(map(len, words))
+    # str.isalnum() is regex \w without "_": only words that fail it can hold a symbol, and scanning
+    # those few (in C) beats scanning the whole text; "_" is counted on its own.
+    symbols = len(_SYMBOL.findall(" ".join([w for w in words if not w.isalnum()]))) + text.count("_")
     alnum = non_space - symbols
     return symbols / alnum if alnum else float(symbols)
 
@@ -75,7 +89,8 @@ class QualityFilter:
         if repeated_line_ratio(text) > cfg.max_repeated_line_ratio:
             return "repeated_lines"
         words = text.split() if words is None else words
-        if repeated_ngram_ratio(text, cfg.ngram_size, words) > cfg.max_repeated_ngram_ratio:
+        if _ngram_ratio_bound(words, cfg.ngram_size) > cfg.max_repeated_ngram_ratio and \
+                repeated_ngram_ratio(text, cfg.ngram_size, words) > cfg.max_repeated_ngram_ratio:
             return "repeated_ngrams"
         if symbol_ratio(text, words) > cfg.max_symbol_ratio:
             return "symbol_ratio"
