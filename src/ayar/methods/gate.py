@@ -182,7 +182,7 @@ class AttentionRecorder:
         missing = [layer for layer in self.layers if weights.get(layer) is None]
         if missing:
             raise AyarError(f"method 'gate': no attention weights recorded for layer(s) {missing}: the model must "
-                            "run eager attention, without train.gradient_checkpointing")
+                            "run eager attention with gradients (reentrant checkpointing runs the forward without them)")
         return [weights[layer] for layer in self.layers]
 
 

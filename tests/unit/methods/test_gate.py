@@ -178,3 +178,14 @@ def test_training_with_gate_moves_attention_onto_the_guide_spans(tiny_model_dir:
     guided = train_and_measure(tiny_model_dir, tmp_path / "guided", 1.0)
     print(json.dumps({"guide_mass_plain": round(plain, 4), "guide_mass_gate": round(guided, 4)}))
     assert guided > plain + 0.4  # measured: 0.188 without the loss, 0.941 with it
+
+
+@pytest.mark.parametrize(("setting", "message"), [("train.packing=true", "set train.packing false"),
+                                                  ("method.base=prompt_tuning", "virtual tokens")])
+def test_packing_and_virtual_token_bases_stop_with_usage_errors(tiny_model_dir: Path, tmp_path: Path, setting: str,
+                                                                message: str) -> None:
+    write_jsonl(records(16), tmp_path / "data" / "train.jsonl")
+    write_jsonl([], tmp_path / "data" / "validation.jsonl")
+    recipe = recipe_for(tiny_model_dir, "train.max_steps=1", "train.batch_size=4", setting)
+    with pytest.raises(UsageError, match=message):
+        train(recipe, str(tiny_model_dir), PreparedData(tmp_path / "data"), tmp_path / "run")
