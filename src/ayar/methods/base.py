@@ -62,10 +62,11 @@ class Method:
         return None
 
     def encode_extra(self, record: dict[str, Any], encoded: dict[str, Any], tokenizer: Any, task: str) -> dict:
-        """Extra per-row columns computed from the raw record at tokenization (e.g. a guide-span mask).
+        """Extra per-row columns computed from the record (with its ``messages`` as trained) at tokenization.
 
-        The columns must have the same length in every row (the collator stacks them) and be
-        listed in ``model_inputs_extra`` so the trainer hands them to the method in ``meta``.
+        A column is either fixed-width or per-token (as long as ``input_ids``; the collator pads it like
+        the tokens, e.g. gate's guide-span mask), and is listed in ``model_inputs_extra`` so the trainer
+        hands it to the method in ``meta``.
         """
         return {}
 

@@ -12,7 +12,7 @@ from ayar.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[3]
 EXPECTED = {"full", "layers", "gradual_unfreeze", "transfer", "lora", "dora", "ia3", "prompt_tuning",
             "prefix_tuning", "p_tuning", "qlora"}
-ADVANCED = {"distill", "reweight", "alum"}  # documented in docs/advanced-methods.md
+ADVANCED = {"distill", "reweight", "alum", "gate"}  # documented in docs/advanced-methods.md
 
 
 def test_every_method_is_registered_with_a_one_line_summary() -> None:
