@@ -66,17 +66,21 @@ def shingles(normalized: str, kind: str, n: int) -> list[str]:
 
 
 def shingle_hashes(normalized: str, kind: str, n: int) -> list[int]:
-    """The 32-bit hash of every shingle of :func:`shingles`, repeats included (a minimum ignores them)."""
+    """The 32-bit hash of every shingle of :func:`shingles`, repeats included (a minimum ignores them).
+
+    ``normalized`` is :func:`normalize_for_dedup`'s output (or :func:`normalize_words`').
+    """
     if kind == "char":
         if len(normalized) <= n:
             return [_HASH_SHINGLE(normalized.encode("utf-8"))]
         grams = [normalized[i:i + n] for i in range(len(normalized) - n + 1)]
-    else:
-        words = normalized.split()
-        if len(words) <= n:
-            return [_HASH_SHINGLE(" ".join(words).encode("utf-8"))]
-        grams = map(" ".join, zip(*(words[i:] for i in range(n)), strict=False))
-    return list(map(_HASH_SHINGLE, map(str.encode, grams)))
+        return list(map(_HASH_SHINGLE, map(str.encode, grams)))
+    # Words as UTF-8 bytes, split once: the same words as normalized.split(), whose only whitespace is
+    # " " and the field separator's "\x1f" (bytes.split() knows ASCII whitespace but not "\x1f").
+    words = normalized.encode("utf-8").replace(b"\x1f", b" ").split()
+    if len(words) <= n:
+        return [_HASH_SHINGLE(b" ".join(words))]
+    return list(map(_HASH_SHINGLE, map(b" ".join, zip(*(words[i:] for i in range(n)), strict=False))))
 
 
 @lru_cache(maxsize=4)
