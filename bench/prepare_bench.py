@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"exact": 20_000, "near": 5_000}  # records/s on 2 cores (issue #3)
 RSS_GOAL_MB = 4096
+THIS_TREE = "this tree"
 
 SYLLABLES = ["ka", "le", "mi", "ro", "tu", "şe", "çi", "ğa", "ıl", "ön", "ür", "sa", "de", "ve", "bi", "zo", "ya",
              "ne", "po", "lu", "an", "er", "in", "ok", "us", "ta", "ri", "go", "he", "fı"]
@@ -88,6 +90,9 @@ def run_one(data: Path, near: bool, num_proc: int) -> dict:
         prepared = prepare(cfg, Path(out), seed=0)
         seconds = time.perf_counter() - start
         main_cpu = time.process_time() - cpu_start
+        digest = hashlib.sha256()  # the outputs, to show that two code versions give the same files
+        for name in ("train", "validation", "test", "removed", "rejects"):
+            digest.update(Path(out, f"{name}.jsonl").read_bytes())
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers_cpu = children.ru_utime + children.ru_stime
     card = prepared.card
@@ -105,10 +110,11 @@ def run_one(data: Path, near: bool, num_proc: int) -> dict:
         "records_per_s_from_cpu_time": round(n / critical),
         "peak_rss_mb_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_rss_mb_worker": round(children.ru_maxrss / 1024),
+        "outputs_sha256": digest.hexdigest()[:16],
     }
 
 
-def run_config(data: Path, args: argparse.Namespace, mode: str, src: Path | None) -> dict:
+def run_config(data: Path, args: argparse.Namespace, mode: str, src: Path | None, label: str) -> dict:
     """One configuration in a fresh process (``src``: the ayar source tree to import, if not this one)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if src is not None:
@@ -118,7 +124,7 @@ def run_config(data: Path, args: argparse.Namespace, mode: str, src: Path | None
     load_before = os.getloadavg()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
     result = json.loads(out)
-    result.update(code="this tree" if src is None else str(src), mode=mode,
+    result.update(code=label, mode=mode,
                   load_avg_before=[round(x, 2) for x in load_before],
                   load_avg_after=[round(x, 2) for x in os.getloadavg()], goal_records_per_s=GOALS[mode])
     result["rss_ok"] = max(result["peak_rss_mb_main"], result["peak_rss_mb_worker"]) < RSS_GOAL_MB
@@ -140,14 +146,15 @@ def render(report: dict) -> str:
     m = report["machine"]
     lines = [
         "# Data preparation benchmark", "",
-        f"{report['date']}. Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; load average "
-        f"{m['load_avg_before'][0]} before, {m['load_avg_after'][0]} after (shared machine: other jobs ran, so "
-        "wall-time rates are low and noisy; the CPU-time columns are the steadier measure).",
+        f"{report['date']}. Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; 1-minute load average "
+        f"{m['load_avg_before'][0]} before, {m['load_avg_after'][0]} after, each run's own in the JSON (the "
+        "benchmark itself keeps ~2-3 processes busy; on a shared machine other jobs slow the wall-time rate, "
+        "and the CPU-time rate is the steadier measure).",
         f"Data: {report['records']:,} generated alpaca records (10% exact and 10% near duplicates, 5% PII, "
         f"1% malformed), `data.num_proc` {report['num_proc']}.", "",
         "| code | configuration | records/s (wall) | records/s from CPU time, 2 dedicated cores | CPU µs/record "
-        "(main + workers) | peak RSS MB (main / worker) | kept | removed | rejected |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(main + workers) | peak RSS MB (main / worker) | kept | removed | rejected | outputs sha256 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         config = "clean + exact dedup + PII" + (" + near dedup" if r["near_dedup"] else "")
@@ -155,14 +162,14 @@ def render(report: dict) -> str:
             f"| {r['code']} | {config} | {r['records_per_s']:,} | {r['records_per_s_from_cpu_time']:,} | "
             f"{r['cpu_us_per_record']} ({r['cpu_s_main']} s + {r['cpu_s_workers']} s) | "
             f"{r['peak_rss_mb_main']:,} / {r['peak_rss_mb_worker']:,} | {r['kept']:,} | "
-            f"{sum(r['removed'].values()):,} | {r['rejected']:,} |")
+            f"{sum(r['removed'].values()):,} | {r['rejected']:,} | `{r.get('outputs_sha256', '-')}` |")
     lines += ["", "## Goals (this tree)", ""]
     for r in report["rows"]:
-        if r["code"] != "this tree":
+        if r["code"] != THIS_TREE:
             continue
         goal = r["goal_records_per_s"]
         lines.append(f"- {r['mode']}: {r['records_per_s']:,}/s wall ({'met' if r['records_per_s'] >= goal else 'NOT met'}"
-                     f" on this loaded machine), {r['records_per_s_from_cpu_time']:,}/s from CPU time "
+                     f"), {r['records_per_s_from_cpu_time']:,}/s from CPU time "
                      f"({'met' if r['records_per_s_from_cpu_time'] >= goal else 'NOT met'}); goal {goal:,}/s. "
                      f"Peak RSS {max(r['peak_rss_mb_main'], r['peak_rss_mb_worker']):,} MB "
                      f"(goal < {RSS_GOAL_MB:,}: {'met' if r['rss_ok'] else 'NOT met'}).")
@@ -177,6 +184,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["exact", "near"], default=None, help="run one configuration")
     parser.add_argument("--compare-src", type=Path, default=None,
                         help="also run another checkout's src folder (e.g. a `git worktree` of an older commit)")
+    parser.add_argument("--compare-label", default=None, help="the name of --compare-src in the results")
     parser.add_argument("--out", default="prepare_bench", help="results name under bench/results (''= none)")
     parser.add_argument("--_run", choices=["exact", "near"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,7 +201,8 @@ def main() -> None:
     rows = []
     for mode in [args.only] if args.only else ["exact", "near"]:
         for src in ([args.compare_src] if args.compare_src else []) + [None]:
-            rows.append(run_config(data, args, mode, src))
+            label = THIS_TREE if src is None else args.compare_label or str(src)
+            rows.append(run_config(data, args, mode, src, label))
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     report = {
         "date": datetime.date.today().isoformat(), "records": args.n, "num_proc": args.num_proc,
