@@ -5,6 +5,11 @@ cleaning → PII redaction → quality filters → exact and near-duplicate remo
 ``removed.jsonl`` with the reason) → seeded split. Memory holds hashes, signatures and split keys,
 never the records. The accounting always holds: records in = kept + removed + rejected.
 Tokenization and packing happen in the training engine, which caches them by fingerprint.
+
+Per-record work runs in ``data.num_proc`` processes on chunks of records; the main process keeps
+the input order, the accounting and the (inherently serial) dedup index. ``datasets.map(num_proc=)``
+is not used here: it needs the whole input converted to Arrow first, and rejects with line numbers
+and first-of-cluster dedup need one ordered pass anyway.
 """
 
 from __future__ import annotations
