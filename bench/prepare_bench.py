@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"exact": 20_000, "near": 5_000}  # records/s on 2 cores (issue #3)
@@ -132,16 +133,6 @@ def run_config(data: Path, args: argparse.Namespace, mode: str, src: Path | None
                   load_avg_after=[round(x, 2) for x in os.getloadavg()], goal_records_per_s=GOALS[mode])
     result["rss_ok"] = max(result["peak_rss_mb_main"], result["peak_rss_mb_worker"]) < RSS_GOAL_MB
     return result
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def render(report: dict) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -445,16 +446,6 @@ def render(report: dict) -> str:
                          f"{g['cpu_time_speedup_vs_trl']:.2f}x)")
         lines.append("- " + " ".join(parts))
     return "\n".join(lines) + "\n"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
