@@ -24,6 +24,12 @@ def find_model_dir(path: Path) -> Path:
     raise UsageError(f"no model or adapter found in {path}")
 
 
+def load_merged(source: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of a model folder, or of an adapter folder with the adapter merged in."""
+    model, tokenizer = load_for_inference(source)
+    return (merge_adapter(model) if is_adapter_dir(source) else model), tokenizer
+
+
 def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool = True,
                  gguf_dtype: str = "f16") -> Path:
     """Write a servable model to out_dir; returns the folder (hf, adapter) or the .gguf file (gguf)."""
@@ -40,9 +46,7 @@ def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool
         return out_dir
     if fmt == "gguf":
         return export_gguf(source, out_dir, gguf_dtype)
-    model, tokenizer = load_for_inference(source)
-    if is_adapter_dir(source):
-        model = merge_adapter(model)
+    model, tokenizer = load_merged(source)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
@@ -59,9 +63,7 @@ def export_gguf(source: Path, out_dir: Path, dtype: str = "f16") -> Path:
 
     if dtype not in GGUF_DTYPES:
         raise UsageError(f"GGUF dtype '{dtype}' is not supported; use {' or '.join(GGUF_DTYPES)}")
-    model, tokenizer = load_for_inference(source)
-    if is_adapter_dir(source):
-        model = merge_adapter(model)
+    model, tokenizer = load_merged(source)
     config = model.config
     if config.model_type != "llama":
         raise UsageError(f"GGUF export supports Llama-architecture models; this one is '{config.model_type}'. "

@@ -95,4 +95,3 @@ def sliding_windows(ids: list[int], window: int, stride: int) -> list[list[int]]
     if starts[-1] + window < len(ids):
         starts.append(len(ids) - window)
     return [ids[s : s + window] for s in starts]
-
