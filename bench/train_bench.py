@@ -47,6 +47,7 @@ AYAR_VARIANTS = {  # what the ayar path can do; the fastest measured one is repo
     "ayar-group-bf16": {"group_by_length": True, "bf16": True},
     "ayar-pack-fp32": {"packing": True, "bf16": False},
     "ayar-pack-bf16-compile": {"packing": True, "bf16": True, "torch_compile": True},
+    "ayar-pack-bf16-fullloss": {"packing": True, "bf16": True, "chunked_loss": False},  # the model's own loss
 }
 LEARNING_RATE = {"lora": 2e-4, "full": 5e-5}
 
@@ -242,6 +243,7 @@ def trl_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str,
 def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
                  spec: dict, variant: dict) -> Any:
     """ayar's path: the method registry, the engine's TrainingArguments and AyarTrainer, a packing collator."""
+    import torch
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq
 
@@ -250,9 +252,12 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     from ayar.recipe import TrainConfig
     from ayar.train.engine import AyarTrainer, training_arguments
     from ayar.train.packing import PackingCollator
+    from ayar.train.precision import store_frozen_matmul_weights
 
     built = build_method(method, {"r": 8, "alpha": 16, "dropout": 0.05} if method == "lora" else {})
     model = built.prepare_model(model, "causal_lm")
+    if built.frozen_weights_matmul_only and variant.get("bf16") and variant.get("bf16_frozen", True):
+        store_frozen_matmul_weights(model, torch.bfloat16)  # as the engine does for LoRA under bf16
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
                       logging_steps=1, precision="bf16" if variant.get("bf16") else "fp32",
                       group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"])
@@ -267,7 +272,7 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     else:
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     return AyarTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                       processing_class=tokenizer, method=built)
+                       processing_class=tokenizer, method=built, chunked_loss=variant.get("chunked_loss", True))
 
 
 # ---------------------------------------------------------------- the parent: run, collect, report

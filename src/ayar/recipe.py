@@ -254,6 +254,8 @@ class TrainConfig(Section):
     optim: Literal["adamw_torch_fused", "adamw_torch", "adamw_torch_8bit", "adafactor", "sgd"] = Field(
         "adamw_torch_fused", description="Optimizer (transformers' name); fused AdamW runs on CPUs and GPUs.")
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; measure first).")
+    chunked_loss: bool = Field(True, description="causal_lm: compute the output layer and cross-entropy a chunk of "
+                               "tokens at a time, never all logits at once (same loss; less memory).")
 
 
 class EvalConfig(Section):

@@ -25,6 +25,9 @@ class Method:
     params_model: ClassVar[type[BaseModel]] = NoParams
     tasks: ClassVar[tuple[str, ...]] = ("causal_lm", "classification", "seq2seq")
     is_adapter: ClassVar[bool] = False  # saves an adapter rather than full weights
+    # The frozen weights are read only by matmuls, so under bf16 autocast they may be stored in bf16
+    # (``ayar.train.precision``): true for LoRA, not for DoRA, whose weight norm reads them directly.
+    frozen_weights_matmul_only: ClassVar[bool] = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = self.params_model.model_validate(params or {})

@@ -82,6 +82,7 @@ class Lora(Method):
     summary = "Low-rank adapters on a frozen base: the default; little memory, small files, fast."
     params_model = LoraParams
     is_adapter = True
+    frozen_weights_matmul_only = True
     use_dora = False
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
@@ -93,3 +94,4 @@ class Dora(Lora):
     name = "dora"
     summary = "LoRA with a learned magnitude per weight column (DoRA): closer to full fine-tuning at low rank."
     use_dora = True
+    frozen_weights_matmul_only = False

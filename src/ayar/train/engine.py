@@ -38,7 +38,9 @@ from ayar.safety import refuse_pickles
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
+from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
 from ayar.train.packing import collator_for_packing
+from ayar.train.precision import store_frozen_matmul_weights
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 
 
@@ -98,9 +100,11 @@ class AyarTrainer(Trainer):
     """Trainer that lets a method replace the loss or add a term to it, guards against faults,
     and writes atomic, pickle-free checkpoints (see ``ayar.train.checkpoint``)."""
 
-    def __init__(self, *args: Any, method: Method, faults: FaultGuard | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, method: Method, faults: FaultGuard | None = None, chunked_loss: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.method = method
+        self.chunked_loss = chunked_loss
         self.faults = faults or FaultGuard()
         self.saved_checkpoints: list[Path] = []
 
@@ -112,7 +116,7 @@ class AyarTrainer(Trainer):
         if replaced is not None:
             loss, outputs = replaced
         else:
-            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)  # the task loss
+            loss, outputs = self._task_loss(model, inputs, num_items_in_batch)
             extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
             if extra is not None:
                 # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
@@ -123,6 +127,31 @@ class AyarTrainer(Trainer):
             if not self.faults.check_loss(loss, self.state.global_step + 1, examples):
                 loss = torch.zeros((), device=loss.device, requires_grad=True)  # backward reaches no weight
         return (loss, outputs) if return_outputs else loss
+
+    def _task_loss(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> tuple[Any, Any]:
+        """The Trainer's loss, or in training the same cross-entropy chunked (``train.chunked_loss``).
+
+        The chunked loss needs the logits of no one but itself, so it is skipped for a method that adds a
+        term from the model's outputs (``extra_loss``), under label smoothing, and for other architectures.
+        """
+        head = self._chunkable_output_layer(model) if model.training and "labels" in inputs else None
+        if head is None:
+            return super().compute_loss(model, inputs, True, num_items_in_batch)
+        parent, attribute, layer = head
+        with hidden_states_as_logits(parent, attribute):
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        count = num_items_in_batch if self.model_accepts_loss_kwargs else None  # as the model's own loss
+        loss = linear_cross_entropy(outputs.logits, layer.weight, inputs["labels"], count)
+        outputs.logits = None  # hidden states, not logits: nothing downstream may read them as logits
+        if self.args.average_tokens_across_devices and count is not None:
+            loss = loss * self.accelerator.num_processes  # the Trainer's own scaling for a token-averaged loss
+        return loss, outputs
+
+    def _chunkable_output_layer(self, model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.Linear] | None:
+        if not self.chunked_loss or self.label_smoother is not None or self.compute_loss_func is not None \
+                or type(self.method).extra_loss is not Method.extra_loss:
+            return None
+        return output_layer(self.accelerator.unwrap_model(model))
 
     def create_optimizer(self, model=None):  # noqa: ANN001, ANN201
         if self.optimizer is None:
@@ -410,6 +439,8 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
                        recipe.model.dtype, **model_kwargs_for(recipe, tokenizer, labels),
                        **method.model_load_kwargs(recipe.task))
     model = method.prepare_model(model, recipe.task)
+    if method.frozen_weights_matmul_only and resolve_precision(recipe.train.precision) == "bf16":
+        store_frozen_matmul_weights(model, torch.bfloat16)
     method.setup(model, tokenizer, train_set, run_dir)
     method.use_validation(eval_set)
     trainable, total = count_parameters(model)
@@ -431,6 +462,7 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
         callbacks=callbacks,
         method=method,
         faults=faults,
+        chunked_loss=recipe.task == "causal_lm" and recipe.train.chunked_loss,
     )
     return trainer, (trainable, total)
 
