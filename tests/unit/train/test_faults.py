@@ -49,8 +49,9 @@ def nan_weights(model, args):  # noqa: ANN001, ANN201
 
 
 def nan_output(model, args):  # noqa: ANN001, ANN201
-    head = model.get_output_embeddings()
-    return head.register_forward_hook(lambda module, inp, out: out * float("nan"))
+    # On the input embeddings: the chunked loss runs the output layer outside the model's forward
+    embeddings = model.get_input_embeddings()
+    return embeddings.register_forward_hook(lambda module, inp, out: out * float("nan"))
 
 
 def nan_gradient(model, args):  # noqa: ANN001, ANN201
