@@ -39,6 +39,7 @@ MODELS = {
     "llama-tiny": ("llama", 256, 4, 4, 688, 4096),
 }
 AYAR_VARIANTS = {  # what the ayar path can do; the fastest measured one is reported as "ayar"
+    "ayar-default": {},  # the recipe defaults: fp32, no packing, chunked loss, fused AdamW
     "ayar-pack-bf16": {"packing": True, "bf16": True},
     # Rows as long as the context, widths rounded to 64: fewer, fuller rows and few distinct shapes
     # (each new shape costs oneDNN a kernel build in bf16).
@@ -48,6 +49,8 @@ AYAR_VARIANTS = {  # what the ayar path can do; the fastest measured one is repo
     "ayar-pack-fp32": {"packing": True, "bf16": False},
     "ayar-pack-bf16-compile": {"packing": True, "bf16": True, "torch_compile": True},
     "ayar-pack-bf16-fullloss": {"packing": True, "bf16": True, "chunked_loss": False},  # the model's own loss
+    "ayar-bf16": {"bf16": True},
+    "ayar-pack-bf16-ckpt": {"packing": True, "bf16": True, "gradient_checkpointing": True},
 }
 LEARNING_RATE = {"lora": 2e-4, "full": 5e-5}
 
@@ -199,6 +202,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     start, cpu_start = time.perf_counter(), cpu_seconds()
     output = trainer.train()
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's peak, before scoring
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     real = sum(len(x) for x in train)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -206,7 +210,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         "real_tokens": real, "slots": counter.slots, "wall_s": wall, "cpu_s": cpu, "steps": int(output.global_step),
         "train_loss_last": losses[-1] if losses else None, "eval_loss": eval_loss(trainer.model, held_out,
                                                                                   tokenizer.pad_token_id),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "matmul_params": flops_params, "trainable_params": trainable,
     }
 
@@ -260,7 +264,8 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
         store_frozen_matmul_weights(model, torch.bfloat16)  # as the engine does for LoRA under bf16
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
                       logging_steps=1, precision="bf16" if variant.get("bf16") else "fp32",
-                      group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"])
+                      group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"],
+                      gradient_checkpointing=bool(variant.get("gradient_checkpointing")))
     args = training_arguments(cfg, Path(out_dir), 0, has_eval=False)
     args.torch_compile = bool(variant.get("torch_compile"))
     args.disable_tqdm = True
@@ -321,8 +326,9 @@ def main() -> None:
     models = args.models or (["gpt2-tiny", "llama-tiny"] if args.quick else ["gpt2-distil", "llama-small"])
     # The full run is sized for a 2-core CPU shared with other work (an 82M model trains at tens of
     # real tokens per second there): 32 records of up to 256 tokens keep it under 15 minutes.
-    systems = args.systems or (["baseline", "trl", "ayar-pack-bf16", "ayar-packfull-bf16"] if args.quick
-                               else ["baseline", "trl", "ayar-pack-bf16"])
+    systems = args.systems or (["baseline", "trl", "ayar-default", "ayar-pack-bf16", "ayar-packfull-bf16"]
+                               if args.quick else ["baseline", "trl", "ayar-default", "ayar-pack-bf16",
+                                                   "ayar-pack-bf16-ckpt"])
     records = args.records or (48 if args.quick else 32)
     args.max_length = args.max_length or (512 if args.quick else 256)
     name = args.out or ("train_bench_quick" if args.quick else "train_bench")
@@ -400,9 +406,13 @@ def goals(rows: list[dict]) -> list[dict[str, Any]]:
                 entry["speedup_vs_trl"] = ayar["real_tokens_per_s"] / pick["trl"]["real_tokens_per_s"]
                 entry["cpu_time_speedup_vs_trl"] = ayar["real_tokens_per_cpu_s"] / pick["trl"]["real_tokens_per_cpu_s"]
             out.append(entry)
-        lora, full = best_ayar(rows, model, "lora"), best_ayar(rows, model, "full")
-        if lora and full:
-            out.append({"model": model, "lora_rss_over_full": lora["peak_rss_mb"] / full["peak_rss_mb"]})
+        # Memory: LoRA against full fine-tuning under the same ayar settings, for every setting run with both
+        rss = {(r["method"], r["system"]): r["peak_rss_mb"] for r in rows
+               if r["model"] == model and r["system"].startswith("ayar") and "error" not in r}
+        for system in dict.fromkeys(s for _, s in rss):
+            if ("lora", system) in rss and ("full", system) in rss:
+                out.append({"model": model, "system": system,
+                            "lora_rss_over_full": rss[("lora", system)] / rss[("full", system)]})
     return out
 
 
@@ -435,7 +445,7 @@ def render(report: dict) -> str:
     for g in report["goals"]:
         if "lora_rss_over_full" in g:
             ok = "met" if g["lora_rss_over_full"] <= 0.6 else "NOT met"
-            lines.append(f"- {g['model']}: LoRA peak RSS {100 * g['lora_rss_over_full']:.0f}% of full "
+            lines.append(f"- {g['model']} ({g['system']}): LoRA peak RSS {100 * g['lora_rss_over_full']:.0f}% of full "
                          f"(goal <= 60%: {ok})")
             continue
         parts = [f"{g['model']} {g['method']} ({g['ayar']}):"]
