@@ -32,15 +32,17 @@ INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 class ReweightParams(WrappedParams):
 
     trusted_size: int = Field(64, ge=1, description="Rows of the validation split used as the trusted set.")
-    trusted_batch_size: int = Field(16, ge=1, description="Trusted rows compared with each training batch.")
+    trusted_batch_size: int = Field(64, ge=1, description="Trusted rows compared with each training batch; "
+                                    "too few give a noisy trusted gradient (docs/advanced-methods.md#reweight).")
     gradient: Literal["full", "last_layer"] = Field(
         "full", description="full: Ren et al.'s <g_i, g_trusted> over every trainable weight (finite "
         "differences: 2 extra forward passes); last_layer: the output layer only (closed form, cheaper).")
     weighting: Literal["ren", "sign"] = Field(
         "ren", description="ren: weight proportional to max(0, <g_i, g_trusted>); sign: 1 where it is "
         "positive, else 0 (every agreeing example counts the same).")
-    momentum: float = Field(0.5, ge=0, lt=1, description="Each example keeps a weight across visits: "
-                            "w <- momentum * w + (1 - momentum) * (this step's weight); 0 is Ren et al. exactly.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="Each example keeps a weight across visits: "
+                            "w <- momentum * w + (1 - momentum) * (this step's weight); 0 is Ren et al. exactly "
+                            "(a blend keeps weights from epochs ago, when the model knew less).")
 
 
 class LastLayerTap:
