@@ -285,9 +285,9 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
                       logging_steps=1, precision="bf16" if variant.get("bf16") else "fp32",
                       group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"],
-                      gradient_checkpointing=bool(variant.get("gradient_checkpointing")))
+                      gradient_checkpointing=bool(variant.get("gradient_checkpointing")),
+                      torch_compile=bool(variant.get("torch_compile")))  # set here: TrainingArguments picks its backend
     args = training_arguments(cfg, Path(out_dir), 0, has_eval=False)
-    args.torch_compile = bool(variant.get("torch_compile"))
     args.disable_tqdm = True
     dataset = Dataset.from_dict({"input_ids": train, "labels": train, "length": [len(x) for x in train]})
     if variant.get("packing"):
