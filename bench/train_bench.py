@@ -40,7 +40,8 @@ MODELS = {
     "llama-tiny": ("llama", 256, 4, 4, 688, 4096),
 }
 AYAR_VARIANTS = {  # what the ayar path can do; the fastest measured one is reported as "ayar"
-    "ayar-default": {},  # the recipe defaults: fp32, no packing, chunked loss, fused AdamW
+    "ayar-default": {"precision": "auto"},  # the recipe defaults: auto precision, no packing, chunked loss
+    "ayar-fp32": {},  # fp32, no packing, chunked loss
     "ayar-pack-bf16": {"packing": True, "bf16": True},
     # Rows as long as the context, widths rounded to 64: fewer, fuller rows and few distinct shapes
     # (each new shape costs oneDNN a kernel build in bf16).
@@ -264,6 +265,13 @@ def trl_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str,
                       processing_class=tokenizer, peft_config=lora_config(model) if method == "lora" else None)
 
 
+def variant_precision(variant: dict) -> str:
+    """The precision a variant trains in on this machine (``auto`` resolved as the engine resolves it)."""
+    from ayar.train.engine import resolve_precision
+
+    return resolve_precision(variant.get("precision", "bf16" if variant.get("bf16") else "fp32"))
+
+
 def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
                  spec: dict, variant: dict) -> Any:
     """ayar's path: the method registry, the engine's TrainingArguments and AyarTrainer, a packing collator."""
@@ -280,10 +288,10 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
 
     built = build_method(method, {"r": 8, "alpha": 16, "dropout": 0.05} if method == "lora" else {})
     model = built.prepare_model(model, "causal_lm")
-    if built.frozen_weights_matmul_only and variant.get("bf16") and variant.get("bf16_frozen", True):
+    if built.frozen_weights_matmul_only and variant_precision(variant) == "bf16":
         store_frozen_matmul_weights(model, torch.bfloat16)  # as the engine does for LoRA under bf16
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
-                      logging_steps=1, precision="bf16" if variant.get("bf16") else "fp32",
+                      logging_steps=1, precision=variant_precision(variant),
                       group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"],
                       gradient_checkpointing=bool(variant.get("gradient_checkpointing")),
                       torch_compile=bool(variant.get("torch_compile")))  # set here: TrainingArguments picks its backend
@@ -347,7 +355,7 @@ def main() -> None:
     # The full run is sized for a 2-core CPU shared with other work (an 82M model trains at tens of
     # real tokens per second there): 32 records of up to 256 tokens keep it under 15 minutes.
     systems = args.systems or (["baseline", "trl", "ayar-default", "ayar-pack-bf16", "ayar-packfull-bf16"]
-                               if args.quick else ["baseline", "trl", "ayar-default", "ayar-pack-bf16",
+                               if args.quick else ["baseline", "trl", "ayar-fp32", "ayar-default", "ayar-pack-bf16",
                                                    "ayar-pack-bf16-ckpt"])
     records = args.records or (48 if args.quick else 32)
     args.max_length = args.max_length or (512 if args.quick else 256)
@@ -382,7 +390,7 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
                 spec = {"model": model, "method": method, "system": system, "data": str(work / "data.json"),
                         "tokenizer": str(work / "tokenizer"), "max_length": args.max_length,
                         "batch_size": args.batch_size, "threads": args.threads}
-                bf16 = bool(AYAR_VARIANTS.get(system, {}).get("bf16"))
+                bf16 = system in AYAR_VARIANTS and variant_precision(AYAR_VARIANTS[system]) == "bf16"
                 result = derive(run_child(spec), method, peak, bf16)
                 rows.append({"model": model, "method": method, "system": system, **result})
                 print(format_row(rows[-1]), flush=True)

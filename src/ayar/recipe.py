@@ -228,7 +228,7 @@ class TrainConfig(Section):
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere. fp16 needs a CUDA GPU."
+        "auto", description="auto: bf16 on a GPU or CPU with native bf16 units, fp32 elsewhere. fp16 needs CUDA."
     )
     eval_steps: int | None = Field(None, ge=1, description="Validate every N steps (default: once per epoch).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: at the end).")
