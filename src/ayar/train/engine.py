@@ -265,7 +265,7 @@ def resolve_precision(precision: str, cpu_bf16: bool = True) -> str:
     """fp32/bf16/fp16 for this machine; fp16 only on CUDA (it is ~1000x slower than fp32 on CPUs).
 
     ``auto`` is bf16 on a GPU that has it and on a CPU with native bf16 units (AVX-512 BF16, AMX),
-    where bf16 autocast trained 1.36-1.49x faster at held-out loss within 0.01% (docs/performance.md);
+    where bf16 autocast trained 1.14-1.72x faster at held-out loss within 0.01% (docs/performance.md);
     fp32 elsewhere, or everywhere on a CPU with ``cpu_bf16=False``.
     """
     cuda = torch.cuda.is_available()
