@@ -42,18 +42,18 @@ MODELS = {
 AYAR_VARIANTS = {  # what the ayar path can do; the fastest measured one is reported as "ayar"
     "ayar-default": {"precision": "auto"},  # the recipe defaults: auto precision, no packing, chunked loss
     "ayar-fp32": {},  # fp32, no packing, chunked loss
-    "ayar-pack-bf16": {"packing": True, "bf16": True},
+    "ayar-pack-bf16": {"packing": True, "precision": "bf16"},
     # Rows as long as the context, widths rounded to 64: fewer, fuller rows and few distinct shapes
     # (each new shape costs oneDNN a kernel build in bf16).
-    "ayar-packfull-bf16": {"packing": True, "pack_full": True, "bf16": True},
-    "ayar-packfull-fp32": {"packing": True, "pack_full": True, "bf16": False},
-    "ayar-group-bf16": {"group_by_length": True, "bf16": True},
-    "ayar-pack-fp32": {"packing": True, "bf16": False},
-    "ayar-pack-bf16-compile": {"packing": True, "bf16": True, "torch_compile": True},
-    "ayar-pack-bf16-fullloss": {"packing": True, "bf16": True, "chunked_loss": False},  # the model's own loss
-    "ayar-bf16": {"bf16": True},
-    "ayar-pack-bf16-m32": {"packing": True, "bf16": True, "multiple": 32},  # fewer distinct shapes
-    "ayar-pack-bf16-ckpt": {"packing": True, "bf16": True, "gradient_checkpointing": True},
+    "ayar-packfull-bf16": {"packing": True, "pack_full": True, "precision": "bf16"},
+    "ayar-packfull-fp32": {"packing": True, "pack_full": True},
+    "ayar-group-bf16": {"group_by_length": True, "precision": "bf16"},
+    "ayar-pack-fp32": {"packing": True},
+    "ayar-pack-bf16-compile": {"packing": True, "precision": "bf16", "torch_compile": True},
+    "ayar-pack-bf16-fullloss": {"packing": True, "precision": "bf16", "chunked_loss": False},  # the model's own loss
+    "ayar-bf16": {"precision": "bf16"},
+    "ayar-pack-bf16-m32": {"packing": True, "precision": "bf16", "multiple": 32},  # fewer distinct shapes
+    "ayar-pack-bf16-ckpt": {"packing": True, "precision": "bf16", "gradient_checkpointing": True},
 }
 LEARNING_RATE = {"lora": 2e-4, "full": 5e-5}
 
@@ -269,7 +269,7 @@ def variant_precision(variant: dict) -> str:
     """The precision a variant trains in on this machine (``auto`` resolved as the engine resolves it)."""
     from ayar.train.engine import resolve_precision
 
-    return resolve_precision(variant.get("precision", "bf16" if variant.get("bf16") else "fp32"))
+    return resolve_precision(variant.get("precision", "fp32"))
 
 
 def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
@@ -288,10 +288,11 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
 
     built = build_method(method, {"r": 8, "alpha": 16, "dropout": 0.05} if method == "lora" else {})
     model = built.prepare_model(model, "causal_lm")
-    if built.frozen_weights_matmul_only and variant_precision(variant) == "bf16":
+    precision = variant_precision(variant)
+    if built.frozen_weights_matmul_only and precision == "bf16":
         store_frozen_matmul_weights(model, torch.bfloat16)  # as the engine does for LoRA under bf16
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
-                      logging_steps=1, precision=variant_precision(variant),
+                      logging_steps=1, precision=precision,
                       group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"],
                       gradient_checkpointing=bool(variant.get("gradient_checkpointing")),
                       torch_compile=bool(variant.get("torch_compile")))  # set here: TrainingArguments picks its backend
