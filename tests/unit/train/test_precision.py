@@ -20,9 +20,9 @@ from ayar.train.precision import store_frozen_matmul_weights
 def lora_model(kind: str) -> torch.nn.Module:
     modules = ["c_attn", "c_fc"] if kind == "gpt2" else ["q_proj", "up_proj"]
     model = get_peft_model(tiny_model(kind, "sdpa"), LoraConfig(r=4, lora_alpha=8, target_modules=modules))
-    for name, param in model.named_parameters():
+    for seed, (name, param) in enumerate(model.named_parameters()):
         if "lora_B" in name:  # start away from zero so the base and adapter paths both shape the gradients
-            torch.nn.init.normal_(param, std=0.1, generator=torch.Generator().manual_seed(hash(name) % 1000))
+            torch.nn.init.normal_(param, std=0.1, generator=torch.Generator().manual_seed(seed))
     return model.train()
 
 
