@@ -141,7 +141,10 @@ class AyarTrainer(Trainer):
         with hidden_states_as_logits(parent, attribute):
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
         count = num_items_in_batch if self.model_accepts_loss_kwargs else None  # as the model's own loss
-        loss = linear_cross_entropy(outputs.logits, layer.weight, inputs["labels"], count)
+        # accelerate autocasts the model's forward only; the head it replaced multiplied under that autocast
+        # (bf16 matmuls), so the chunked loss must too, or it runs in fp32 at half the speed.
+        with self.accelerator.autocast():
+            loss = linear_cross_entropy(outputs.logits, layer.weight, inputs["labels"], count)
         outputs.logits = None  # hidden states, not logits: nothing downstream may read them as logits
         if self.args.average_tokens_across_devices and count is not None:
             loss = loss * self.accelerator.num_processes  # the Trainer's own scaling for a token-averaged loss

@@ -72,6 +72,22 @@ def test_bf16_autocast_matches_the_autocast_head_within_bf16_precision() -> None
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_confident_rows_give_the_exact_loss_without_overflow(dtype: torch.dtype) -> None:
+    """The log-sum-exp comes from the top probability: exact where the targets' probabilities underflow."""
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(1, 40, 16, generator=gen)
+    weight = torch.randn(VOCAB, 16, generator=gen) * 30  # logits spread over hundreds: p(target) ~ e^-300
+    labels = torch.randint(0, VOCAB, (1, 40), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        expected = reference(hidden, weight, labels)
+        got = linear_cross_entropy(hidden, weight, labels, chunk=7)
+    assert expected.item() > 100  # the case is what it claims to be
+    assert torch.isfinite(got)
+    # fp32: exact; bf16: the top probability's rounding moves each token's loss by under 0.002 nats
+    assert got.item() == pytest.approx(expected.item(), abs=1e-4 if dtype == torch.float32 else 2e-3)
+
+
 def test_only_a_plain_output_layer_of_a_known_architecture_is_chunked() -> None:
     gpt2 = tiny_model("gpt2", "sdpa")
     assert output_layer(gpt2)[2] is gpt2.lm_head
@@ -117,3 +133,19 @@ def test_training_with_the_chunked_loss_follows_the_same_path(kind: str, tmp_pat
     assert plain_losses[-1] < plain_losses[0]  # the weights did move: the comparison is not vacuous
     for name, weight in plain.items():  # Adam turns float rounding in near-zero gradients into steps of
         torch.testing.assert_close(chunked[name], weight, rtol=1e-4, atol=1e-4, msg=name)  # <1% of lr
+
+
+def test_bf16_training_computes_the_chunked_loss_under_autocast(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate autocasts the model's forward only: the loss outside it must still multiply in bf16."""
+    import ayar.train.engine as engine
+
+    seen: list[bool] = []
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return linear_cross_entropy(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "linear_cross_entropy", spy)
+    train_steps("llama", True, tmp_path, precision="bf16")
+    assert seen and all(seen)
