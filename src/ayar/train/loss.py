@@ -39,7 +39,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
         w = weight.detach().to(dtype)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+        grad_weight: torch.Tensor | None = None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         with torch.autocast(device, enabled=False):
             for rows in equal_chunks(hidden.shape[0], chunk):
@@ -57,17 +57,22 @@ class LinearCrossEntropy(torch.autograd.Function):
                 del logits
                 grad_logits[picked, t] -= 1
                 grad_hidden[rows] = grad_logits @ w
-                if grad_weight is not None:
-                    grad_weight.add_(grad_logits.T @ h)  # fp32 += bf16: no fp32 temporary
-        ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
-        ctx.weight_dtype, ctx.has_weight_grad = weight.dtype, grad_weight is not None
+                if weight.requires_grad:
+                    part = grad_logits.T @ h
+                    # fp32 += bf16 adds in place: no zero-filled start, no fp32 temporary per chunk
+                    grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
+        # Kept on ctx, not saved for backward: they are made here, and backward scales them in place.
+        ctx.grad_hidden, ctx.grad_weight, ctx.weight_dtype = grad_hidden, grad_weight, weight.dtype
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_hidden, grad_weight = ctx.saved_tensors
-        weight_grad = (grad_weight * grad_output).to(ctx.weight_dtype) if ctx.has_weight_grad else None
-        return grad_hidden * grad_output.to(grad_hidden.dtype), weight_grad, None, None
+        grad_hidden, grad_weight = ctx.grad_hidden, ctx.grad_weight
+        ctx.grad_hidden = ctx.grad_weight = None  # a second backward through this graph is an error, as usual
+        if grad_hidden is None:
+            raise RuntimeError("LinearCrossEntropy's backward ran twice; its gradients were made once")
+        weight_grad = grad_weight.mul_(grad_output).to(ctx.weight_dtype) if grad_weight is not None else None
+        return grad_hidden.mul_(grad_output.to(grad_hidden.dtype)), weight_grad, None, None
 
 
 def equal_chunks(size: int, chunk: int) -> list[slice]:
