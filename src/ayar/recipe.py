@@ -247,8 +247,10 @@ class TrainConfig(Section):
     on_oom: Literal["halve", "stop"] = Field(
         "halve", description="GPU out of memory: halve the micro-batch and double grad_accum, or stop."
     )
-    packing: bool = Field(False, description="Pack each batch's examples into shared rows (causal_lm; attention "
-                          "stays within an example via restarted position ids). Turns group_by_length off.")
+    packing: bool | Literal["auto"] = Field(
+        "auto", description="Pack each batch's examples into shared rows (causal_lm; attention stays within an "
+        "example via restarted position ids; the same examples per step). auto: wherever that is safe (not for "
+        "methods with per-example columns or virtual tokens). Turns group_by_length off.")
     pack_length: int | None = Field(None, ge=1, description="Packed row capacity in tokens (default: the "
                                     "batch's longest example, so no row outgrows the unpacked batch).")
     optim: Literal["adamw_torch_fused", "adamw_torch", "adamw_torch_8bit", "adafactor", "sgd"] = Field(

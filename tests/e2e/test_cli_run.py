@@ -45,6 +45,7 @@ def test_run_writes_the_run_folder_contract(smoke_run: Path) -> None:
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 5
     assert metrics["train"]["tokens_seen"] > 0
+    assert metrics["train"]["packed"] is True  # train.packing: auto packs a plain causal LM's LoRA run
     for block in ("base", "tuned"):
         assert 0.0 <= metrics["eval"][block]["exact_match"] <= 1.0
         assert metrics["eval"][block]["perplexity"] > 1.0

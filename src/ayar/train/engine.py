@@ -39,7 +39,7 @@ from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
 from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
-from ayar.train.packing import collator_for_packing
+from ayar.train.packing import PackingCollator, collator_for_packing, resolve_packing
 from ayar.train.precision import store_frozen_matmul_weights
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 
@@ -57,6 +57,7 @@ class TrainResult:
     trainable_params: int
     total_params: int
     best_checkpoint: str | None = None
+    packed: bool = False  # each batch's examples shared rows (train.packing)
     loss_history: list[dict[str, float]] = field(default_factory=list)
     skipped_batches: int = 0  # micro-batches dropped for a non-finite loss (train.on_nonfinite: skip)
     skipped_steps: int = 0  # optimizer steps dropped for a non-finite gradient
@@ -419,6 +420,7 @@ def train(
         trainable_params=trainable,
         total_params=total,
         best_checkpoint=trainer.state.best_model_checkpoint,
+        packed=isinstance(trainer.data_collator, PackingCollator),
         loss_history=history.records,
         **faults.report(),
     )
@@ -454,14 +456,17 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
                  *(extra_callbacks or [])]
     if recipe.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping_patience))
-    cfg = recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum})
+    packed, why_not = resolve_packing(recipe.train.packing, recipe.task, model, method.model_inputs_extra())
+    if recipe.task == "causal_lm":
+        print("packing: on" if packed else f"packing: off ({why_not or 'train.packing: false'})")
+    cfg = recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum, "packing": packed})
     trainer = AyarTrainer(
         model=model,
         args=training_arguments(cfg, run_dir / "checkpoints", recipe.run.seed, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=(collator_for_packing(recipe, tokenizer, model, method.model_inputs_extra())
-                       if recipe.train.packing else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
+                       if packed else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
         processing_class=tokenizer,
         callbacks=callbacks,
         method=method,

@@ -24,8 +24,6 @@ import torch
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
 
-META_COLUMNS = ("example_index", "length")  # per-example columns that a packed row cannot carry
-
 
 def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Group example indices into rows of at most ``capacity`` tokens (first-fit decreasing).
@@ -96,7 +94,10 @@ class PackingCollator:
                 start += n
             # The tail restarts at 0 too: a segment of its own that no real token attends to.
             positions[r, start:] = torch.arange(width - start)
-        return {"input_ids": batch_ids, "labels": batch_labels, "position_ids": positions}
+        packed = {"input_ids": batch_ids, "labels": batch_labels, "position_ids": positions}
+        if all("example_index" in f for f in features):  # which examples the batch holds (fault reports, logs)
+            packed["example_index"] = torch.tensor([int(f["example_index"]) for f in features])
+        return packed
 
 
 def padding_fraction(batch: dict[str, torch.Tensor], real_tokens: int) -> float:
@@ -105,26 +106,49 @@ def padding_fraction(batch: dict[str, torch.Tensor], real_tokens: int) -> float:
     return 1.0 - real_tokens / slots if slots else 0.0
 
 
-def check_packing_supported(task: str, attn_implementation: str | None,
-                            method_inputs: Sequence[str] = ()) -> None:
-    """A clear error where packing would change what is learned."""
+def packing_refusal(task: str, attn_implementation: str | None, method_inputs: Sequence[str] = (),
+                    model: Any = None) -> str | None:
+    """Why packing would change what is learned in this run, or None where it is safe."""
     if task != "causal_lm":
-        raise UsageError(f"train.packing works for task causal_lm only, not '{task}'; turn it off")
+        return f"train.packing works for task causal_lm only, not '{task}'"
     if attn_implementation not in (None, "sdpa", "eager", "flex_attention") and \
             not str(attn_implementation).startswith("flash_attention"):
-        raise UsageError(f"train.packing needs an attention backend that reads position ids (sdpa, eager, "
-                         f"flex_attention, flash_attention_*), not '{attn_implementation}'")
-    needed = [c for c in method_inputs if c in META_COLUMNS]
-    if needed:
-        raise UsageError(f"train.packing cannot carry the per-example column(s) {needed} the method needs; "
-                         "set train.packing false for this method")
+        return (f"train.packing needs an attention backend that reads position ids (sdpa, eager, "
+                f"flex_attention, flash_attention_*), not '{attn_implementation}'")
+    if method_inputs:  # a packed row carries input ids, labels and position ids only
+        return f"train.packing cannot carry the per-example column(s) {list(method_inputs)} the method needs"
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        # peft prepends virtual tokens and drops position ids, the only thing keeping packed examples apart
+        return "train.packing cannot keep examples apart for a method that adds virtual tokens (prompt/prefix tuning)"
+    return None
+
+
+def check_packing_supported(task: str, attn_implementation: str | None, method_inputs: Sequence[str] = (),
+                            model: Any = None) -> None:
+    """A clear error where packing would change what is learned."""
+    reason = packing_refusal(task, attn_implementation, method_inputs, model)
+    if reason:
+        raise UsageError(f"{reason}; set train.packing false for this run")
+
+
+def resolve_packing(setting: bool | str, task: str, model: Any, method_inputs: Sequence[str] = ()
+                    ) -> tuple[bool, str | None]:
+    """(pack or not, why not) for ``train.packing``: ``auto`` packs wherever packing is safe; ``true`` insists."""
+    if setting is False:
+        return False, None
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if setting == "auto":
+        reason = packing_refusal(task, attn, method_inputs, model)
+        return reason is None, reason
+    check_packing_supported(task, attn, method_inputs, model)
+    return True, None
 
 
 def collator_for_packing(recipe: Any, tokenizer: Any, model: Any = None,
                          method_inputs: Sequence[str] = ()) -> PackingCollator:
     """The packing collator for a recipe: rows up to ``train.pack_length`` (default: the batch's longest)."""
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    check_packing_supported(recipe.task, attn, method_inputs)
+    check_packing_supported(recipe.task, attn, method_inputs, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise UsageError("train.packing needs a tokenizer with a pad or eos token")

@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
-from ayar.train.packing import PackingCollator, check_packing_supported, pack_bins
+from ayar.train.packing import PackingCollator, check_packing_supported, pack_bins, resolve_packing
 
 VOCAB = 97
 LENGTHS = [5, 17, 9, 3, 30, 12]
@@ -138,6 +138,14 @@ def test_collator_layout() -> None:
     assert "attention_mask" not in batch  # a 2D mask would switch transformers' packed detection off
 
 
+def test_collator_keeps_which_examples_the_batch_holds() -> None:
+    feats = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7], "example_index": 12},
+             {"input_ids": [8, 9], "labels": [8, 9], "example_index": 3}]
+    batch = PackingCollator(pad_token_id=0)(feats)
+    assert batch["example_index"].tolist() == [12, 3]  # per example, not per row: fault reports name them
+    assert "example_index" not in PackingCollator(pad_token_id=0)([{"input_ids": [1, 2]}])
+
+
 def test_pack_bins_fills_rows_without_overflow() -> None:
     lengths = [400, 30, 120, 60, 250, 10, 500, 90, 200, 5]
     rows = pack_bins(lengths, 512)
@@ -157,3 +165,21 @@ def test_packing_refuses_what_it_would_change() -> None:
     check_packing_supported("causal_lm", "flash_attention_2")
     with pytest.raises(UsageError, match="pack_length"):
         PackingCollator(pad_token_id=0, pack_length=0)
+
+
+def test_auto_packs_where_it_is_safe_and_says_why_not_elsewhere() -> None:
+    from peft import PromptTuningConfig, get_peft_model
+
+    model = tiny_model("llama", "sdpa")
+    assert resolve_packing("auto", "causal_lm", model) == (True, None)
+    assert resolve_packing(False, "causal_lm", model) == (False, None)
+    packed, why = resolve_packing("auto", "causal_lm", model, ("example_index",))
+    assert not packed and "example_index" in why
+    packed, why = resolve_packing("auto", "classification", model)
+    assert not packed and "causal_lm" in why
+    # peft's prompt learning drops position ids: packed examples would attend to each other
+    prompted = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    packed, why = resolve_packing("auto", "causal_lm", prompted)
+    assert not packed and "virtual tokens" in why
+    with pytest.raises(UsageError, match="set train.packing false"):
+        resolve_packing(True, "causal_lm", prompted)
