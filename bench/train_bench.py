@@ -304,12 +304,14 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     args = training_arguments(cfg, Path(out_dir), 0, has_eval=False)
     args.disable_tqdm = True
     dataset = Dataset.from_dict({"input_ids": train, "labels": train, "length": [len(x) for x in train]})
+    padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     if packing:
         full = variant.get("pack_full")
         collator = PackingCollator(tokenizer.pad_token_id, pack_length=spec["max_length"] if full else None,
-                                   pad_to_multiple_of=64 if full else variant.get("multiple"))
+                                   pad_to_multiple_of=64 if full else variant.get("multiple"),
+                                   unpacked=padded)  # as the engine's: plain padding where nothing shares a row
     else:
-        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        collator = padded
     return AyarTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                        processing_class=tokenizer, method=built, chunked_loss=variant.get("chunked_loss", True))
 

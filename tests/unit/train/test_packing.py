@@ -146,6 +146,20 @@ def test_collator_keeps_which_examples_the_batch_holds() -> None:
     assert "example_index" not in PackingCollator(pad_token_id=0)([{"input_ids": [1, 2]}])
 
 
+def test_a_batch_where_nothing_shares_a_row_is_padded_plainly() -> None:
+    plain_calls: list[int] = []
+
+    def plain(features: list[dict]) -> dict:
+        plain_calls.append(len(features))
+        return {"plain": torch.tensor(len(features))}
+
+    collator = PackingCollator(pad_token_id=0, unpacked=plain)
+    alone = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9, 4], "labels": [8, 9, 4]}]
+    assert collator(alone) == {"plain": torch.tensor(2)} and plain_calls == [2]  # rows of 3: no room to share
+    shared = alone + [{"input_ids": [1], "labels": [1]}, {"input_ids": [2, 3], "labels": [2, 3]}]
+    assert collator(shared)["input_ids"].shape == (3, 3) and plain_calls == [2]  # 1 + 2 tokens share a row
+
+
 def test_pack_bins_fills_rows_without_overflow() -> None:
     lengths = [400, 30, 120, 60, 250, 10, 500, 90, 200, 5]
     rows = pack_bins(lengths, 512)
