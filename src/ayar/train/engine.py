@@ -465,8 +465,8 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
         args=training_arguments(cfg, run_dir / "checkpoints", recipe.run.seed, eval_set is not None),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=(collator_for_packing(recipe, tokenizer, model, method.model_inputs_extra())
-                       if packed else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
+        data_collator=(collator_for_packing(recipe, tokenizer, model) if packed
+                       else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
         processing_class=tokenizer,
         callbacks=callbacks,
         method=method,

@@ -151,11 +151,12 @@ def resolve_packing(setting: bool | str, task: str, model: Any, method_inputs: S
     return True, None
 
 
-def collator_for_packing(recipe: Any, tokenizer: Any, model: Any = None,
-                         method_inputs: Sequence[str] = ()) -> PackingCollator:
-    """The packing collator for a recipe: rows up to ``train.pack_length`` (default: the batch's longest)."""
+def collator_for_packing(recipe: Any, tokenizer: Any, model: Any = None) -> PackingCollator:
+    """The packing collator for a recipe: rows up to ``train.pack_length`` (default: the batch's longest).
+
+    Build it where ``resolve_packing`` said to pack: that is where packing's safety is decided.
+    """
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    check_packing_supported(recipe.task, attn, method_inputs, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise UsageError("train.packing needs a tokenizer with a pad or eos token")
