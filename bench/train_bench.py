@@ -277,7 +277,6 @@ def variant_precision(variant: dict) -> str:
 def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
                  spec: dict, variant: dict) -> Any:
     """ayar's path: the method registry, the engine's TrainingArguments and AyarTrainer, a packing collator."""
-    import torch
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq
 
@@ -286,7 +285,7 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     from ayar.recipe import TrainConfig
     from ayar.train.engine import AyarTrainer, training_arguments
     from ayar.train.packing import PackingCollator, resolve_packing
-    from ayar.train.precision import store_frozen_matmul_weights
+    from ayar.train.precision import store_frozen_weights_for
 
     built = build_method(method, {"r": 8, "alpha": 16, "dropout": 0.05} if method == "lora" else {})
     model = built.prepare_model(model, "causal_lm")
@@ -294,8 +293,7 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     packing = variant.get("packing", False)
     if packing == "auto":  # resolved as the engine resolves it
         packing, _ = resolve_packing("auto", "causal_lm", model, built.model_inputs_extra())
-    if built.frozen_weights_matmul_only and precision == "bf16":
-        store_frozen_matmul_weights(model, torch.bfloat16)  # as the engine does for LoRA under bf16
+    store_frozen_weights_for(built, model, precision)  # as the engine does (LoRA under bf16)
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
                       logging_steps=1, precision=precision, packing=bool(packing),
                       group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"],

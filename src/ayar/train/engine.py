@@ -40,7 +40,7 @@ from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
 from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
 from ayar.train.packing import PackingCollator, collator_for_packing, resolve_packing
-from ayar.train.precision import store_frozen_matmul_weights
+from ayar.train.precision import store_frozen_weights_for
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 
 
@@ -445,8 +445,7 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
                        recipe.model.dtype, **model_kwargs_for(recipe, tokenizer, labels),
                        **method.model_load_kwargs(recipe.task))
     model = method.prepare_model(model, recipe.task)
-    if method.frozen_weights_matmul_only and resolve_precision(recipe.train.precision) == "bf16":
-        store_frozen_matmul_weights(model, torch.bfloat16)
+    store_frozen_weights_for(method, model, resolve_precision(recipe.train.precision))
     method.setup(model, tokenizer, train_set, run_dir)
     method.use_validation(eval_set)
     trainable, total = count_parameters(model)

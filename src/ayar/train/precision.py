@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+if TYPE_CHECKING:
+    from ayar.methods.base import Method
+
+
+def store_frozen_weights_for(method: Method, model: nn.Module, precision: str) -> int:
+    """The engine's rule: a method whose frozen weights only feed matmuls (LoRA) stores them in bf16 under bf16."""
+    if method.frozen_weights_matmul_only and precision == "bf16":
+        return store_frozen_matmul_weights(model, torch.bfloat16)
+    return 0
 
 
 def store_frozen_matmul_weights(model: nn.Module, dtype: torch.dtype) -> int:
