@@ -134,7 +134,14 @@ def chart_blocks(evals: dict[str, Any]) -> list[Any]:
 
 def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]:
     """Every block of the report, in reading order."""
-    from ayar.eval.report_sections import error_blocks, human_blocks, judge_blocks, risk_blocks, sample_blocks
+    from ayar.eval.report_sections import (
+        error_blocks,
+        forgetting_blocks,
+        human_blocks,
+        judge_blocks,
+        risk_blocks,
+        sample_blocks,
+    )
 
     evals = metrics.get("eval") or {}
     blocks: list[Any] = [Heading(1, f"ayar run {name}")]
@@ -145,6 +152,8 @@ def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]
                    metric_table(evals, section(metrics, "comparison"))]
     if section(metrics, "comparison"):
         blocks += comparison_blocks(section(metrics, "comparison"))
+    if section(metrics, "forgetting"):
+        blocks += forgetting_blocks(section(metrics, "forgetting"))
     if section(metrics, "judge"):
         blocks += judge_blocks(section(metrics, "judge"))
     if section(metrics, "human"):
