@@ -307,8 +307,8 @@ def _split_common_prefix(chosen: list[dict[str, Any]], rejected: list[dict[str, 
 
 def normalize_preference(record: dict[str, Any]) -> dict[str, Any]:
     """Any supported preference shape as ``{"prompt", "chosen", "rejected"}`` lists of messages."""
-    chosen_key = "chosen" if "chosen" in record else "preferred_output"
-    rejected_key = "rejected" if "rejected" in record else "non_preferred_output"
+    openai = "preferred_output" in record and "chosen" not in record  # OpenAI preference fine-tuning names
+    chosen_key, rejected_key = ("preferred_output", "non_preferred_output") if openai else ("chosen", "rejected")
     for key in (chosen_key, rejected_key):
         if record.get(key) is None:
             raise RecordError(f"missing field '{key}'")
