@@ -130,6 +130,10 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     _record_carbon(run_dir, "eval", emissions.as_dict())
     metrics = update_metrics(run_dir, "eval", results)
     write_report(run_dir, metrics, recipe.run.name)
+    if set(recipe.train.report_to) - {"tensorboard"}:
+        from ayar.train.tracking import log_eval
+
+        log_eval(recipe, run_dir, results)
     return results
 
 
