@@ -330,7 +330,7 @@ class RiskConfig(Section):
 
 
 class ExportConfig(Section):
-    format: Literal["hf", "adapter", "gguf"] = "hf"
+    format: Literal["hf", "adapter", "gguf", "onnx", "triton"] = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
     gguf_dtype: Literal["f16", "f32"] = Field("f16", description="Weights dtype of a GGUF export.")
 
