@@ -191,3 +191,19 @@ def test_loss_mask_report_counts_learned_tokens_per_role(tmp_path: Path, tiny_mo
     assert "## Loss mask" in (tmp_path / "out" / "data_card.md").read_text(encoding="utf-8")
     (record,) = prepared.read_split("train")[:1]
     assert record["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_training_tokenizes_tool_records_with_their_tools(tok) -> None:
+    from ayar.recipe import load_recipe
+    from ayar.train.tasks import tokenize_split
+
+    records = [check_shape(openai_record(c), "messages") for c in CITIES[:2]]
+    recipe = load_recipe(None, ["model.name_or_path=x", "data.format=messages", "data.max_length=1024",
+                                "data.template=chatml_tools"])
+    rows = tokenize_split(records, tok, recipe)
+    learned, masked = _learned_and_masked(tok, rows[0])
+    assert '"name": "get_weather"' in learned and "Bir şehrin hava durumu" in masked
+    silent = [{**r, "messages": [{**m, "train": False} if m["role"] == "assistant" else m for m in r["messages"]]}
+              for r in records]
+    with pytest.raises(UsageError, match="no assistant token is learned"):
+        tokenize_split(silent, tok, recipe)
