@@ -204,8 +204,8 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
         body = await request.json()
         try:
             data, recipe, changes = _form_recipe(body)
-        except UsageError as exc:
-            return JSONResponse({"ok": False, "error": str(exc), "key": _error_key(str(exc))}, 422)
+        except UsageError as exc:  # a checked, invalid recipe: an answer, not a failed request
+            return JSONResponse({"ok": False, "error": str(exc), "key": _error_key(str(exc))})
         return JSONResponse({"ok": True, "yaml": forms.recipe_yaml(data), "name": recipe.run.name,
                              "cli": forms.cli_command(_shown_example(body), changes)})
 

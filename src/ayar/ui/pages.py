@@ -162,7 +162,7 @@ def _training_section(lang: str, run: str, metrics: dict[str, Any], live: bool) 
     train = metrics.get("train") or {}
     figures = [[k, fmt(v)] for k, v in train.items() if not isinstance(v, dict | list)]
     chart = (f'<div class="chart" id="loss-chart" data-src="/api/runs/{escape(run)}/curve" '
-             f'data-live="{"1" if live else "0"}" data-points="0"></div>')
+             f'data-live="{"1" if live else "0"}"></div>')
     note = f' <small>({escape(t(lang, "live"))})</small>' if live else ""
     return (f"<h2>{escape(t(lang, 'loss_curve'))}{note}</h2>{chart}"
             + (f"<h3>{escape(t(lang, 'training'))}</h3>{table(['figure', 'value'], figures, 'train-table')}"
@@ -307,7 +307,7 @@ def compare_page(lang: str, summaries: list[R.RunSummary], all_names: list[str])
         table([t(lang, "metric"), *[s.name for s in summaries]], rows, "compare-table"),
         f"<h2>{escape(t(lang, 'loss_curve'))}</h2>",
         f'<div class="chart" id="compare-chart" data-src="/api/curves?{query}" '
-        f'data-live="{"1" if any(s.status == "running" for s in summaries) else "0"}" data-points="0"></div>',
+        f'data-live="{"1" if any(s.status == "running" for s in summaries) else "0"}"></div>',
         f"<h2>{escape(t(lang, 'shared_examples'))}</h2>", shared_html,
     ])
     return layout(lang, t(lang, "compare"), body, "compare")

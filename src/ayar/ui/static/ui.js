@@ -258,6 +258,7 @@
     $("#check-button").addEventListener("click", () => post("/api/recipe/check"));
     recipeForm.addEventListener("submit", async (event) => {
       event.preventDefault();
+      if (!(await post("/api/recipe/check"))) return;  // a mistake is shown without a failed request
       const data = await post("/api/runs");
       if (data) followJob(data.name);
     });
