@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -111,12 +112,16 @@ def ui(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterat
             time.sleep(0.3)
     with chromium_session(work / "profile") as page:
         yield {"url": base, "root": root, "page": page, "process": process, "model": tiny_model_dir}
+    try:  # the run the form started: stopped if a failed test left it going
+        with urllib.request.urlopen(f"{base}/api/jobs/live", timeout=5) as reply:
+            job = json.loads(reply.read())
+        if job["state"] == "running":
+            os.kill(job["pid"], signal.SIGTERM)
+    except OSError:
+        pass
     process.terminate()
     process.wait(timeout=20)
     log.close()
-    live = root / ".ui" / "live.log"
-    if live.is_file():  # the run the form started ends by itself; do not leave one behind
-        subprocess.run(["pkill", "-P", str(process.pid)], check=False)
 
 
 def _clean(page: DevTools, base: str) -> None:

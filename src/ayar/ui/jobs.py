@@ -34,7 +34,7 @@ class Job:
         with self.log.open("rb") as f:
             f.seek(max(0, size - LOG_TAIL_BYTES))
             tail = f.read().decode("utf-8", errors="replace")
-        return {"name": self.name, "state": self.state, "returncode": self.process.poll(),
+        return {"name": self.name, "state": self.state, "pid": self.process.pid, "returncode": self.process.poll(),
                 "recipe": str(self.recipe), "log_tail": tail}
 
 
