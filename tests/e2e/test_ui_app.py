@@ -48,6 +48,12 @@ def test_loss_series_from_history(tmp_path: Path) -> None:
     (run_dir / "train_history.json").write_text(json.dumps(
         [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "eval_loss": 1.7}]), encoding="utf-8")
     assert loss_series(run_dir) == {"loss": [(1, 2.0), (2, 1.5)], "eval_loss": [(2, 1.7)]}
+    state = run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json"  # a later run without TensorBoard
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"log_history": [{"step": 3, "loss": 1.0}]}), encoding="utf-8")
+    later = time.time() + 5
+    os.utime(state, (later, later))
+    assert loss_series(run_dir) == {"loss": [(3, 1.0)]}
 
 
 def test_language_choice() -> None:

@@ -179,11 +179,17 @@ def _from_tensorboard(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def loss_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Training and validation loss by step: TensorBoard events while training (flushed at every log),
-    else train_history.json."""
+    else train_history.json or the latest checkpoint's trainer_state.json."""
     series = _from_tensorboard(run_dir / "tb") if (run_dir / "tb").is_dir() else {}
     if series:
         return series
-    history = read_json(run_dir / "train_history.json", []) or []
+    # without TensorBoard (train.report_to), the newest of the final history and the checkpoints' Trainer state
+    states = sorted(run_dir.glob("checkpoints/*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    final = run_dir / "train_history.json"
+    if states and (not final.is_file() or states[-1].stat().st_mtime > final.stat().st_mtime):
+        history = (read_json(states[-1], {}) or {}).get("log_history", [])
+    else:
+        history = read_json(final, []) or []
     out: dict[str, list[tuple[int, float]]] = {}
     for record in history:
         for key in ("loss", "eval_loss"):
