@@ -149,7 +149,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder or model/adapter folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
     format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter or gguf.")] = "hf",
-    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16 or f32.")] = "f16",
+    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
 ) -> None:
     """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it) or GGUF."""
     from ayar.export import export_model
