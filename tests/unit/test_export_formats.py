@@ -103,7 +103,7 @@ def test_gguf_takes_the_converters_architectures_and_passes_on_its_refusals(tmp_
 
 def test_export_mistakes_are_usage_errors(chat_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not supported"):
-        export_model(chat_dir, tmp_path / "o", fmt="onnx")
+        export_model(chat_dir, tmp_path / "o", fmt="tflite")
     with pytest.raises(UsageError, match="dtype"):
         export_model(chat_dir, tmp_path / "o", fmt="gguf", gguf_dtype="q4")
     (tmp_path / "full").mkdir()
