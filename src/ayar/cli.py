@@ -148,13 +148,17 @@ def generate(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder or model/adapter folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
-    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter or gguf.")] = "hf",
+    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter, gguf, onnx (model.onnx "
+                                         "with KV cache) or triton (a Triton model repository).")] = "hf",
     gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16 or f32.")] = "f16",
+    verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
+                                         "PyTorch with onnxruntime.")] = True,
 ) -> None:
-    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it) or GGUF."""
+    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
+    Triton model repository."""
     from ayar.export import export_model
 
-    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype)}")
+    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify)}")
 
 
 @app.command()

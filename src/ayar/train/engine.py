@@ -31,6 +31,7 @@ from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_
 from ayar.train.packing import PackingCollator, collator_for_packing, resolve_packing
 from ayar.train.precision import resolve_precision
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
+from ayar.train.tracking import tracking_callbacks
 from ayar.train.trainer import AyarTrainer, build_trainer, prepare_model, training_arguments
 
 # The trainer's names stay importable from here, for older code.
@@ -192,7 +193,7 @@ def _build_trainer(recipe: Recipe, method: Method, base_model: str, tokenizer: A
         data_collator=(collator_for_packing(recipe, tokenizer, model) if packed
                        else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
         processing_class=tokenizer, method=method, callbacks=extra_callbacks or (), history=history, faults=faults,
-        tensorboard_dir=run_dir / "tb", chunked_loss=recipe.task == "causal_lm" and recipe.train.chunked_loss,
+        reporters=tracking_callbacks(recipe, run_dir), chunked_loss=recipe.task == "causal_lm" and recipe.train.chunked_loss,
     )
     return trainer, (trainable, total)
 

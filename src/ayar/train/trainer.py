@@ -353,6 +353,7 @@ def build_trainer(
     history: LossHistory | None = None,
     faults: FaultGuard | None = None,
     tensorboard_dir: Path | None = None,
+    reporters: Sequence[TrainerCallback] = (),
     chunked_loss: bool = False,
     spec: TrainerSpec | None = None,
     arguments: dict[str, Any] | None = None,
@@ -363,8 +364,8 @@ def build_trainer(
     ``model`` is already prepared by ``method`` (``method.prepare_model``). The trainer class is the
     method's (:meth:`~ayar.methods.base.Method.trainer_spec`, ``spec`` overrides it) with
     :class:`AyarTrainerMixin` in front; its callbacks are the loss history, the fault guard,
-    TensorBoard (when ``tensorboard_dir`` is given), the method's, early stopping when the recipe
-    asks for it, then ``callbacks``. Checkpoints go to ``output_dir``. ``arguments`` are TrainingArguments
+    TensorBoard (when ``tensorboard_dir`` is given), the ``reporters`` (experiment tracking), the
+    method's, ``callbacks``, then early stopping when the recipe asks for it. Checkpoints go to ``output_dir``. ``arguments`` are TrainingArguments
     fields that win over the recipe's mapping (e.g. ``disable_tqdm``). ``resumable_order=False`` keeps
     the Trainer's own example order (for a run that writes no checkpoint to resume from).
     """
@@ -376,7 +377,7 @@ def build_trainer(
     every: list[TrainerCallback] = [history or LossHistory(), faults]
     if tensorboard_dir is not None:
         every.append(tensorboard_callback(tensorboard_dir))
-    every += [*method.callbacks(), *callbacks]
+    every += [*reporters, *method.callbacks(), *callbacks]
     if cfg.early_stopping_patience:
         every.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer_class = trainer_class_for(spec.trainer_class)
