@@ -313,38 +313,34 @@ def trl_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str,
 
 def variant_precision(variant: dict) -> str:
     """The precision a variant trains in on this machine (``auto`` resolved as the engine resolves it)."""
-    from ayar.train.engine import resolve_precision
+    from ayar.train.precision import resolve_precision
 
     return resolve_precision(variant.get("precision", "fp32"))
 
 
 def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
                  spec: dict, variant: dict) -> Any:
-    """ayar's path: the method registry, the engine's TrainingArguments and AyarTrainer, a packing collator."""
+    """ayar's path: the method registry, ``build_trainer`` (the engine's), a packing collator."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq
 
     from ayar.data.tokenize import IGNORE_INDEX
     from ayar.methods import build_method
     from ayar.recipe import TrainConfig
-    from ayar.train.engine import AyarTrainer, training_arguments
     from ayar.train.packing import PackingCollator, resolve_packing
-    from ayar.train.precision import store_frozen_weights_for
+    from ayar.train.trainer import build_trainer, prepare_model
 
     built = build_method(method, {"r": 8, "alpha": 16, "dropout": 0.05} if method == "lora" else {})
-    model = built.prepare_model(model, "causal_lm")
     precision = variant_precision(variant)
+    model = prepare_model(built, model, "causal_lm", precision)
     packing = variant.get("packing", False)
     if packing == "auto":  # resolved as the engine resolves it
         packing, _ = resolve_packing("auto", "causal_lm", model, built.model_inputs_extra())
-    store_frozen_weights_for(built, model, precision)  # as the engine does (LoRA under bf16)
     cfg = TrainConfig(epochs=1, batch_size=batch, learning_rate=LEARNING_RATE[method], warmup_ratio=0.0,
                       logging_steps=1, precision=precision, packing=bool(packing),
                       group_by_length=bool(variant.get("group_by_length")), num_threads=spec["threads"],
                       gradient_checkpointing=bool(variant.get("gradient_checkpointing")),
                       torch_compile=bool(variant.get("torch_compile")))  # set here: TrainingArguments picks its backend
-    args = training_arguments(cfg, Path(out_dir), 0, has_eval=False)
-    args.disable_tqdm = True
     dataset = Dataset.from_dict({"input_ids": train, "labels": train, "length": [len(x) for x in train]})
     padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     if packing:
@@ -354,8 +350,9 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
                                    unpacked=padded)  # as the engine's: plain padding where nothing shares a row
     else:
         collator = padded
-    return AyarTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                       processing_class=tokenizer, method=built, chunked_loss=variant.get("chunked_loss", True))
+    return build_trainer(model, cfg, Path(out_dir), dataset, seed=0, data_collator=collator,
+                         processing_class=tokenizer, method=built, chunked_loss=variant.get("chunked_loss", True),
+                         arguments={"disable_tqdm": True})
 
 
 # ---------------------------------------------------------------- the parent: run, collect, report
