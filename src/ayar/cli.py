@@ -78,7 +78,7 @@ def prepare(
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Data file or folder (repeatable).",
                                                       show_default=False)] = None,
     format_: Annotated[str, typer.Option("--format", help="alpaca, sharegpt, messages, text, classification, "
-                                                          "seq2seq or preference.")] = "alpaca",
+                                                          "seq2seq, preference or kto.")] = "alpaca",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (without a recipe).",
                                              show_default=False)] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,
