@@ -216,6 +216,22 @@ def batch(
     print(summary.as_dict())
 
 
+@app.command()
+def ui(
+    runs: Annotated[Path, typer.Option(help="Folder holding the run folders.")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local (elsewhere needs "
+                                           "--api-key).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+    api_key: Annotated[list[str] | None, typer.Option(help="Require this key (repeatable; or AYAR_API_KEY).",
+                                                      show_default=False)] = None,
+) -> None:
+    """A local web app: runs, run pages with live loss curves, compare, playground and a new-run form."""
+    from ayar.serve.server import api_keys_from
+    from ayar.ui.app import serve_ui
+
+    serve_ui(runs, host, port, api_keys_from(api_key))
+
+
 monitor_app = typer.Typer(help="Production monitoring.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
 
