@@ -32,6 +32,7 @@ from ayar.data.templates import set_template
 from ayar.errors import UsageError
 from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters, method_optimizer
+from ayar.methods.preference import PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import Recipe, TrainConfig
 from ayar.safety import refuse_pickles
@@ -344,6 +345,11 @@ def train(
     Raises :class:`~ayar.train.faults.TrainingStopped` (exit 75) after a SIGTERM/SIGINT checkpoint,
     :class:`~ayar.train.faults.NonFiniteError` (exit 3) on a NaN/inf loss or gradient.
     """
+    preference = build_method(recipe.method.name, recipe.method.params())
+    if isinstance(preference, PreferenceMethod):  # trained by its TRL trainer, on preference records
+        from ayar.train.preference import train_preference
+
+        return train_preference(recipe, base_model, prepared, run_dir, preference, resume, extra_callbacks)
     check_task_format(recipe)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
