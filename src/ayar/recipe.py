@@ -258,6 +258,9 @@ class TrainConfig(Section):
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; measure first).")
     chunked_loss: bool = Field(True, description="causal_lm: compute the output layer and cross-entropy a chunk of "
                                "tokens at a time, never all logits at once (same loss; less memory).")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Experiment trackers: tensorboard (<run>/tb), mlflow "
+        "(<run>/mlruns unless MLFLOW_TRACKING_URI), wandb (<run>/wandb, offline unless logged in); [] for none.")
 
 
 class EvalConfig(Section):

@@ -93,3 +93,20 @@ def test_export_mistakes_are_usage_errors(chat_dir: Path, tmp_path: Path) -> Non
         export_model(chat_dir, tmp_path / "full", fmt="gguf")
     with pytest.raises(UsageError, match="not an adapter"):
         export_model(chat_dir, tmp_path / "a", fmt="adapter")
+
+
+def test_a_new_format_is_one_registered_writer(chat_dir: Path, tmp_path: Path) -> None:
+    from ayar import export
+
+    @export.register_format("txt-test", "a test format")
+    def write_txt(source: Path, out_dir: Path, note: str = "", **_: object) -> Path:
+        out_dir.mkdir(parents=True)
+        (out_dir / "note.txt").write_text(f"{source.name}:{note}")
+        return out_dir / "note.txt"
+
+    try:
+        path = export_model(chat_dir, tmp_path / "t", fmt="txt-test", note="hi")
+        assert path.read_text() == f"{chat_dir.name}:hi"
+        assert "txt-test" in export.formats()
+    finally:
+        export._FORMATS.pop("txt-test")

@@ -37,12 +37,13 @@ from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import Recipe, TrainConfig
 from ayar.safety import refuse_pickles
 from ayar.train import checkpoint as ckpt
-from ayar.train.callbacks import LossHistory, tensorboard_callback
+from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
 from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
 from ayar.train.packing import PackingCollator, collator_for_packing, resolve_packing
 from ayar.train.precision import store_frozen_weights_for
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
+from ayar.train.tracking import tracking_callbacks
 
 
 @dataclass
@@ -457,7 +458,7 @@ def _build_trainer(recipe: Recipe, base_model: str, tokenizer: Any, labels: Labe
     trainable, total = count_parameters(model)
     print(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / max(total, 1):.2f}%)")
-    callbacks = [history, faults, tensorboard_callback(run_dir / "tb"), *method.callbacks(),
+    callbacks = [history, faults, *tracking_callbacks(recipe, run_dir), *method.callbacks(),
                  *(extra_callbacks or [])]
     if recipe.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping_patience))

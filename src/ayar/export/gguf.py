@@ -1,58 +1,19 @@
-"""Export a run's model: merged into a plain Hugging Face folder (vLLM/TGI serve it as is), the adapter
-alone, or one GGUF file for llama.cpp.
-"""
+"""Export format ``gguf``: one GGUF file for llama.cpp."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ayar.errors import UsageError
-from ayar.models.load import is_adapter_dir, load_for_inference, merge_adapter
+from ayar.export import export_name, load_merged, register_format
 
-FORMATS = ("hf", "adapter", "gguf")
 GGUF_DTYPES = ("f16", "f32")
 
 
-def find_model_dir(path: Path) -> Path:
-    """The model folder of a run folder (``<run>/model``) or the folder itself."""
-    for candidate in (path / "model", path):
-        if (candidate / "config.json").is_file() or is_adapter_dir(candidate):
-            return candidate
-    raise UsageError(f"no model or adapter found in {path}")
-
-
-def load_merged(source: Path) -> tuple[Any, Any]:
-    """(model, tokenizer) of a model folder, or of an adapter folder with the adapter merged in."""
-    model, tokenizer = load_for_inference(source)
-    return (merge_adapter(model) if is_adapter_dir(source) else model), tokenizer
-
-
-def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool = True,
-                 gguf_dtype: str = "f16") -> Path:
-    """Write a servable model to out_dir; returns the folder (hf, adapter) or the .gguf file (gguf)."""
-    source = find_model_dir(Path(run_or_model))
-    out_dir = Path(out_dir)
-    if fmt not in FORMATS:
-        raise UsageError(f"export format '{fmt}' is not supported; use one of {', '.join(FORMATS)}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UsageError(f"export folder is not empty: {out_dir}")
-    if fmt == "adapter" or (fmt == "hf" and not merge):
-        if not is_adapter_dir(source):
-            raise UsageError(f"{source} holds a full model, not an adapter: export it with --format hf")
-        shutil.copytree(source, out_dir, dirs_exist_ok=True)
-        return out_dir
-    if fmt == "gguf":
-        return export_gguf(source, out_dir, gguf_dtype)
-    model, tokenizer = load_merged(source)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    return out_dir
-
-
-def export_gguf(source: Path, out_dir: Path, dtype: str = "f16") -> Path:
+@register_format("gguf", "one GGUF file for llama.cpp/Ollama")
+def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", **_other_formats_options: Any) -> Path:
     """Write ``<out_dir>/<name>.gguf`` (llama architecture, GPT-2-style BPE vocabulary) with the gguf package.
 
     The gguf package has the writer, the HF→GGUF tensor-name map and the vocabulary readers, but not
@@ -61,6 +22,7 @@ def export_gguf(source: Path, out_dir: Path, dtype: str = "f16") -> Path:
     """
     import gguf
 
+    dtype = gguf_dtype
     if dtype not in GGUF_DTYPES:
         raise UsageError(f"GGUF dtype '{dtype}' is not supported; use {' or '.join(GGUF_DTYPES)}")
     model, tokenizer = load_merged(source)
@@ -77,7 +39,7 @@ def export_gguf(source: Path, out_dir: Path, dtype: str = "f16") -> Path:
             raise UsageError("GGUF export supports byte-level BPE tokenizers (GPT-2 style); this tokenizer is "
                              "not one: convert with llama.cpp's convert_hf_to_gguf.py") from None
         special = gguf.SpecialVocab(Path(tmp), load_merges=True, n_vocab=vocab.vocab_size)
-    name = source.resolve().parent.name if source.name == "model" else source.resolve().name
+    name = export_name(source)
     path = out_dir / f"{name}.gguf"
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     _write_llama_metadata(writer, config, name, dtype)
