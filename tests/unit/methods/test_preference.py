@@ -17,8 +17,7 @@ from ayar.recipe import TrainConfig
 from ayar.train.engine import training_arguments
 from ayar.train.preference import build_preference_trainer
 
-WORDS = ("apple river light window garden bridge teacher pencil school music planet orange silver forest island "
-         "market doctor engine letter winter spring summer autumn bottle candle dragon friend guitar").split()
+WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music", "planet", "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter", "spring", "summer", "autumn", "bottle", "candle", "dragon", "friend", "guitar"]
 LORA = {"r": 8, "target_modules": "all-linear", "dropout": 0.0}
 
 
