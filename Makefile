@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast lint bench clean
+.PHONY: quickstart test test-fast lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ quickstart: $(STAMP)
 
 # CI's command: every tier that runs without a GPU (slow tests included: the SIGKILL, DDP and
 # MiniLM transfer tests belong in CI). `make test-fast` is the quick tier for development.
-test: $(STAMP)
+# The browser tests (report.html, `ayar ui`) run in Debian's headless Chromium: installed here when missing
+# (root, or sudo), never skipped.
+test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu"
+
+chromium:
+	command -v chromium >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

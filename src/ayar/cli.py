@@ -148,13 +148,17 @@ def generate(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder or model/adapter folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
-    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter or gguf.")] = "hf",
+    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter, gguf, onnx (model.onnx "
+                                         "with KV cache) or triton (a Triton model repository).")] = "hf",
     gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16 or f32.")] = "f16",
+    verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
+                                         "PyTorch with onnxruntime.")] = True,
 ) -> None:
-    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it) or GGUF."""
+    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
+    Triton model repository."""
     from ayar.export import export_model
 
-    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype)}")
+    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify)}")
 
 
 @app.command()
@@ -210,6 +214,22 @@ def batch(
 
     summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed)
     print(summary.as_dict())
+
+
+@app.command()
+def ui(
+    runs: Annotated[Path, typer.Option(help="Folder holding the run folders.")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local (elsewhere needs "
+                                           "--api-key).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+    api_key: Annotated[list[str] | None, typer.Option(help="Require this key (repeatable; or AYAR_API_KEY).",
+                                                      show_default=False)] = None,
+) -> None:
+    """A local web app: runs, run pages with live loss curves, compare, playground and a new-run form."""
+    from ayar.serve.server import api_keys_from
+    from ayar.ui.app import serve_ui
+
+    serve_ui(runs, host, port, api_keys_from(api_key))
 
 
 monitor_app = typer.Typer(help="Production monitoring.", no_args_is_help=True)

@@ -84,7 +84,7 @@ def test_gguf_refuses_other_architectures(tmp_path: Path, tiny_model_dir: Path) 
 
 def test_export_mistakes_are_usage_errors(chat_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not supported"):
-        export_model(chat_dir, tmp_path / "o", fmt="onnx")
+        export_model(chat_dir, tmp_path / "o", fmt="tflite")
     with pytest.raises(UsageError, match="dtype"):
         export_model(chat_dir, tmp_path / "o", fmt="gguf", gguf_dtype="q4")
     (tmp_path / "full").mkdir()
