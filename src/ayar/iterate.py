@@ -203,7 +203,7 @@ def v2_recipe(recipe: Recipe, name: str, base: Path, method: str, overrides: lis
     data["model"]["name_or_path"] = str(base)
     data["pretrain"]["enabled"] = False
     data["method"] = {"name": method, **_method_params(recipe, method)}
-    data["data"]["format"] = "preference" if method in PREFERENCE else "alpaca"
+    data["data"]["format"] = "kto" if method == "kto" else "preference" if method in PREFERENCE else "alpaca"
     data["data"]["synthetic"], data["data"]["inputs"] = None, []
     return validate_recipe(apply_overrides(data, overrides))
 

@@ -158,3 +158,16 @@ def test_iterate_refuses_without_a_run_or_enough_feedback(tiny_model_dir: Path, 
     with pytest.raises(UsageError, match="usable feedback records"):
         iterate(run, tmp_path / "empty.sqlite")
     assert sqlite3.connect(tmp_path / "empty.sqlite").execute("SELECT count(*) FROM feedback").fetchone()[0] == 0
+
+
+def test_cli_iterate_reports_a_mistake_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    result = subprocess.run([sys.executable, "-m", "ayar.cli", "iterate", str(tmp_path), "--db", "x.sqlite"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("ayar: error:") and "not a trained ayar run" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

