@@ -150,7 +150,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
     format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter, gguf, onnx (model.onnx "
                                          "with KV cache) or triton (a Triton model repository).")] = "hf",
-    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16 or f32.")] = "f16",
+    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
     verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
                                          "PyTorch with onnxruntime.")] = True,
 ) -> None:

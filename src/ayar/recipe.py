@@ -332,7 +332,8 @@ class RiskConfig(Section):
 class ExportConfig(Section):
     format: Literal["hf", "adapter", "gguf", "onnx", "triton"] = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
-    gguf_dtype: Literal["f16", "f32"] = Field("f16", description="Weights dtype of a GGUF export.")
+    gguf_dtype: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"] = Field(
+        "f16", description="Weights type of a GGUF export (4-bit types use llama.cpp's quantizer).")
 
 
 class ServeConfig(Section):

@@ -220,8 +220,9 @@ def test_form_rejects_a_bad_value_then_starts_a_run_whose_curve_grows(ui: dict[s
     page.navigate(base + "/new?example=quickstart&lang=en")
     labels = page.evaluate("document.querySelectorAll('#recipe-form .field:not([hidden])').length")
     assert labels > 100  # every leaf of the schema, not a hand-picked few
-    assert "Peak learning rate" in page.evaluate("document.body.innerText") or \
-        "(default: 0.0002)" in page.evaluate("document.body.innerText")
+    field = page.evaluate("document.querySelector('#f-train-learning_rate').closest('.field').innerText")
+    assert "default: 0.0002" in field  # the schema's default, shown beside the example's value
+    assert page.evaluate("document.querySelector('#f-train-learning_rate').value") == "0.003"
     _fill(page, {"train.learning_rate": "-1"})
     page.evaluate("document.querySelector('#check-button').click()")
     message = page.wait_until("document.querySelector('#form-message').innerText")
