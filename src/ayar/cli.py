@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from ayar.errors import AyarError, UsageError
 
@@ -37,6 +38,28 @@ def _methods_help() -> str:
     from ayar.methods import available_methods
 
     return "\n\n".join(f"{name}: {cls.summary}" for name, cls in available_methods().items())
+
+
+class _HelpWithMethods(TyperCommand):
+    """A command whose help ends with the method list, built only when that help is shown.
+
+    Listing the methods imports every method module (torch, transformers, peft: seconds), which
+    `ayar --help` and every other command must not pay for.
+    """
+
+    _methods_text: str | None = None
+
+    @property
+    def help(self) -> str | None:  # click reads it only to render this command's own help
+        if self._base_help is None:
+            return None
+        if self._methods_text is None:
+            self._methods_text = _methods_help()
+        return f"{self._base_help}\n\nMethods (method.name):\n\n{self._methods_text}"
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._base_help = value
 
 
 @app.command()
@@ -77,7 +100,8 @@ def prepare(
     prepare_files(list(input_), format_, out, strict=strict)
 
 
-@app.command(help="Fine-tune the base model on the prepared data.\n\nMethods (method.name):\n\n" + _methods_help())
+@app.command(cls=_HelpWithMethods, short_help="Fine-tune the base model on the prepared data.",
+             help="Fine-tune the base model on the prepared data.")
 def train(
     recipe: RecipeArg,
     set_: SetOpt = None,

@@ -64,7 +64,7 @@ def base_model_path(recipe: Recipe) -> str:
 def stage_pretrain(recipe: Recipe) -> Path:
     """Pretrain the from-scratch base model; returns its folder."""
     from ayar.eval.carbon import track_emissions
-    from ayar.models.pretrain import pretrain
+    from ayar.train.pretrain import pretrain
 
     run_dir = run_dir_for(recipe)
     with track_emissions(run_dir, "pretrain", recipe.run.country_iso_code, recipe.run.carbon) as emissions:

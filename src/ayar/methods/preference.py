@@ -11,16 +11,16 @@ frozen copy as the reference (DPO, KTO); ORPO and SimPO need no reference at all
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import PreTrainedModel, TrainingArguments
+from transformers import PreTrainedModel
 
 from ayar.errors import UsageError
 from ayar.methods import register
-from ayar.methods.base import Method
+from ayar.methods.base import Method, TrainerSpec
 from ayar.methods.lora import LoraParams, lora_config
 
 PREFERENCE_FORMATS = ("preference", "kto")  # data.format values a preference method trains on
@@ -80,7 +80,7 @@ class PreferenceMethod(Method):
         self.is_adapter = self.params.base != "full"
         self.frozen_weights_matmul_only = self.params.base == "lora"
 
-    # -- what TRL needs
+    # -- what TRL needs (ayar.train.trainer.build_trainer plugs the trainer in through trainer_spec)
 
     def trl_classes(self) -> tuple[type, type]:
         """(trainer class, config class) from TRL."""
@@ -98,29 +98,41 @@ class PreferenceMethod(Method):
         return lora_config(model, task, params, use_dora=self.params.base == "dora")
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
-        """TRL wraps a LoRA base itself (so that the reference is the adapter switched off); full trains all."""
-        if self.params.base == "full":
+        """A LoRA base is left unwrapped for TRL to wrap (so the reference is the adapter switched off);
+        a full base trains every weight against a frozen copy made here (DPO, KTO)."""
+        self._peft_config = self.peft_config(model, task)
+        self._ref_model = None
+        if self._peft_config is None:
             for param in model.parameters():
                 param.requires_grad_(True)
+            if self.uses_reference:
+                # TRL would reload the reference from config._name_or_path, which a model built or converted
+                # in memory does not have; a copy made here works for every base.
+                self._ref_model = frozen_copy(model)
         return model
 
-    def trl_config(self, args: TrainingArguments, max_length: int) -> Any:
-        """The TRL config: ayar's TrainingArguments carried over field by field, plus this method's own."""
-        _, config_cls = self.trl_classes()
-        accepted = {f.name for f in dataclasses.fields(config_cls) if f.init}
-        carried = {k: v for k, v in args.to_dict().items() if k in accepted and not k.startswith("_")
-                   and not k.endswith("_token")}
-        # TRL's checkpoints pickle the optimizer and RNG states; ayar writes none (safe by default).
-        carried.update(save_strategy="no", load_best_model_at_end=False, max_length=max_length,
-                       remove_unused_columns=False,
-                       include_num_input_tokens_seen="no")  # TRL's batches carry no input_ids to count
-        carried.update(self.trl_config_kwargs())
-        return config_cls(**carried)
+    def trainer_spec(self) -> TrainerSpec:
+        """The TRL trainer and config with this method's parameters (call after ``prepare_model``)."""
+        trainer_cls, config_cls = self.trl_classes()
+        args = {**self.trl_config_kwargs(), "remove_unused_columns": False,
+                "include_num_input_tokens_seen": "no"}  # TRL's batches carry no input_ids to count
+        kwargs: dict[str, Any] = {"peft_config": getattr(self, "_peft_config", None)}
+        if self.uses_reference:
+            kwargs["ref_model"] = getattr(self, "_ref_model", None)
+        return TrainerSpec(trainer_cls, config_cls, args, kwargs)
 
     def trl_records(self, records: list[dict[str, Any]], system_prompt: str | None) -> list[dict[str, Any]]:
         """Records in TRL's conversational shape for this method's trainer."""
         pairs = [to_conversational(r, system_prompt) for r in records]
         return unpair(pairs) if self.unpaired else [p for p in pairs if "chosen" in p]
+
+
+def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A copy of the model with no trainable weight, in eval mode (the reference of a full-base DPO/KTO run)."""
+    ref = copy.deepcopy(model).eval()
+    for param in ref.parameters():
+        param.requires_grad_(False)
+    return ref
 
 
 def _messages(value: Any, role: str) -> list[dict[str, str]]:
@@ -218,7 +230,8 @@ class Kto(PreferenceMethod):
         return KTOTrainer, KTOConfig
 
     def trl_config_kwargs(self) -> dict[str, Any]:
-        # TRL's KTO loss estimates its KL term against neighbouring records of a fixed-order batch.
+        # TRL's KTO loss estimates its KL term against neighbouring records of a fixed-order batch
+        # (the trainer is built with resumable_order=False for the same reason).
         return {"beta": self.params.beta, "desirable_weight": self.params.desirable_weight,
                 "undesirable_weight": self.params.undesirable_weight, "train_sampling_strategy": "sequential"}
 

@@ -14,7 +14,6 @@ from ayar.methods import build_method
 from ayar.methods.preference import to_conversational, unpair
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import TrainConfig
-from ayar.train.engine import training_arguments
 from ayar.train.preference import build_preference_trainer
 
 WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music", "planet", "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter", "spring", "summer", "autumn", "bottle", "candle", "dragon", "friend", "guitar"]
@@ -44,8 +43,7 @@ def _train(method_name: str, base: str, tiny_model_dir: Path, tmp_path: Path, re
     method = build_method(method_name, {"base": base, "base_params": LORA if base == "lora" else {}})
     cfg = TrainConfig(max_steps=steps, batch_size=8, learning_rate=5e-3, logging_steps=5, precision="fp32",
                       warmup_ratio=0)
-    trainer = build_preference_trainer(method, model, tokenizer, records, None,
-                                       training_arguments(cfg, tmp_path, 0, False), max_length=64)
+    trainer = build_preference_trainer(method, model, tokenizer, records, None, cfg, tmp_path, max_length=64)
     trainer.train()
     return trainer, tokenizer, before, weights
 
@@ -69,7 +67,14 @@ def test_lora_preference_training_raises_held_out_accuracy_and_margin(name: str,
 
 
 def test_lora_reference_is_the_base_not_a_second_copy(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import Trainer
+    from trl import DPOTrainer
+
+    from ayar.train.trainer import AyarTrainerMixin
+
     trainer, _, _, _ = _train("dpo", "lora", tiny_model_dir, tmp_path, steps=1)
+    # TRL's trainer with ayar's behaviour in front (build_trainer): fault guard, checkpoints, loss hooks.
+    assert isinstance(trainer, AyarTrainerMixin) and isinstance(trainer, DPOTrainer) and isinstance(trainer, Trainer)
     assert trainer.ref_model is None
     assert list(trainer.model.peft_config) == ["default"]  # no "ref" adapter either: the base is the reference
 
