@@ -392,7 +392,8 @@ def _read_arrow_folder(path: Path, split: str | None) -> Iterator[Item]:
 
 def _read_text(path: Path, unit: str = "paragraph") -> Iterator[Item]:
     """Plain text: one record per paragraph (blank-line separated; the line is where it starts), or with
-    ``unit="document"`` the whole file as one record at line 1. A line that is not UTF-8 is a reject."""
+    ``unit="document"`` the whole file as one record at line 1, naming its file under ``document``.
+    A line that is not UTF-8 is a reject."""
     start, lines, document = 0, [], unit == "document"
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -407,8 +408,10 @@ def _read_text(path: Path, unit: str = "paragraph") -> Iterator[Item]:
             elif lines:
                 yield start, {"text": "".join(lines)}
                 start, lines = 0, []
-    if lines and (not document or "".join(lines).strip()):
-        yield (1 if document else start), {"text": "".join(lines)}
+    if lines and not document:
+        yield start, {"text": "".join(lines)}
+    elif lines and "".join(lines).strip():
+        yield 1, {"text": "".join(lines), "document": str(path)}
 
 
 def _read_hub(name: str, split: str | None) -> Iterator[Item]:

@@ -465,7 +465,7 @@ class _WindowStep:
         record = json.loads(line)
         if not isinstance(record.get("text"), str):
             return line
-        doc = f"{source}:{line_no}"
+        doc = record["document"] if isinstance(record.get("document"), str) else f"{source}:{line_no}"
         windows = window_records(record, self.windower, doc)
         self.per_document.append(len(windows))
         if len(self.listed) < self.SHOWN:

@@ -82,7 +82,8 @@ def train(
     if isinstance(preference, PreferenceMethod):  # TRL's trainer on preference records (train/preference.py)
         from ayar.train.preference import train_preference
 
-        return train_preference(recipe, base_model, prepared, run_dir, preference, resume, extra_callbacks)
+        return TrainResult(**train_preference(recipe, base_model, prepared, run_dir, preference, resume,
+                                              extra_callbacks))
     check_task_format(recipe)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:

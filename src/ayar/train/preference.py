@@ -68,9 +68,11 @@ def build_preference_trainer(method: PreferenceMethod, model: PreTrainedModel, t
 
 def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, run_dir: Path,
                      method: PreferenceMethod, resume: bool = False,
-                     extra_callbacks: list[TrainerCallback] | None = None) -> Any:
-    """Train ``base_model`` with the preference method on the prepared splits; save into run_dir/model."""
-    from ayar.train.engine import TrainResult
+                     extra_callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
+    """Train ``base_model`` with the preference method on the prepared splits; save into run_dir/model.
+
+    Returns the fields of the engine's ``TrainResult`` (the engine builds it: no import back up to it).
+    """
     from ayar.train.tracking import tracking_callbacks
 
     check_preference_recipe(recipe, resume)
@@ -106,8 +108,8 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
         (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
     losses = [h["loss"] for h in history.records if "loss" in h]
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    return TrainResult(model_dir=model_dir, final_loss=float(losses[-1]) if losses else math.nan,
-                       steps=int(output.global_step), tokens_seen=tokens,
-                       tokens_per_second=tokens / wall if wall > 0 else 0.0, wall_time_s=wall,
-                       trainable_params=trainable, total_params=total, loss_history=history.records,
-                       **faults.report())
+    return {"model_dir": model_dir, "final_loss": float(losses[-1]) if losses else math.nan,
+            "steps": int(output.global_step), "tokens_seen": tokens,
+            "tokens_per_second": tokens / wall if wall > 0 else 0.0, "wall_time_s": wall,
+            "trainable_params": trainable, "total_params": total, "loss_history": history.records,
+            **faults.report()}
