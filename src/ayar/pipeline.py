@@ -144,7 +144,7 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
 
 
 def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
-    """Every stage of the recipe in order; returns metrics.json's content."""
+    """Every stage of the recipe in order (ending with its export when ``export.enabled``); returns metrics.json."""
     from ayar.methods import build_method
 
     build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # fail before any stage
@@ -156,4 +156,15 @@ def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     stage_prepare(recipe)
     stage_train(recipe, resume=resume)
     stage_eval(recipe)
+    if recipe.export.enabled:
+        print(f"exported ({recipe.export.format}) to {stage_export(recipe)}")
     return json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def stage_export(recipe: Recipe) -> Path:
+    """The export the recipe's ``export`` section asks for, from the run's trained model."""
+    from ayar.export import export_model
+
+    cfg = recipe.export
+    out = cfg.out or recipe.run_dir / "export" / cfg.format
+    return export_model(recipe.run_dir, out, cfg.format, merge=cfg.merge, gguf_dtype=cfg.gguf_dtype)

@@ -331,6 +331,10 @@ class RiskConfig(Section):
 
 
 class ExportConfig(Section):
+    """What `ayar run` exports at its end when ``enabled`` (`ayar export` takes the same as options)."""
+
+    enabled: bool = Field(False, description="End `ayar run` with this export (off: run stops after eval).")
+    out: Path | None = Field(None, description="Where to write it (default: <run>/export/<format>).")
     format: Literal["hf", "adapter", "gguf", "onnx", "triton"] = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
     gguf_dtype: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"] = Field(
@@ -341,7 +345,7 @@ class ServeConfig(Section):
     """`ayar serve` defaults; its command-line options win."""
 
     host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 exposes the server to the network.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     max_queue: int = Field(64, ge=1, description="Requests waiting at most; more get 429 with Retry-After.")
     max_batch: int = Field(32, ge=1, description="Queued requests that decode alike, generated together.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
