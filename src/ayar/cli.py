@@ -293,6 +293,22 @@ def monitor_drift(
     raise typer.Exit(report.exit_code)
 
 
+@app.command()
+def iterate(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run folder (holds recipe.yaml and model/).",
+                                            show_default=False)],
+    db: Annotated[Path, typer.Option(help="Request log with feedback (`ayar serve --log-text --log-db`).")],
+    set_: SetOpt = None,
+) -> None:
+    """Feedback from serving -> v2 trained from this run, evaluated against it and gated (promote/block)."""
+    from ayar.iterate import iterate as run_iteration
+
+    metrics = run_iteration(run_dir, db, set_ or [])
+    gate = metrics["gate"]
+    print(f"gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
+    print(f"report: {Path(metrics['iterate']['v2_run']) / 'report.md'}")
+
+
 def _print_eval(evals: dict, train_summary: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table

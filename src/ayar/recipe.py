@@ -367,6 +367,24 @@ class MonitorConfig(Section):
     p_value: float = Field(0.01, gt=0, lt=1, description="An embedding shift counts only below this p-value.")
 
 
+class IterateConfig(Section):
+    """`ayar iterate`: feedback from serving -> v2, and the bounds of the gate that promotes or blocks it."""
+
+    method: str | None = Field(None, description="Method for v2; empty: the recipe's own if the feedback fits it, "
+                               "else dpo for pairs, kto for ratings alone, the SFT method for corrections alone.")
+    holdout: float = Field(0.2, ge=0, lt=1, description="Share of feedback prompts held out to evaluate v1 vs v2.")
+    min_records: int = Field(4, ge=1, description="Fewer usable feedback records than this: stop with an error.")
+    gate_metric: str = Field("exact_match", description="Test-split metric the gate guards (a key of eval's "
+                             "summary: exact_match, chrf, rougeL...).")
+    max_test_drop: float = Field(0.02, ge=0, description="Largest allowed fall of gate_metric on the original "
+                                 "test split (forgetting).")
+    min_feedback_gain: float = Field(0.0, description="Held-out feedback preference accuracy must rise by more "
+                                     "than this.")
+    max_risk_increase: float = Field(0.05, ge=0, description="Largest allowed worsening of each risk rate (leaks, "
+                                     "unsupported facts, memorisation, PII, fewer refusals).")
+    drift_embeddings: bool = Field(True, description="Include the MiniLM embedding score in the drift report.")
+
+
 class Recipe(Section):
     """A whole fine-tuning recipe."""
 
@@ -381,6 +399,7 @@ class Recipe(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    iterate: IterateConfig = Field(default_factory=IterateConfig)
 
     @model_validator(mode="after")
     def _has_a_model(self) -> Recipe:

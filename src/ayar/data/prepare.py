@@ -38,7 +38,7 @@ from ayar.data.load import Reject, iter_items, map_texts, record_texts, response
 from ayar.data.pii import redact_pii, redact_pii_into
 from ayar.data.quality import QualityFilter
 from ayar.data.split import SPLITS, assign_splits
-from ayar.data.synthetic import generate_records
+from ayar.data.synthetic import as_preference, generate_records
 from ayar.data.windows import Windower, window_records
 from ayar.errors import AyarError, UsageError
 from ayar.recipe import DataConfig
@@ -240,6 +240,8 @@ def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool
         if source["path"] == "synthetic":
             syn = cfg.synthetic
             records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks), syn.guide_spans)
+            if cfg.format == "preference":  # pairs for the preference methods: the right answer against a wrong one
+                records = (as_preference(r, seed) for r in records)
             items: Iterator = enumerate(records, start=1)
         else:
             items = iter_items(source["path"], source["format"], source["split"], raw=raw,

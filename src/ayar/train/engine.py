@@ -24,6 +24,7 @@ from ayar.data.prepare import PreparedData
 from ayar.data.templates import set_template
 from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters
+from ayar.methods.preference import PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import Recipe
 from ayar.train import checkpoint as ckpt
@@ -78,6 +79,12 @@ def train(
     Raises :class:`~ayar.train.faults.TrainingStopped` (exit 75) after a SIGTERM/SIGINT checkpoint,
     :class:`~ayar.train.faults.NonFiniteError` (exit 3) on a NaN/inf loss or gradient.
     """
+    preference = build_method(recipe.method.name, recipe.method.params())
+    if isinstance(preference, PreferenceMethod):  # TRL's trainer on preference records (train/preference.py)
+        from ayar.train.preference import train_preference
+
+        return TrainResult(**train_preference(recipe, base_model, prepared, run_dir, preference, resume,
+                                              extra_callbacks))
     check_task_format(recipe)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
