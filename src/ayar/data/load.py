@@ -111,10 +111,8 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     elif fmt == "sharegpt":
         sharegpt_messages(record)  # checks every turn (function_call JSON included); the record keeps its shape
         _check_tools(record)
-    elif fmt == "preference":
-        normalize_preference(record)
-    elif fmt == "kto":
-        normalize_kto(record)
+    elif fmt in ("preference", "kto"):  # on a copy, so that a reject shows the record as it was read
+        record = (normalize_preference if fmt == "preference" else normalize_kto)(dict(record))
     elif fmt == "classification":
         label = record.get("label")
         if label is None:
