@@ -397,7 +397,8 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
     run = Path(run)
     if not (run / "recipe.yaml").is_file() or not (run / "model").is_dir():
         raise UsageError(f"{run} is not a trained ayar run (it needs recipe.yaml and model/): run `ayar run` first")
-    v1 = load_recipe(run / "recipe.yaml", [o for o in overrides or [] if o.startswith("iterate.")])
+    # iterate.* (the gate) and eval.* (how v1 and v2 are compared) apply to both; everything applies to v2.
+    v1 = load_recipe(run / "recipe.yaml", [o for o in overrides or [] if o.startswith(("iterate.", "eval."))])
     cfg = v1.iterate
     v1_data = PreparedData(run / "data")
     records, skipped = feedback_records(read_feedback(db))
