@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from ayar.errors import AyarError, UsageError
+from ayar.recipe import DataFormat  # the schema's list of formats, for help texts
 
 app = typer.Typer(
     name="ayar",
@@ -80,8 +81,7 @@ def prepare(
     set_: SetOpt = None,
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Data file or folder (repeatable).",
                                                       show_default=False)] = None,
-    format_: Annotated[str, typer.Option("--format", help="alpaca, sharegpt, messages, text, classification, "
-                                                          "seq2seq or preference.")] = "alpaca",
+    format_: Annotated[str, typer.Option("--format", help=", ".join(typing.get_args(DataFormat)) + ".")] = "alpaca",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (without a recipe).",
                                              show_default=False)] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
 from ayar.errors import UsageError
 from ayar.recipe import Recipe, dump_recipe
@@ -150,14 +151,14 @@ def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # fail before any stage
     if recipe.pretrain.enabled and not recipe.model.name_or_path:
         if resume and (recipe.run_dir / "pretrain" / "model" / "config.json").is_file():
-            print("pretrain: reusing the pretrained base model of this run")
+            say("pretrain: reusing the pretrained base model of this run")
         else:
             stage_pretrain(recipe)
     stage_prepare(recipe)
     stage_train(recipe, resume=resume)
     stage_eval(recipe)
     if recipe.export.enabled:
-        print(f"exported ({recipe.export.format}) to {stage_export(recipe)}")
+        say(f"exported ({recipe.export.format}) to {stage_export(recipe)}")
     return json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import xxhash
 from pydantic import ValidationError
 
+from ayar.console import say, warn
 from ayar.data.card import DataCard
 from ayar.data.clean import TextCleaner
 from ayar.data.consent import ConsentFilter
@@ -304,8 +305,8 @@ def prepare(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None = N
         if any(s["format"] in CHAT_FORMATS for s in sources):
             card.loss_mask = _loss_mask_report(prepared, tokenizer, cfg)
     prepared.card = card.write(out_dir)
-    print(f"prepare: {card.accounting_line()}")
-    print(f"prepare: splits {prepared.counts}")
+    say(f"prepare: {card.accounting_line()}")
+    say(f"prepare: splits {prepared.counts}")
     if not card.balanced:
         raise AyarError(f"record accounting does not balance: {card.accounting_line()}")
     if card.kept == 0:
@@ -503,7 +504,7 @@ def _save_arrow(prepared: PreparedData, card: DataCard) -> None:
                 except Exception as exc:  # mixed value types across records: JSONL stays the source of truth
                     note = f"arrow/{name} not written ({type(exc).__name__}: {str(exc)[:200]})"
                     card.notes.append(note)
-                    print(f"prepare: warning: {note}")
+                    warn(f"prepare: {note}")
     finally:
         if bars:
             datasets.enable_progress_bars()

@@ -19,7 +19,7 @@ from ayar.data.prepare import PreparedData
 from ayar.data.templates import record_to_messages, set_template
 from ayar.errors import UsageError
 from ayar.eval.compare import compare_per_example
-from ayar.eval.errors import analyze_errors
+from ayar.eval.error_analysis import analyze_errors
 from ayar.eval.preference import instruction_records, preference_scores
 from ayar.eval.tasks import evaluate_model
 from ayar.methods.preference import PREFERENCE_FORMATS

@@ -24,6 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from ayar.console import warn
 from ayar.errors import UsageError
 from ayar.methods.base import Method, TrainerSpec, method_optimizer
 from ayar.recipe import TrainConfig
@@ -104,7 +105,7 @@ class ResumeCheckpoint(TrainerCallback):
         self.rng_pending = False
         states = ckpt.load_state(self.folder, "rng")
         if not states:
-            print(f"warning: checkpoint {self.folder} has no random states; the resumed run may differ")
+            warn(f"checkpoint {self.folder} has no random states; the resumed run may differ")
             return
         ckpt.restore_rng(states[min(self.process_index, len(states) - 1)])
 
