@@ -26,6 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ayar.console import say
 from ayar.errors import UsageError
 from ayar.recipe import IterateConfig, Recipe, apply_overrides, dump_recipe, load_recipe, validate_recipe
 
@@ -426,7 +427,7 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
             "train": {k: len(v) for k, v in train_part.items()}, "held_out": {k: len(v) for k, v in held.items()},
             "trained_records": len(trained), "method": method}
     (data_dir / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-    print(f"iterate: {card['usable']} usable feedback records; v2 trains {method} on {len(trained)} "
+    say(f"iterate: {card['usable']} usable feedback records; v2 trains {method} on {len(trained)} "
           f"(held out {card['held_out']}); dropped {dropped}")
     drift = _drift(run, db, v1)
     update_metrics(v2_dir, "iterate", {"v1_run": str(run), "v2_run": str(v2_dir), "db": str(db), "method": method,

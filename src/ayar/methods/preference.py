@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PreTrainedModel
 
+from ayar.console import say
 from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method, TrainerSpec
@@ -100,7 +101,7 @@ class PreferenceMethod(Method):
         if head and isinstance(config.target_modules, list | set) and head in config.target_modules:
             # TRL computes the log-probabilities from the output layer's weight directly, so an adapter on
             # it would never train (TRL refuses one); a recipe or an iterated LoRA run may list it.
-            print(f"method {self.name}: no adapter on the output layer '{head}' (TRL reads its weight directly)")
+            say(f"method {self.name}: no adapter on the output layer '{head}' (TRL reads its weight directly)")
             config.target_modules = {m for m in config.target_modules if m != head}
         return config
 
