@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
 from ayar.errors import UsageError
 from ayar.recipe import Recipe, dump_recipe
@@ -144,16 +145,27 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
 
 
 def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
-    """Every stage of the recipe in order; returns metrics.json's content."""
+    """Every stage of the recipe in order (ending with its export when ``export.enabled``); returns metrics.json."""
     from ayar.methods import build_method
 
     build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # fail before any stage
     if recipe.pretrain.enabled and not recipe.model.name_or_path:
         if resume and (recipe.run_dir / "pretrain" / "model" / "config.json").is_file():
-            print("pretrain: reusing the pretrained base model of this run")
+            say("pretrain: reusing the pretrained base model of this run")
         else:
             stage_pretrain(recipe)
     stage_prepare(recipe)
     stage_train(recipe, resume=resume)
     stage_eval(recipe)
+    if recipe.export.enabled:
+        say(f"exported ({recipe.export.format}) to {stage_export(recipe)}")
     return json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def stage_export(recipe: Recipe) -> Path:
+    """The export the recipe's ``export`` section asks for, from the run's trained model."""
+    from ayar.export import export_model
+
+    cfg = recipe.export
+    out = cfg.out or recipe.run_dir / "export" / cfg.format
+    return export_model(recipe.run_dir, out, cfg.format, merge=cfg.merge, gguf_dtype=cfg.gguf_dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,9 @@ from ayar.data.chat import (
     sharegpt_messages,
 )
 from ayar.errors import UsageError
+from ayar.recipe import DataFormat
 
-FORMATS = ("alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto")
+FORMATS = typing.get_args(DataFormat)  # the recipe schema states the formats once
 # Shape -> (required text fields, optional text fields). Text fields must be strings.
 SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "alpaca": (("instruction", "output"), ("input",)),
@@ -111,10 +113,8 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     elif fmt == "sharegpt":
         sharegpt_messages(record)  # checks every turn (function_call JSON included); the record keeps its shape
         _check_tools(record)
-    elif fmt == "preference":
-        normalize_preference(record)
-    elif fmt == "kto":
-        normalize_kto(record)
+    elif fmt in ("preference", "kto"):  # on a copy, so that a reject shows the record as it was read
+        record = (normalize_preference if fmt == "preference" else normalize_kto)(dict(record))
     elif fmt == "classification":
         label = record.get("label")
         if label is None:

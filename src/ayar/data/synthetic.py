@@ -163,6 +163,23 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
         yield {"id": f"syn-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
 
 
+def as_preference(record: dict, seed: int) -> dict:
+    """The record as a preference pair: its answer chosen, the answer of another record of its task rejected.
+
+    The wrong answer is drawn from the task's own generator (a seeded stream per record), so it has the
+    right form (a number, a word, a date) and differs from the right one only in being wrong.
+    """
+    rng = random.Random(f"{seed}:{record['id']}")
+    rejected = record["output"]
+    for _ in range(50):
+        if rejected != record["output"]:
+            break
+        rejected = TASKS[record["task"]](rng, record["lang"])["output"]
+    prompt = alpaca_user_message(record["instruction"], record.get("input"))
+    return {"id": record["id"], "task": record["task"], "lang": record["lang"], "prompt": prompt,
+            "chosen": record["output"], "rejected": rejected}
+
+
 def write_jsonl(records: Iterator[dict] | list[dict], path: Path) -> int:
     """Write records as UTF-8 JSON lines; return how many were written."""
     path.parent.mkdir(parents=True, exist_ok=True)
