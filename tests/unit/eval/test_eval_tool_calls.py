@@ -27,9 +27,9 @@ def test_scores_name_json_and_arguments() -> None:
     references = [_call("Van"), _call("Van"), _call("Van"), _call("Van"), {"role": "assistant", "content": "Selam."}]
     summary, rows = tool_call_scores(outputs, references, [TOOLS] * 5)
     assert rows["tool_json"][:4] == [1.0, 1.0, 1.0, 0.0] and math.isnan(rows["tool_json"][4])
-    assert rows["tool_name"][:4] == [1.0, 1.0, 0.0, 0.0]
+    assert rows["tool_name"][:4] == [1.0, 1.0, 0.0, 1.0]  # the name is read from a broken call too
     assert rows["tool_args"][:4] == [1.0, 0.0, 0.0, 0.0]
-    assert summary == {"tool_json_accuracy": 0.75, "tool_name_accuracy": 0.5, "tool_args_accuracy": 0.25,
+    assert summary == {"tool_json_accuracy": 0.75, "tool_name_accuracy": 0.75, "tool_args_accuracy": 0.25,
                        "tool_call_examples": 4}
     assert tool_call_scores(["a"], [{"role": "assistant", "content": "a"}], [None]) == ({}, {})
 
