@@ -152,7 +152,8 @@ def export(
                                          "with KV cache) or triton (a Triton model repository).")] = "hf",
     gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
     verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
-                                         "PyTorch with onnxruntime.")] = True,
+                                         "PyTorch with onnxruntime; gguf: tokens and greedy answers "
+                                         "in llama.cpp.")] = True,
 ) -> None:
     """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
     Triton model repository."""

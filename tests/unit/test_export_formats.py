@@ -68,7 +68,7 @@ def test_gguf_of_an_adapter_is_the_merged_model_in_f16(adapter_dir: Path, chat_d
     path = export_model(adapter_dir, tmp_path / "gguf", fmt="gguf")
     assert torch.allclose(_logits(path.parent, path.name), merged_logits, atol=2e-2)
     assert path.stat().st_size < (tmp_path / "hf" / "model.safetensors").stat().st_size
-    assert sorted(p.name for p in path.parent.iterdir()) == ["Modelfile", path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["Modelfile", "gguf_export.json", path.name]
     modelfile = (path.parent / "Modelfile").read_text()
     # the alpaca template of training, as a Go template, and eos (alpaca's end of turn) as the stop token
     assert modelfile.startswith(f"FROM ./{path.name}\nTEMPLATE \"\"\"")

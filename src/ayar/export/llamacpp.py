@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from ayar.data.templates import end_of_turn, render_prompt
+from ayar.data.templates import render_prompt
+from ayar.eval.generate import stop_token_ids
 
 REFERENCE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},
@@ -58,12 +59,6 @@ class LlamaCppCheck:
         return {**asdict(self), "agreement": self.agreement}
 
 
-def stop_ids(tokenizer: Any) -> list[int]:
-    """Token ids that end an answer: eos and the chat template's end-of-turn token."""
-    tokens = [t for t in (tokenizer.eos_token, end_of_turn(tokenizer)) if t]
-    return sorted({tokenizer.convert_tokens_to_ids(t) for t in tokens})
-
-
 def open_gguf(gguf_file: Path, n_ctx: int = 512) -> Any:
     """A llama.cpp model of the file, on the CPU, quiet, with the logits of every position kept."""
     from llama_cpp import Llama
@@ -97,9 +92,13 @@ def hf_greedy(model: Any, prompt_ids: list[int], max_new_tokens: int, stops: lis
 
 def check_gguf(gguf_file: Path, model: Any, tokenizer: Any, prompts: list[str] | None = None,
                conversations: list[list[dict[str, str]]] | None = None, max_new_tokens: int = 16) -> LlamaCppCheck:
-    """Run both checks of the module docstring on ``gguf_file`` against ``model``/``tokenizer``."""
+    """Run both checks of the module docstring on ``gguf_file`` against ``model``/``tokenizer``.
+
+    prompts are prompt texts as the model sees them (chat template applied); by default HELD_OUT_PROMPTS
+    rendered with the tokenizer's chat template.
+    """
     llm = open_gguf(gguf_file)
-    stops = stop_ids(tokenizer)
+    stops = stop_token_ids(model, tokenizer)
     result = LlamaCppCheck()
     for conversation in conversations or REFERENCE_CONVERSATIONS:
         text = tokenizer.apply_chat_template(conversation, tokenize=False)
@@ -109,10 +108,11 @@ def check_gguf(gguf_file: Path, model: Any, tokenizer: Any, prompts: list[str] |
         result.tokens_equal += got == expected
         if got != expected:
             result.mismatches.append({"text": text, "transformers": len(expected), "llama.cpp": len(got)})
+    if prompts is None:
+        prompts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in HELD_OUT_PROMPTS]
     model.eval()
-    for prompt in prompts or HELD_OUT_PROMPTS:
-        ids = tokenizer(render_prompt(tokenizer, [{"role": "user", "content": prompt}]),
-                        add_special_tokens=False)["input_ids"]
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ours, theirs = hf_greedy(model, ids, max_new_tokens, stops), llama_greedy(llm, ids, max_new_tokens, stops)
         result.prompts += 1
         result.answers_agree += ours == theirs
