@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,11 @@ def verify_in_llama_cpp(path: Path, source: Path, model: Any, tokenizer: Any, dt
 
     if importlib.util.find_spec("llama_cpp") is None:
         return {"skipped": "llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)"}
-    check = check_gguf(path, model, tokenizer, heldout_prompts(source, tokenizer, limit=8), max_new_tokens=16)
+    has_test_split = source.name == "model" and (source.parent / "data" / "test.jsonl").is_file()
+    prompts = heldout_prompts(source, tokenizer, limit=10) if has_test_split else None  # None: built-in ones
+    check = check_gguf(path, model, tokenizer, prompts, max_new_tokens=16)
     floor = AGREEMENT_FLOOR if dtype in ("f32", "f16") else None  # lower precision: reported, not required
-    passed = check.tokens_equal == check.conversations and (floor is None or check.agreement >= floor)
+    passed = check.loaded and check.tokens_equal == check.conversations and (floor is None or check.agreement >= floor)
     return {**check.as_dict(), "agreement_floor": floor, "passed": passed}
 
 
@@ -189,6 +192,7 @@ def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", verify: bo
     if gguf_dtype not in GGUF_DTYPES:
         raise UsageError(f"GGUF dtype '{gguf_dtype}' is not supported; use one of {', '.join(GGUF_DTYPES)}")
     name = export_name(source)
+    started = time.monotonic()
     model, tokenizer = load_merged(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.gguf"
@@ -202,11 +206,17 @@ def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", verify: bo
         else:
             convert(merged, path, gguf_dtype, name)
     write_modelfile(out_dir / "Modelfile", path, tokenizer)
-    info: dict[str, Any] = {"converter": os.environ.get(CONVERTER_ENV) or CONVERTER, "dtype": gguf_dtype}
+    info: dict[str, Any] = {"converter": os.environ.get(CONVERTER_ENV) or CONVERTER, "dtype": gguf_dtype,
+                            "export_seconds": round(time.monotonic() - started, 1)}
     if verify:
+        started = time.monotonic()
         info["llama_cpp_check"] = verify_in_llama_cpp(path, source, model, tokenizer, gguf_dtype)
+        info["check_seconds"] = round(time.monotonic() - started, 1)
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     check = info.get("llama_cpp_check", {})
+    if check.get("loaded") is False:
+        raise AyarError(f"GGUF written to {path} but llama.cpp cannot load it (an architecture variant its "
+                        "converter writes and its loader rejects); verbose llama.cpp output says why")
     if check.get("passed") is False:
         raise AyarError(f"GGUF written to {path} but llama.cpp does not run it as trained: "
                         f"{check['tokens_equal']}/{check['conversations']} reference conversations tokenize "
