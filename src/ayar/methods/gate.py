@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from transformers import PreTrainedModel
 from transformers.utils.output_capturing import OutputRecorder
 
+from ayar.console import say
 from ayar.data.templates import record_to_messages, render_prompt
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import AyarError, UsageError
@@ -263,7 +264,7 @@ class Gate(WrappingMethod):
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         if getattr(model.config, "_attn_implementation", None) != "eager":
             model.set_attn_implementation("eager")
-        print("method gate: eager attention (attention weights are needed; slower than sdpa/flash kernels)")
+        say("method gate: eager attention (attention weights are needed; slower than sdpa/flash kernels)")
         num_heads = model.config.get_text_config().num_attention_heads
         model = super().prepare_model(model, task)
         modules, index = attention_modules(model)
@@ -273,10 +274,11 @@ class Gate(WrappingMethod):
         return model
 
     def encode_extra(self, record: dict[str, Any], encoded: dict[str, Any], tokenizer: Any, task: str) -> dict:
-        return guide_columns(record, encoded, tokenizer, self.params.field)
+        return {**super().encode_extra(record, encoded, tokenizer, task),
+                **guide_columns(record, encoded, tokenizer, self.params.field)}
 
     def model_inputs_extra(self) -> tuple[str, ...]:
-        return COLUMNS
+        return tuple(dict.fromkeys((*super().model_inputs_extra(), *COLUMNS)))
 
     def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
         super().setup(model, tokenizer, train_dataset, run_dir)
@@ -288,7 +290,7 @@ class Gate(WrappingMethod):
             raise UsageError(f"method 'gate': no training record carries guide spans: give records a "
                              f"'{self.params.field}' field of [start, end] character offsets into the user "
                              "message (or data.synthetic.guide_spans: true)")
-        print(f"method gate: {guided} of {len(train_dataset)} training rows carry guide spans")
+        say(f"method gate: {guided} of {len(train_dataset)} training rows carry guide spans")
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], meta: dict[str, Any],
                      num_items_in_batch: Any) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from transformers import PreTrainedModel, TrainerCallback
 
+from ayar.console import say
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
 from ayar.methods import register
@@ -178,6 +179,7 @@ class Reweight(WrappingMethod):
         self.weights_path = Path(run_dir) / WEIGHTS_FILE if run_dir is not None else None
 
     def use_validation(self, eval_dataset: Any) -> None:
+        super().use_validation(eval_dataset)
         if eval_dataset is None or len(eval_dataset) == 0:
             raise UsageError("method 'reweight' needs a trusted set: give the data a validation split "
                              "(data.split.validation > 0)")
@@ -188,7 +190,7 @@ class Reweight(WrappingMethod):
         return [*super().callbacks(), SaveWeights(self)]
 
     def model_inputs_extra(self) -> tuple[str, ...]:
-        return ("example_index",)
+        return tuple(dict.fromkeys((*super().model_inputs_extra(), "example_index")))
 
     def trusted_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The next trusted rows, cycling through the trusted set."""
@@ -258,5 +260,5 @@ class SaveWeights(TrainerCallback):
         if self.method.weights_path is not None:
             self.method.save_weights(self.method.weights_path)
             low = sorted(self.method.mean_weights().items(), key=lambda kv: kv[1])[:5]
-            print(f"reweight: weights of {len(self.method.history)} examples in {self.method.weights_path}; "
+            say(f"reweight: weights of {len(self.method.history)} examples in {self.method.weights_path}; "
                   f"lowest: {', '.join(f'#{i} {w:.2f}' for i, w in low)}")
