@@ -91,8 +91,9 @@ def llama_greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int, stops: li
 @torch.inference_mode()
 def hf_greedy(model: Any, prompt_ids: list[int], max_new_tokens: int, stops: list[int]) -> list[int]:
     """Greedy continuation with transformers, up to a stop id (excluded) or max_new_tokens."""
+    # no repetition penalty, whatever generation_config.json says: llama_greedy runs without one
     new = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                         repetition_penalty=1.0, eos_token_id=stops, pad_token_id=stops[0])  # as llama_greedy[0, len(prompt_ids):].tolist()
+                         repetition_penalty=1.0, eos_token_id=stops, pad_token_id=stops[0])[0, len(prompt_ids):].tolist()
     return new[: next((i for i, t in enumerate(new) if t in stops), len(new))]
 
 
