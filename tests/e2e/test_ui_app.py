@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from ayar.errors import UsageError
 from ayar.recipe import dump_recipe, validate_recipe
 from ayar.ui.app import create_ui_app, serve_ui
 from ayar.ui.i18n import pick_language
-from ayar.ui.runs import loss_series, run_status
+from ayar.ui.runs import active_run_dirs, loss_series, run_status
 
 
 def _run(root: Path, name: str, evaluated: bool) -> Path:
@@ -41,6 +43,27 @@ def test_status_done_running_and_failed(tmp_path: Path) -> None:
     os.utime(rerun / "metrics.json", (old, old))
     assert run_status(rerun) == "running"
     assert run_status(stale, job_state="running") == "running"  # what the UI knows of its own runs wins
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads live processes from Linux's /proc")
+def test_a_live_ayar_stage_process_marks_its_run_running(tmp_path: Path) -> None:
+    stale = _run(tmp_path / "runs", "quiet", evaluated=False)
+    old = time.time() - 3600
+    os.utime(stale / "recipe.yaml", (old, old))  # e.g. a long evaluation that writes nothing for a while
+    (tmp_path / "r.yaml").write_text("run: {name: other}\n", encoding="utf-8")
+    assert run_status(stale, active=active_run_dirs()) == "failed"
+    # a process whose command line is `... -m ayar.cli eval r.yaml --set run.name=quiet`, in tmp_path
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "ayar.cli", "eval",
+                                "r.yaml", "--set", "run.name=quiet"], cwd=tmp_path)
+    try:
+        deadline = time.time() + 10
+        while stale.resolve() not in active_run_dirs() and time.time() < deadline:
+            time.sleep(0.1)
+        assert run_status(stale, active=active_run_dirs()) == "running"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run_status(stale, active=active_run_dirs()) == "failed"
 
 
 def test_loss_series_from_history(tmp_path: Path) -> None:

@@ -95,7 +95,8 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
         return path
 
     def summaries() -> list[R.RunSummary]:
-        return [R.summarize(p, jobs.state(p.name)) for p in R.list_run_dirs(runs_root)]
+        active = R.active_run_dirs()
+        return [R.summarize(p, jobs.state(p.name), active) for p in R.list_run_dirs(runs_root)]
 
     @app.exception_handler(UsageError)
     async def usage_error(request: Request, exc: UsageError) -> Response:
@@ -110,7 +111,7 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
 
     @app.get("/runs/{name}", response_class=HTMLResponse)
     async def run(name: str, request: Request) -> HTMLResponse:
-        summary = R.summarize(run_dir(name), jobs.state(name))
+        summary = R.summarize(run_dir(name), jobs.state(name), R.active_run_dirs())
         return _page(request, pages.run_page(_lang(request), summary, f"{shown}/{name}"))
 
     @app.get("/runs/{name}/files/{filename}")
@@ -128,7 +129,8 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
     @app.get("/compare", response_class=HTMLResponse)
     async def compare(request: Request) -> HTMLResponse:
         names = [n for n in request.query_params.getlist("runs") if n]
-        chosen = [R.summarize(run_dir(n), jobs.state(n)) for n in dict.fromkeys(names)]
+        active = R.active_run_dirs()
+        chosen = [R.summarize(run_dir(n), jobs.state(n), active) for n in dict.fromkeys(names)]
         everything = [p.name for p in R.list_run_dirs(runs_root)]
         return _page(request, pages.compare_page(_lang(request), chosen, everything))
 
@@ -162,15 +164,15 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
     @app.get("/api/runs/{name}/curve")
     async def api_curve(name: str) -> dict[str, Any]:
         path = run_dir(name)
-        return {"status": R.run_status(path, jobs.state(name)), "series": R.loss_series(path)}
+        return {"status": R.run_status(path, jobs.state(name), R.active_run_dirs()), "series": R.loss_series(path)}
 
     @app.get("/api/curves")
     async def api_curves(request: Request) -> dict[str, Any]:
         series: dict[str, Any] = {}
-        statuses = []
+        statuses, active = [], R.active_run_dirs()
         for name in dict.fromkeys(request.query_params.getlist("runs")):
             path = run_dir(name)
-            statuses.append(R.run_status(path, jobs.state(name)))
+            statuses.append(R.run_status(path, jobs.state(name), active))
             for key, points in R.loss_series(path).items():
                 series[f"{name} {key}"] = points
         return {"status": "running" if "running" in statuses else "done", "series": series}
