@@ -26,6 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ayar.console import say
 from ayar.errors import UsageError
 from ayar.recipe import IterateConfig, Recipe, apply_overrides, dump_recipe, load_recipe, validate_recipe
 
@@ -397,7 +398,8 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
     run = Path(run)
     if not (run / "recipe.yaml").is_file() or not (run / "model").is_dir():
         raise UsageError(f"{run} is not a trained ayar run (it needs recipe.yaml and model/): run `ayar run` first")
-    v1 = load_recipe(run / "recipe.yaml", [o for o in overrides or [] if o.startswith("iterate.")])
+    # iterate.* (the gate) and eval.* (how v1 and v2 are compared) apply to both; everything applies to v2.
+    v1 = load_recipe(run / "recipe.yaml", [o for o in overrides or [] if o.startswith(("iterate.", "eval."))])
     cfg = v1.iterate
     v1_data = PreparedData(run / "data")
     records, skipped = feedback_records(read_feedback(db))
@@ -425,7 +427,7 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
             "train": {k: len(v) for k, v in train_part.items()}, "held_out": {k: len(v) for k, v in held.items()},
             "trained_records": len(trained), "method": method}
     (data_dir / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-    print(f"iterate: {card['usable']} usable feedback records; v2 trains {method} on {len(trained)} "
+    say(f"iterate: {card['usable']} usable feedback records; v2 trains {method} on {len(trained)} "
           f"(held out {card['held_out']}); dropped {dropped}")
     drift = _drift(run, db, v1)
     update_metrics(v2_dir, "iterate", {"v1_run": str(run), "v2_run": str(v2_dir), "db": str(db), "method": method,

@@ -14,7 +14,7 @@ from typing import Any
 
 from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
-from ayar.errors import UsageError
+from ayar.errors import GateError, UsageError
 from ayar.recipe import Recipe, dump_recipe
 
 
@@ -135,12 +135,18 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     with track_emissions(run_dir, "eval", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
         results = evaluate(recipe, tuned, base_model_path(recipe), prepared_data(recipe), run_dir)
     _record_carbon(run_dir, "eval", emissions.as_dict())
+    forgetting = results.pop("forgetting", None)
+    if forgetting is not None:
+        update_metrics(run_dir, "forgetting", forgetting)
     metrics = update_metrics(run_dir, "eval", results)
     write_report(run_dir, metrics, recipe.run.name)
     if set(recipe.train.report_to) - {"tensorboard"}:
         from ayar.train.tracking import log_eval
 
         log_eval(recipe, run_dir, results)
+    if forgetting is not None and not forgetting["gate"]["passed"]:
+        raise GateError(f"forgetting gate failed: {'; '.join(forgetting['gate']['reasons'])}; the figures are in "
+                        f"{run_dir / 'metrics.json'} (key 'forgetting') and the report (eval.forgetting sets the bounds)")
     return results
 
 

@@ -304,6 +304,8 @@ class EvalConfig(Section):
     annotation_sheet: bool = Field(True, description="Write a blind human-annotation sheet (needs compare_base).")
     judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig())
     risks: RiskConfig = Field(default_factory=lambda: RiskConfig())
+    forgetting: ForgettingConfig = Field(default_factory=lambda: ForgettingConfig(),
+                                         description="Forgetting report and gate (causal_lm with compare_base).")
 
 
 class JudgeConfig(Section):
@@ -329,6 +331,19 @@ class RiskConfig(Section):
     max_new_tokens: int = Field(24, ge=1, description="Reply length for the bias and security probes.")
     memorization_records: int = Field(50, ge=1, description="Training records probed for verbatim continuation.")
     rare_min_chars: int = Field(6, ge=2, description="A rare string is a token this long found in one record only.")
+
+
+class ForgettingConfig(Section):
+    """Tuned against base on general material the fine-tune never saw; the run fails past the bounds."""
+
+    enabled: bool = Field(True, description="Measure forgetting (causal_lm runs that evaluate the base too).")
+    text_tokens: int = Field(1024, ge=16, description="Tokens of held-out general English text (pydoc topics).")
+    window: int = Field(256, ge=8, description="Perplexity window in tokens (at most the model's context).")
+    max_new_tokens: int = Field(24, ge=1, description="Answer length for the general questions.")
+    max_perplexity_increase: float | None = Field(
+        0.25, ge=0, description="Fail when the general-text perplexity rises more than this (relative; empty: no bound).")
+    max_answers_lost: int | None = Field(
+        2, ge=0, description="Fail when more of the base's correct general answers are lost (empty: no bound).")
 
 
 class ExportConfig(Section):

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ayar.data.chat import (
-    MESSAGE_ROLES,
-    SHAREGPT_ROLES,
     RecordError,
     map_message_texts,
     message_text,
@@ -50,7 +48,6 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 RESPONSE_FIELDS = {"alpaca": ("output",), "seq2seq": ("target",)}
 CONVERSATION_FIELDS = {"preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion")}
 ASSISTANT_SOURCES = ("gpt", "assistant", "function_call")  # sharegpt turns the model speaks
-__all__ = ["MESSAGE_ROLES", "SHAREGPT_ROLES", "RecordError"]
 # Column names used by the seeds' Turkish data, read when the shape's own name is absent.
 TURKISH_ALIASES = {"instruction": "talimat", "input": "girdi", "output": "yanıt", "text": "metin", "label": "etiket"}
 TEXT_SUFFIXES = {".txt"}

