@@ -283,13 +283,17 @@ def test_playground_streams_base_and_tuned_answers(ui: dict[str, Any]) -> None:
     if not (ui["root"] / "live" / "model" / "adapter_config.json").is_file():
         pytest.fail("the run started from the form did not finish (see the previous test)")
     page.navigate(base + "/runs/live/play")
-    page.wait_until("document.querySelector('#play-status').dataset.ready", timeout=120)
+    # the first playground loads torch, transformers and peft into the UI process: slow on a busy machine
+    page.wait_until("document.querySelector('#play-status').dataset.ready || "
+                    "document.querySelector('#play-status').className === 'error'", timeout=300)
+    assert page.evaluate("document.querySelector('#play-status').dataset.ready") == "1", \
+        page.evaluate("document.querySelector('#play-status').innerText")
     page.evaluate("document.querySelector('#play-input').value = 'Ayın adını yaz: 2001-02-03';"
                   "document.querySelector('#play-max').value = '12';"
                   "document.querySelector('#play-send').click()")
     states = page.wait_until("""(() => { const s = Array.from(document.querySelectorAll('.msg.assistant'))
         .map(m => m.dataset.state); return s.length === 2 && s.every(x => x !== 'streaming') && s; })()""",
-                             timeout=120)
+                             timeout=240)
     answers = page.evaluate("Array.from(document.querySelectorAll('.msg.assistant'))"
                             ".map(m => [m.dataset.state, +(m.dataset.chunks || 0), m.textContent])")
     assert states == ["done", "done"], answers
