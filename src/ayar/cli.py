@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from ayar.errors import AyarError, UsageError
 
@@ -37,6 +38,28 @@ def _methods_help() -> str:
     from ayar.methods import available_methods
 
     return "\n\n".join(f"{name}: {cls.summary}" for name, cls in available_methods().items())
+
+
+class _HelpWithMethods(TyperCommand):
+    """A command whose help ends with the method list, built only when that help is shown.
+
+    Listing the methods imports every method module (torch, transformers, peft: seconds), which
+    `ayar --help` and every other command must not pay for.
+    """
+
+    _methods_text: str | None = None
+
+    @property
+    def help(self) -> str | None:  # click reads it only to render this command's own help
+        if self._base_help is None:
+            return None
+        if self._methods_text is None:
+            self._methods_text = _methods_help()
+        return f"{self._base_help}\n\nMethods (method.name):\n\n{self._methods_text}"
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._base_help = value
 
 
 @app.command()
@@ -77,7 +100,8 @@ def prepare(
     prepare_files(list(input_), format_, out, strict=strict)
 
 
-@app.command(help="Fine-tune the base model on the prepared data.\n\nMethods (method.name):\n\n" + _methods_help())
+@app.command(cls=_HelpWithMethods, short_help="Fine-tune the base model on the prepared data.",
+             help="Fine-tune the base model on the prepared data.")
 def train(
     recipe: RecipeArg,
     set_: SetOpt = None,
@@ -148,13 +172,17 @@ def generate(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder or model/adapter folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
-    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter or gguf.")] = "hf",
-    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16 or f32.")] = "f16",
+    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter, gguf, onnx (model.onnx "
+                                         "with KV cache) or triton (a Triton model repository).")] = "hf",
+    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
+    verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
+                                         "PyTorch with onnxruntime.")] = True,
 ) -> None:
-    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it) or GGUF."""
+    """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
+    Triton model repository."""
     from ayar.export import export_model
 
-    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype)}")
+    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify)}")
 
 
 @app.command()
@@ -210,6 +238,22 @@ def batch(
 
     summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed)
     print(summary.as_dict())
+
+
+@app.command()
+def ui(
+    runs: Annotated[Path, typer.Option(help="Folder holding the run folders.")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local (elsewhere needs "
+                                           "--api-key).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+    api_key: Annotated[list[str] | None, typer.Option(help="Require this key (repeatable; or AYAR_API_KEY).",
+                                                      show_default=False)] = None,
+) -> None:
+    """A local web app: runs, run pages with live loss curves, compare, playground and a new-run form."""
+    from ayar.serve.server import api_keys_from
+    from ayar.ui.app import serve_ui
+
+    serve_ui(runs, host, port, api_keys_from(api_key))
 
 
 monitor_app = typer.Typer(help="Production monitoring.", no_args_is_help=True)

@@ -46,9 +46,15 @@ def update_metrics(run_dir: Path, section: str, values: Any) -> dict[str, Any]:
 
 
 def base_model_path(recipe: Recipe) -> str:
-    """The model to fine-tune: the recipe's model, or the one this recipe pretrained."""
+    """The model to fine-tune: the recipe's model, or the one this recipe pretrained.
+
+    A GGUF file or a ``package:`` name resolves to its plain HF folder here, so the adapter, eval,
+    serve and export all name that folder as the base.
+    """
     if recipe.model.name_or_path:
-        return recipe.model.name_or_path
+        from ayar.models.load import resolve_model_name
+
+        return resolve_model_name(recipe.model.name_or_path)
     path = recipe.run_dir / "pretrain" / "model"
     if not (path / "config.json").is_file():
         raise UsageError(f"no pretrained base model at {path}: run `ayar pretrain` first or set model.name_or_path")
@@ -58,7 +64,7 @@ def base_model_path(recipe: Recipe) -> str:
 def stage_pretrain(recipe: Recipe) -> Path:
     """Pretrain the from-scratch base model; returns its folder."""
     from ayar.eval.carbon import track_emissions
-    from ayar.models.pretrain import pretrain
+    from ayar.train.pretrain import pretrain
 
     run_dir = run_dir_for(recipe)
     with track_emissions(run_dir, "pretrain", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
@@ -130,6 +136,10 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     _record_carbon(run_dir, "eval", emissions.as_dict())
     metrics = update_metrics(run_dir, "eval", results)
     write_report(run_dir, metrics, recipe.run.name)
+    if set(recipe.train.report_to) - {"tensorboard"}:
+        from ayar.train.tracking import log_eval
+
+        log_eval(recipe, run_dir, results)
     return results
 
 

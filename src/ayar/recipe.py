@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ayar.errors import UsageError
 
 Task = Literal["causal_lm", "classification", "seq2seq"]
-DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference"]
+DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto"]
 
 
 class Section(BaseModel):
@@ -167,6 +167,18 @@ class SplitConfig(Section):
         return self
 
 
+class LongTextConfig(Section):
+    """Long documents (format text) for continued pretraining: split into token windows, never dropped whole."""
+
+    split: bool = Field(True, description="Split text records longer than a window into windows (at paragraph, "
+                        "then sentence boundaries). Off: a long record is truncated at max_length in training.")
+    window_tokens: int | None = Field(None, ge=8, description="Tokens per window (default: data.max_length - 4, "
+                                      "room for the EOS).")
+    overlap_tokens: int = Field(0, ge=0, description="Tokens consecutive windows of a document share.")
+    txt_records: Literal["document", "paragraph"] = Field(
+        "document", description="A .txt file is one document (split into windows), or one record per paragraph.")
+
+
 class DataConfig(Section):
     inputs: list[InputConfig] = Field(default_factory=list, description="Files to read; see also 'synthetic'.")
     synthetic: SyntheticConfig | None = Field(None, description="Generate data instead of reading files.")
@@ -190,6 +202,7 @@ class DataConfig(Section):
     )
     save_arrow: bool = Field(True, description="Also save each split as a datasets Arrow folder (arrow/<split>).")
     card_examples: int = Field(3, ge=0, description="Examples shown per removal reason in the data card.")
+    long_text: LongTextConfig = Field(default_factory=LongTextConfig)
 
 
 class MethodConfig(BaseModel):
@@ -258,6 +271,9 @@ class TrainConfig(Section):
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; measure first).")
     chunked_loss: bool = Field(True, description="causal_lm: compute the output layer and cross-entropy a chunk of "
                                "tokens at a time, never all logits at once (same loss; less memory).")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Experiment trackers: tensorboard (<run>/tb), mlflow "
+        "(<run>/mlruns unless MLFLOW_TRACKING_URI), wandb (<run>/wandb, offline unless logged in); [] for none.")
 
 
 class EvalConfig(Section):
@@ -314,9 +330,10 @@ class RiskConfig(Section):
 
 
 class ExportConfig(Section):
-    format: Literal["hf", "adapter", "gguf"] = "hf"
+    format: Literal["hf", "adapter", "gguf", "onnx", "triton"] = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
-    gguf_dtype: Literal["f16", "f32"] = Field("f16", description="Weights dtype of a GGUF export.")
+    gguf_dtype: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"] = Field(
+        "f16", description="Weights type of a GGUF export (4-bit types use llama.cpp's quantizer).")
 
 
 class ServeConfig(Section):

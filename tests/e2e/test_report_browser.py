@@ -1,92 +1,22 @@
 """report.html in headless Chromium: it loads offline, with no console errors, and shows the metric table.
 
-Chromium is driven over the DevTools protocol (websocket-client), so console errors, uncaught
-exceptions, failed loads and every network request are seen exactly, not scraped from logs.
+Chromium is driven over the DevTools protocol (websocket-client; tests/e2e/conftest.py), so console errors,
+uncaught exceptions, failed loads and every network request are seen exactly, not scraped from logs. A
+missing Chromium fails the test (`make test` installs it) instead of skipping it.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 from ayar.eval.compare import compare_per_example
 from ayar.eval.errors import analyze_errors
 from ayar.eval.report import write_report
 from ayar.eval.risks.hallucination import hallucination_probe
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
-
-
-def _browser() -> str | None:
-    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
-
-
-class DevTools:
-    """A minimal DevTools-protocol session on one page."""
-
-    def __init__(self, url: str) -> None:
-        import websocket
-
-        self.ws = websocket.create_connection(url, timeout=30)
-        self.next_id = 0
-        self.events: list[dict[str, Any]] = []
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-            self.events.append(message)
-
-    def wait_for(self, method: str, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(e.get("method") == method for e in self.events):
-                return
-            self.events.append(json.loads(self.ws.recv()))
-        raise TimeoutError(f"no {method} within {timeout}s")
-
-
-@pytest.fixture
-def browser_page(tmp_path: Path) -> Iterator[DevTools]:
-    path = _browser()
-    if path is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
-    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install websocket-client)")
-    profile = tmp_path / "profile"
-    process = subprocess.Popen(
-        [path, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.time() + 60
-        while not port_file.is_file() or not port_file.read_text().strip():
-            if time.time() > deadline or process.poll() is not None:
-                pytest.fail("Chromium did not start its DevTools endpoint")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
-            pages = [p for p in json.loads(reply.read()) if p["type"] == "page"]
-        session = DevTools(pages[0]["webSocketDebuggerUrl"])
-        yield session
-        session.ws.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+if TYPE_CHECKING:
+    from conftest import DevTools
 
 
 def _metrics() -> dict[str, Any]:
@@ -114,21 +44,11 @@ def test_report_opens_offline_without_console_errors(browser_page: DevTools, tmp
     run_dir.mkdir()
     write_report(run_dir, _metrics(), "browser")
     page = browser_page
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        page.call(f"{domain}.enable")
-    page.call("Page.navigate", url=(run_dir / "report.html").as_uri())
-    page.wait_for("Page.loadEventFired")
-    page.call("Runtime.evaluate", expression="1")  # drains events queued before the load finished
-    errors = [e for e in page.events if e.get("method") == "Runtime.exceptionThrown"
-              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-              or e.get("method") == "Network.loadingFailed"]
-    assert errors == []
-    requested = [e["params"]["request"]["url"] for e in page.events if e.get("method") == "Network.requestWillBeSent"]
+    page.navigate((run_dir / "report.html").as_uri())
+    assert page.errors() == []
+    requested = page.requested()
     assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
-
-    def evaluate(expression: str) -> Any:
-        return page.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"]["value"]
+    evaluate = page.evaluate
 
     table = evaluate("Array.from(document.querySelectorAll('#metric-table tr'))"
                      ".map(r => Array.from(r.cells).map(c => c.innerText.trim()))")

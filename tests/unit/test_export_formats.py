@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gguf import GGUFReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ayar.errors import UsageError
@@ -67,9 +68,18 @@ def test_gguf_of_an_adapter_is_the_merged_model_in_f16(adapter_dir: Path, chat_d
     path = export_model(adapter_dir, tmp_path / "gguf", fmt="gguf")
     assert torch.allclose(_logits(path.parent, path.name), merged_logits, atol=2e-2)
     assert path.stat().st_size < (tmp_path / "hf" / "model.safetensors").stat().st_size
+    assert sorted(p.name for p in path.parent.iterdir()) == ["Modelfile", path.name]
+    modelfile = (path.parent / "Modelfile").read_text()
+    # the alpaca template of training, as a Go template, and eos (alpaca's end of turn) as the stop token
+    assert modelfile.startswith(f"FROM ./{path.name}\nTEMPLATE \"\"\"")
+    assert '{{- else if eq .Role "user" }}### Instruction:\n{{ .Content }}\n\n' in modelfile.replace("{{ else", "{{- else")
+    assert modelfile.endswith('PARAMETER stop "<|endoftext|>"\n')
 
 
-def test_gguf_refuses_other_architectures(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_gguf_takes_the_converters_architectures_and_passes_on_its_refusals(tmp_path: Path,
+                                                                           tiny_model_dir: Path) -> None:
+    from transformers import OPTConfig
+
     from ayar.models.scratch import build_model
     from ayar.recipe import ScratchModelConfig
 
@@ -78,13 +88,22 @@ def test_gguf_refuses_other_architectures(tmp_path: Path, tiny_model_dir: Path) 
     build_model(ScratchModelConfig(architecture="gpt2", hidden_size=32, num_layers=1, num_heads=2,
                                    intermediate_size=64, context_length=64), tokenizer, seed=0).save_pretrained(gpt2)
     tokenizer.save_pretrained(gpt2)
-    with pytest.raises(UsageError, match="Llama-architecture.*'gpt2'.*convert_hf_to_gguf"):
-        export_model(gpt2, tmp_path / "out", fmt="gguf")
+    path = export_model(gpt2, tmp_path / "gpt2-gguf", fmt="gguf", gguf_dtype="f32")
+    fields = GGUFReader(path).fields  # llama.cpp runs it: tests/unit/test_export_llamacpp.py
+    assert fields["general.architecture"].contents() == "gpt2"
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"  # ayar's own pre-tokenizer, named for llama.cpp
+    opt = tmp_path / "opt"  # an architecture llama.cpp's converter does not know
+    AutoModelForCausalLM.from_config(OPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                               ffn_dim=64, num_attention_heads=2, max_position_embeddings=64,
+                                               word_embed_proj_dim=32)).save_pretrained(opt)
+    tokenizer.save_pretrained(opt)
+    with pytest.raises(UsageError, match="converter could not convert opt(.|\\n)*OPTForCausalLM is not supported"):
+        export_model(opt, tmp_path / "opt-gguf", fmt="gguf")
 
 
 def test_export_mistakes_are_usage_errors(chat_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not supported"):
-        export_model(chat_dir, tmp_path / "o", fmt="onnx")
+        export_model(chat_dir, tmp_path / "o", fmt="tflite")
     with pytest.raises(UsageError, match="dtype"):
         export_model(chat_dir, tmp_path / "o", fmt="gguf", gguf_dtype="q4")
     (tmp_path / "full").mkdir()
@@ -93,3 +112,20 @@ def test_export_mistakes_are_usage_errors(chat_dir: Path, tmp_path: Path) -> Non
         export_model(chat_dir, tmp_path / "full", fmt="gguf")
     with pytest.raises(UsageError, match="not an adapter"):
         export_model(chat_dir, tmp_path / "a", fmt="adapter")
+
+
+def test_a_new_format_is_one_registered_writer(chat_dir: Path, tmp_path: Path) -> None:
+    from ayar import export
+
+    @export.register_format("txt-test", "a test format")
+    def write_txt(source: Path, out_dir: Path, note: str = "", **_: object) -> Path:
+        out_dir.mkdir(parents=True)
+        (out_dir / "note.txt").write_text(f"{source.name}:{note}")
+        return out_dir / "note.txt"
+
+    try:
+        path = export_model(chat_dir, tmp_path / "t", fmt="txt-test", note="hi")
+        assert path.read_text() == f"{chat_dir.name}:hi"
+        assert "txt-test" in export.formats()
+    finally:
+        export._FORMATS.pop("txt-test")

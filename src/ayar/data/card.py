@@ -52,6 +52,8 @@ class DataCard:
     splits: dict[str, int] = field(default_factory=dict)
     train_repeats: int = 0
     tokens: dict[str, Any] | None = None
+    windows: dict[str, Any] | None = None
+    loss_mask: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def remove(self, reason: str, example: Callable[[], Any]) -> None:
@@ -102,6 +104,11 @@ class DataCard:
             else:
                 rows.append(row)
             current = out
+        if self.windows:
+            windows = self.windows["windows"] - self.windows["documents"]  # records added by splitting documents
+            rows.append({"step": "window", "in": current, "out": current + windows,
+                         "documents_split": self.windows["documents_split"]})
+            current += windows
         rows.append({"step": "split", "in": current, "out": sum(self.splits.values()) - self.train_repeats,
                      "splits": dict(self.splits)})
         return rows
@@ -122,6 +129,8 @@ class DataCard:
             "train_repeats": self.train_repeats,
             "lengths_chars": {"prompt": _summary(self.prompt_chars), "response": _summary(self.response_chars)},
             "tokens": self.tokens,
+            "windows": self.windows,
+            "loss_mask": self.loss_mask,
             "removed_examples": self.examples,
             "reject_examples": self.reject_examples,
             "notes": self.notes,
@@ -181,6 +190,19 @@ def render_markdown(data: dict[str, Any]) -> str:
                      for k, v in data["lengths_chars"].items()], ["field", "count", "mean", "p50", "p95", "max"])
     if data.get("tokens"):
         lines += ["", "## Tokens (target tokenizer)", "", "```json", json.dumps(data["tokens"], indent=2), "```"]
+    if data.get("windows"):
+        w = data["windows"]
+        lines += ["", "## Long documents (windows)", "",
+                  f"{w['documents']} documents, {w['documents_split']} split, {w['windows']} windows of at most "
+                  f"{w['window_tokens']} tokens ({w['overlap_tokens']} shared; measured with {w['measured_with']})", ""]
+        lines += _table([[d["doc"], d["windows"]] for d in w["per_document"]], ["document", "windows"])
+    if data.get("loss_mask"):
+        mask = data["loss_mask"]
+        lines += ["", f"## Loss mask (tokens learned per role, {mask['records_measured']} training records)", ""]
+        lines += _table([[role, v["tokens"], v["learned"]] for role, v in mask["roles"].items()],
+                        ["role", "tokens", "learned"])
+        if mask.get("records_without_learned_tokens"):
+            lines += ["", f"{mask['records_without_learned_tokens']} records have no learned token."]
     if data.get("histograms"):
         lines += ["", "![length histograms](length_hist.png)"]
     lines += ["", "## Removal examples", ""]

@@ -19,22 +19,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ayar.data.chat import (
+    MESSAGE_ROLES,
+    SHAREGPT_ROLES,
+    RecordError,
+    map_message_texts,
+    message_text,
+    normalize_kto,
+    normalize_messages,
+    normalize_preference,
+    normalize_tools,
+    sharegpt_messages,
+)
 from ayar.errors import UsageError
 
-FORMATS = ("alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference")
+FORMATS = ("alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto")
 # Shape -> (required text fields, optional text fields). Text fields must be strings.
 SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "alpaca": (("instruction", "output"), ("input",)),
     "text": (("text",), ()),
     "classification": (("text",), ()),
     "seq2seq": (("source", "target"), ()),
-    "preference": (("prompt", "chosen", "rejected"), ()),
+    "preference": ((), ()),  # normalised by ayar.data.chat
+    "kto": ((), ()),
     "messages": ((), ()),
     "sharegpt": ((), ()),
 }
-RESPONSE_FIELDS = {"alpaca": ("output",), "seq2seq": ("target",), "preference": ("chosen", "rejected")}
-MESSAGE_ROLES = {"system", "user", "assistant", "tool"}
-SHAREGPT_ROLES = {"system", "human", "user", "gpt", "assistant"}
+RESPONSE_FIELDS = {"alpaca": ("output",), "seq2seq": ("target",)}
+CONVERSATION_FIELDS = {"preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion")}
+ASSISTANT_SOURCES = ("gpt", "assistant", "function_call")  # sharegpt turns the model speaks
+__all__ = ["MESSAGE_ROLES", "SHAREGPT_ROLES", "RecordError"]
 # Column names used by the seeds' Turkish data, read when the shape's own name is absent.
 TURKISH_ALIASES = {"instruction": "talimat", "input": "girdi", "output": "yanıt", "text": "metin", "label": "etiket"}
 TEXT_SUFFIXES = {".txt"}
@@ -57,10 +71,6 @@ class Reject:
         return {"source": self.source, "line": self.line, "reason": self.reason, "raw": self.raw}
 
 
-class RecordError(ValueError):
-    """Why one record does not fit its shape."""
-
-
 # ---------------------------------------------------------------- shapes
 
 
@@ -72,21 +82,6 @@ def _text_field(record: dict[str, Any], name: str, required: bool) -> None:
         return
     if not isinstance(value, str):
         raise RecordError(f"field '{name}' must be a string, got {type(value).__name__}")
-
-
-def _turns(record: dict[str, Any], key: str, role_key: str, text_key: str, roles: set[str]) -> None:
-    turns = record.get(key)
-    if turns is None:
-        raise RecordError(f"missing field '{key}'")
-    if not isinstance(turns, list) or not turns:
-        raise RecordError(f"field '{key}' must be a non-empty list")
-    for index, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            raise RecordError(f"{key}[{index}] must be an object, got {type(turn).__name__}")
-        if turn.get(role_key) not in roles:
-            raise RecordError(f"{key}[{index}].{role_key} must be one of {sorted(roles)}, got {turn.get(role_key)!r}")
-        if not isinstance(turn.get(text_key), str):
-            raise RecordError(f"{key}[{index}].{text_key} must be a string")
 
 
 def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
@@ -111,9 +106,15 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     for name in optional:
         _text_field(record, name, False)
     if fmt == "messages":
-        _turns(record, "messages", "role", "content", MESSAGE_ROLES)
+        record["messages"] = normalize_messages(record.get("messages"))
+        _check_tools(record)
     elif fmt == "sharegpt":
-        _turns(record, "conversations", "from", "value", SHAREGPT_ROLES)
+        sharegpt_messages(record)  # checks every turn (function_call JSON included); the record keeps its shape
+        _check_tools(record)
+    elif fmt == "preference":
+        normalize_preference(record)
+    elif fmt == "kto":
+        normalize_kto(record)
     elif fmt == "classification":
         label = record.get("label")
         if label is None:
@@ -129,12 +130,28 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     return record
 
 
+def _check_tools(record: dict[str, Any]) -> None:
+    """A ``tools`` column, normalised to a list of OpenAI function schemas (dropped when empty)."""
+    if "tools" in record:
+        tools = normalize_tools(record["tools"])
+        if tools is None:
+            record.pop("tools")
+        else:
+            record["tools"] = tools
+
+
+def _pair_messages(record: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
+    return [m for name in CONVERSATION_FIELDS[fmt] for m in record[name]]
+
+
 def record_texts(record: dict[str, Any], fmt: str) -> list[str]:
     """Every text of a record, in a fixed order (the fields that are cleaned, checked and hashed)."""
     if fmt == "messages":
-        return [m["content"] for m in record["messages"]]
+        return [message_text(m) for m in record["messages"]]
     if fmt == "sharegpt":
         return [t["value"] for t in record["conversations"]]
+    if fmt in CONVERSATION_FIELDS:
+        return [message_text(m) for m in _pair_messages(record, fmt)]
     required, optional = SHAPES[fmt]
     return [record.get(name) or "" for name in (*required, *optional)]
 
@@ -142,19 +159,29 @@ def record_texts(record: dict[str, Any], fmt: str) -> list[str]:
 def response_texts(record: dict[str, Any], fmt: str) -> list[str] | None:
     """The answers a model learns to give (None for shapes without one: text, classification)."""
     if fmt == "messages":
-        return [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+        return [message_text(m) for m in record["messages"] if m["role"] == "assistant"]
     if fmt == "sharegpt":
-        return [t["value"] for t in record["conversations"] if t["from"] in ("gpt", "assistant")]
+        return [t["value"] for t in record["conversations"] if t["from"] in ASSISTANT_SOURCES]
+    if fmt in CONVERSATION_FIELDS:
+        answers = [name for name in CONVERSATION_FIELDS[fmt] if name != "prompt"]
+        return [message_text(m) for name in answers for m in record[name] if m["role"] == "assistant"]
     fields = RESPONSE_FIELDS.get(fmt)
     return None if fields is None else [record.get(name) or "" for name in fields]
 
 
 def map_texts(record: dict[str, Any], fmt: str, fn: Callable[[str], str]) -> None:
     """Apply ``fn`` to every text of a record, in place."""
-    if fmt in ("messages", "sharegpt"):
-        key, text_key = ("messages", "content") if fmt == "messages" else ("conversations", "value")
-        for turn in record[key]:
-            turn[text_key] = fn(turn[text_key])
+    if fmt == "messages":
+        for message in record["messages"]:
+            map_message_texts(message, fn)
+        return
+    if fmt == "sharegpt":
+        for turn in record["conversations"]:
+            turn["value"] = fn(turn["value"])
+        return
+    if fmt in CONVERSATION_FIELDS:
+        for message in _pair_messages(record, fmt):
+            map_message_texts(message, fn)
         return
     required, optional = SHAPES[fmt]
     for name in (*required, *optional):
@@ -363,9 +390,11 @@ def _read_arrow_folder(path: Path, split: str | None) -> Iterator[Item]:
             yield row, dict(zip(batch.keys(), values, strict=True))
 
 
-def _read_text(path: Path) -> Iterator[Item]:
-    """Plain text: one record per paragraph (blank-line separated); the line is where it starts."""
-    start, lines = 0, []
+def _read_text(path: Path, unit: str = "paragraph") -> Iterator[Item]:
+    """Plain text: one record per paragraph (blank-line separated; the line is where it starts), or with
+    ``unit="document"`` the whole file as one record at line 1, naming its file under ``document``.
+    A line that is not UTF-8 is a reject."""
+    start, lines, document = 0, [], unit == "document"
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
             try:
@@ -373,14 +402,16 @@ def _read_text(path: Path) -> Iterator[Item]:
             except UnicodeDecodeError as exc:
                 yield line_no, Reject(str(path), line_no, f"invalid UTF-8 at byte {exc.start}", _snippet(raw))
                 continue
-            if line.strip():
+            if document or line.strip():
                 start = start or line_no
                 lines.append(line)
             elif lines:
                 yield start, {"text": "".join(lines)}
                 start, lines = 0, []
-    if lines:
+    if lines and not document:
         yield start, {"text": "".join(lines)}
+    elif lines and "".join(lines).strip():
+        yield 1, {"text": "".join(lines), "document": str(path)}
 
 
 def _read_hub(name: str, split: str | None) -> Iterator[Item]:
@@ -398,10 +429,12 @@ def _text_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
 
 
-def read_source(path_or_name: str, split: str | None = None, raw: bool = False) -> tuple[str, Iterator[Item]]:
+def read_source(path_or_name: str, split: str | None = None, raw: bool = False,
+                text_unit: str = "paragraph") -> tuple[str, Iterator[Item]]:
     """(kind, items) of one input: a file, a folder (``save_to_disk`` or .txt files) or a hub name.
 
     With ``raw``, JSONL lines come as bytes, to be parsed by :func:`to_record` in a worker.
+    ``text_unit`` ("paragraph" or "document") is what one record of a .txt file is.
     """
     path = Path(path_or_name)
     if path.is_dir():
@@ -410,7 +443,7 @@ def read_source(path_or_name: str, split: str | None = None, raw: bool = False) 
         files = _text_files(path)
         if not files:
             raise UsageError(f"data input folder {path} holds no .txt files and is not a saved dataset")
-        return "text", (item for file in files for item in _read_text(file))
+        return "text", (item for file in files for item in _read_text(file, text_unit))
     if not path.is_file():
         if "/" in path_or_name and not path.suffix and not path_or_name.startswith((".", "/")):
             return "hub", _read_hub(path_or_name, split)
@@ -425,18 +458,19 @@ def read_source(path_or_name: str, split: str | None = None, raw: bool = False) 
         ".csv": lambda: _read_csv(path, ","),
         ".tsv": lambda: _read_csv(path, "\t"),
         ".parquet": lambda: _read_parquet(path),
-        ".txt": lambda: _read_text(path),
+        ".txt": lambda: _read_text(path, text_unit),
     }
     if suffix not in readers:
         raise UsageError(f"data input {path}: unknown file type '{suffix}'; use one of {sorted(readers)}")
     return ("text" if suffix == ".txt" else "records"), readers[suffix]()
 
 
-def iter_items(path_or_name: str, fmt: str, split: str | None = None, raw: bool = False) -> Iterator[Item]:
+def iter_items(path_or_name: str, fmt: str, split: str | None = None, raw: bool = False,
+               text_unit: str = "paragraph") -> Iterator[Item]:
     """(line, item) of one input, unchecked: an object, raw JSONL bytes (with ``raw``) or a Reject."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown data format '{fmt}'; choose from {', '.join(FORMATS)}")
-    kind, items = read_source(path_or_name, split, raw)
+    kind, items = read_source(path_or_name, split, raw, text_unit)
     if kind == "text" and fmt != "text":
         raise UsageError(f"data input {path_or_name} is plain text: set its format to 'text', not '{fmt}'")
     return items

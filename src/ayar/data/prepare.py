@@ -38,9 +38,11 @@ from ayar.data.pii import redact_pii, redact_pii_into
 from ayar.data.quality import QualityFilter
 from ayar.data.split import SPLITS, assign_splits
 from ayar.data.synthetic import generate_records
+from ayar.data.windows import Windower, window_records
 from ayar.errors import AyarError, UsageError
 from ayar.recipe import DataConfig
 
+CHAT_FORMATS = ("alpaca", "messages", "sharegpt")  # formats the training engine renders with the chat template
 CHUNK = 1000  # records per task sent to a worker process
 IN_FLIGHT = 3  # chunks queued per worker: enough to keep workers busy, few enough to bound memory
 REASONS_WITHOUT_CONTENT = {"sampled_out", "no_consent", "opted_out"}  # never copy these records' text
@@ -115,6 +117,11 @@ class RecordProcessor:
             tok = _load_tokenizer(tokenizer)
             count_tokens = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         self.quality = QualityFilter(cfg.filters, count_tokens)
+        # Long texts are split into windows later: only limits the recipe sets itself drop a whole document.
+        unset = {"max_chars": 2**62, "max_tokens": None}
+        self.text_quality = QualityFilter(cfg.filters.model_copy(
+            update={k: v for k, v in unset.items() if k not in cfg.filters.model_fields_set}), count_tokens) \
+            if cfg.long_text.split else self.quality
 
     def sampled_out(self, src: int, line: int) -> bool:
         """A weight below 1 keeps that share of a source; the draw depends only on seed, source and line."""
@@ -160,7 +167,8 @@ class RecordProcessor:
         field_words = [text.split() for text in texts]
         responses = response_texts(record, fmt)
         # "\n".join(texts).split() is the fields' words one after another: split once, use twice.
-        reason = self.quality.reason("\n".join(texts), responses, [w for words in field_words for w in words])
+        quality = self.text_quality if fmt == "text" else self.quality
+        reason = quality.reason("\n".join(texts), responses, [w for words in field_words for w in words])
         changed_steps = self._in_step_order(changed)
         pii_counts = dict(pii) if pii else None
         if reason:
@@ -233,7 +241,8 @@ def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool
             records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks), syn.guide_spans)
             items: Iterator = enumerate(records, start=1)
         else:
-            items = iter_items(source["path"], source["format"], source["split"], raw=raw)
+            items = iter_items(source["path"], source["format"], source["split"], raw=raw,
+                               text_unit=cfg.long_text.txt_records)
         for line, item in items:
             yield index, line, item
 
@@ -290,6 +299,8 @@ def prepare(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None = N
         kept_path.unlink(missing_ok=True)
     if tokenizer and card.kept:
         card.tokens = _token_stats(prepared, tokenizer, cfg)
+        if any(s["format"] in CHAT_FORMATS for s in sources):
+            card.loss_mask = _loss_mask_report(prepared, tokenizer, cfg)
     prepared.card = card.write(out_dir)
     print(f"prepare: {card.accounting_line()}")
     print(f"prepare: splits {prepared.counts}")
@@ -298,6 +309,11 @@ def prepare(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None = N
     if card.kept == 0:
         raise UsageError(f"no records left after preparation ({card.accounting_line()}): "
                          f"see {out_dir / 'rejects.jsonl'} and {out_dir / 'removed.jsonl'}")
+    if card.loss_mask and card.loss_mask["records_measured"] and not card.loss_mask["learned_tokens"]:
+        raise UsageError(f"no assistant token is learned in the training split (loss mask in "
+                         f"{out_dir / 'data_card.md'}): the records have no assistant turn to learn, every "
+                         f"assistant turn is marked train: false / weight: 0, or data.max_length "
+                         f"({cfg.max_length}) cuts every answer off")
     return prepared
 
 
@@ -337,7 +353,7 @@ def _run(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None, sourc
                 continue
             kept.write(payload + b"\n")
             card.keep(prompt_chars, response_chars)
-            split_keys.add(src, stratum, group)
+            split_keys.add(src, stratum, group, line)
         del dedup
     for stats, count in zip(card.sources, in_per_source, strict=True):
         stats["records_in"] = count
@@ -345,7 +361,7 @@ def _run(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None, sourc
             raise UsageError(f"data input {stats['path']} holds no records")
     card.records_in = sum(in_per_source)
     copies = [max(1, math.floor(s["weight"])) for s in sources]  # weight > 1 repeats training records
-    return _write_splits(cfg, out_dir, kept_path, seed, split_keys, copies, card)
+    return _write_splits(cfg, out_dir, kept_path, seed, split_keys, copies, card, tokenizer)
 
 
 def _write_removed(f: Any, card: DataCard, reason: str, source_json: str, line: int, payload: bytes) -> None:
@@ -368,11 +384,13 @@ class _SplitKeys:
     grouped: bool
     stratified: bool
     origin: array = field(default_factory=lambda: array("H"))
+    lines: array = field(default_factory=lambda: array("Q"))
     groups: list[Any] = field(default_factory=list)
     strata: list[Any] = field(default_factory=list)
 
-    def add(self, src: int, stratum: Any, group: Any) -> None:
+    def add(self, src: int, stratum: Any, group: Any, line: int = 0) -> None:
         self.origin.append(src)
+        self.lines.append(line)
         if self.grouped:
             self.groups.append(group)
         if self.stratified:
@@ -380,7 +398,7 @@ class _SplitKeys:
 
 
 def _write_splits(cfg: DataConfig, out_dir: Path, kept_path: Path, seed: int, keys: _SplitKeys,
-                  copies: list[int], card: DataCard) -> PreparedData:
+                  copies: list[int], card: DataCard, tokenizer: str | None = None) -> PreparedData:
     fractions = (cfg.split.train, cfg.split.validation, cfg.split.test)
     split_seed = cfg.split.seed if cfg.split.seed is not None else seed
     assignment = assign_splits(len(keys.origin), fractions, split_seed, keys.strata if keys.stratified else None,
@@ -388,21 +406,79 @@ def _write_splits(cfg: DataConfig, out_dir: Path, kept_path: Path, seed: int, ke
     prepared = PreparedData(out_dir)
     files = [prepared.split_path(name).open("wb") for name in SPLITS]
     counts = [0] * len(SPLITS)
+    base_train = 0
+    windows = _WindowStep.for_data(cfg, tokenizer, card) if any(
+        s["format"] == "text" for s in card.sources) else None
     try:
         with kept_path.open("rb") as kept:  # bytes in, bytes out: JSON lines need no decoding here
-            for line, split_index, src in zip(kept, assignment, keys.origin, strict=True):
+            for line, split_index, src, line_no in zip(kept, assignment, keys.origin, keys.lines, strict=True):
                 times = copies[src] if split_index == 0 else 1  # 0: train
+                if windows is not None and card.sources[src]["format"] == "text":
+                    line = windows(line, card.sources[src]["path"], line_no)
                 files[split_index].write(line * times if times > 1 else line)
-                counts[split_index] += times
+                records = line.count(b"\n")  # one JSON line per record or window
+                counts[split_index] += times * records
+                base_train += records if split_index == 0 else 0
     finally:
         for f in files:
             f.close()
     prepared.counts = dict(zip(SPLITS, counts, strict=True))
-    card.train_repeats += counts[0] - assignment.count(0)
+    if windows is not None:
+        card.windows = windows.summary()
+    card.train_repeats += counts[0] - base_train
     card.splits = dict(prepared.counts)
     if cfg.save_arrow:
         _save_arrow(prepared, card)
     return prepared
+
+
+class _WindowStep:
+    """Splits kept text records into windows, counting windows per document for the data card."""
+
+    SHOWN = 50  # documents listed one by one in the card
+
+    def __init__(self, windower: Windower) -> None:
+        self.windower = windower
+        self.per_document: list[int] = []
+        self.listed: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_data(cls, cfg: DataConfig, tokenizer: str | None, card: DataCard) -> _WindowStep | None:
+        long_text = cfg.long_text
+        if not long_text.split:
+            return None
+        size = long_text.window_tokens or max(8, cfg.max_length - 4)
+        tok = _load_tokenizer(tokenizer) if tokenizer else None
+        try:
+            windower = Windower(size, long_text.overlap_tokens, tok)
+        except ValueError as exc:
+            raise UsageError(f"data.long_text: {exc}") from None
+        if tok is None:
+            card.notes.append(f"text windows measured without a tokenizer ({windower.measured_with}); set "
+                              f"data.tokenizer for exact token windows")
+        return cls(windower)
+
+    def __call__(self, line: bytes, source: str, line_no: int) -> bytes:
+        """The JSON line of one kept text record, as one JSON line per window."""
+        record = json.loads(line)
+        if not isinstance(record.get("text"), str):
+            return line
+        doc = record["document"] if isinstance(record.get("document"), str) else f"{source}:{line_no}"
+        windows = window_records(record, self.windower, doc)
+        self.per_document.append(len(windows))
+        if len(self.listed) < self.SHOWN:
+            self.listed.append({"doc": doc, "windows": len(windows)})
+        if len(windows) == 1:
+            return line
+        return b"".join(_encode(w) + b"\n" for w in windows)
+
+    def summary(self) -> dict[str, Any]:
+        counts = np.array(self.per_document or [0])
+        return {"window_tokens": self.windower.size, "overlap_tokens": self.windower.overlap,
+                "measured_with": self.windower.measured_with, "documents": len(self.per_document),
+                "documents_split": int((counts > 1).sum()), "windows": int(counts.sum()),
+                "windows_per_document": {"mean": round(float(counts.mean()), 2), "max": int(counts.max())},
+                "per_document": self.listed}
 
 
 def _save_arrow(prepared: PreparedData, card: DataCard) -> None:
@@ -448,6 +524,34 @@ def _token_stats(prepared: PreparedData, tokenizer: str, cfg: DataConfig, limit:
             "p50": float(np.percentile(lengths, 50)), "p95": float(np.percentile(lengths, 95)),
             "max": int(lengths.max()), "total_measured": int(lengths.sum()),
             "over_max_length": int((lengths > cfg.max_length).sum()), "max_length": cfg.max_length}
+
+
+def _loss_mask_report(prepared: PreparedData, tokenizer: str, cfg: DataConfig, limit: int = 2000) -> dict[str, Any]:
+    """Per role, how many tokens (up to ``limit``) training records hold and how many are learned."""
+    from ayar.data.templates import record_to_messages, record_tools, set_template
+    from ayar.data.tokenize import IGNORE_INDEX, count_mask, tokenize_chat
+
+    tok = _load_tokenizer(tokenizer)
+    set_template(tok, cfg.template)
+    counts: dict[str, Counter] = {"tokens": Counter(), "learned": Counter()}
+    measured = without = 0
+    with prepared.split_path("train").open(encoding="utf-8") as f:
+        for line in islice(f, limit):
+            record = json.loads(line)
+            if _record_format(record, cfg.format) not in CHAT_FORMATS:
+                continue
+            try:
+                encoded = tokenize_chat(tok, record_to_messages(record, cfg.system_prompt), cfg.max_length,
+                                        cfg.mask_prompt, tools=record_tools(record), with_roles=True)
+            except ValueError as exc:  # a template that does not render conversations as prefixes
+                return {"records_measured": 0, "roles": {}, "learned_tokens": 0, "note": str(exc)}
+            count_mask(encoded, counts)
+            measured += 1
+            without += all(label == IGNORE_INDEX for label in encoded["labels"])
+    roles = {role: {"tokens": counts["tokens"][role], "learned": counts["learned"][role]}
+             for role in sorted(counts["tokens"])}
+    return {"tokenizer": tokenizer, "template": cfg.template, "records_measured": measured, "roles": roles,
+            "learned_tokens": sum(counts["learned"].values()), "records_without_learned_tokens": without}
 
 
 def _record_format(record: dict[str, Any], default: str) -> str:

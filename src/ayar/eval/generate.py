@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ayar.data.templates import render_prompt
+from ayar.data.templates import end_of_turn, render_prompt
 from ayar.recipe import EvalConfig
 
 
@@ -18,6 +18,18 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
         if stop and index != -1:
             cut = min(cut, index)
     return text[:cut]
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Ids that end an answer: eos, the model's generation_config eos ids, and the chat template's
+    end-of-turn token (``<|im_end|>`` for ChatML), which a chat model emits instead of eos.
+    """
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+    turn_end = end_of_turn(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+    if turn_end is not None:
+        ids.add(tokenizer.convert_tokens_to_ids(turn_end))
+    return sorted(i for i in ids if i is not None)
 
 
 def _decoding(cfg: EvalConfig) -> dict[str, Any]:
@@ -46,6 +58,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, se
     # decoder-only generation continues from the right edge; a prompt too long for the context loses its start
     tokenizer.padding_side = tokenizer.truncation_side = "left"
     room = max(1, context_length(model) - cfg.max_new_tokens)
+    stops = stop_token_ids(model, tokenizer)
     outputs: list[str] = []
     try:
         for start in range(0, len(prompts), cfg.batch_size):
@@ -54,7 +67,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, se
             if cfg.do_sample:
                 torch.manual_seed(seed + start)
             new = model.generate(
-                **batch, **_decoding(cfg), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                **batch, **_decoding(cfg), pad_token_id=tokenizer.pad_token_id, eos_token_id=stops,
             )[:, batch["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             outputs += [cut_at_stop(t, cfg.stop) for t in texts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +16,23 @@ class NoParams(BaseModel):
     """A method without parameters of its own."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TrainerSpec:
+    """Which Trainer class a method trains with, and what it adds to the arguments and the constructor.
+
+    The default is transformers' own ``Trainer``. A method that needs another trainer (TRL's
+    ``DPOTrainer``, ``KTOTrainer``...) returns one from :meth:`Method.trainer_spec`: ``args_class`` is
+    that trainer's config class (``DPOConfig``), ``args`` its extra fields (``beta``...), ``kwargs``
+    extra constructor arguments (``ref_model``...). ``ayar.train.trainer.build_trainer`` puts ayar's
+    behaviour (fault guard, atomic checkpoints, exact resume, the method's loss hooks) in front of it.
+    """
+
+    trainer_class: type[Trainer] = Trainer
+    args_class: type[TrainingArguments] = TrainingArguments
+    args: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class Method:
@@ -83,6 +101,10 @@ class Method:
     def callbacks(self) -> list[TrainerCallback]:
         """Optional Trainer callbacks (schedules such as gradual unfreezing)."""
         return []
+
+    def trainer_spec(self) -> TrainerSpec:
+        """The Trainer class (and its extra arguments) this method trains with; transformers' ``Trainer`` by default."""
+        return TrainerSpec()
 
     def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
         """Optimizer param groups (per-group ``lr``, ``weight_decay``), or None for the Trainer's own.

@@ -203,7 +203,7 @@ class Distill(WrappingMethod):
         return self.params.alpha == 1.0
 
     def model_inputs_extra(self) -> tuple[str, ...]:
-        return ("example_index",)
+        return tuple(dict.fromkeys((*super().model_inputs_extra(), "example_index")))
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], meta: dict[str, Any],
                      num_items_in_batch: Any) -> tuple[torch.Tensor, Any]:

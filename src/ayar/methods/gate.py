@@ -273,10 +273,11 @@ class Gate(WrappingMethod):
         return model
 
     def encode_extra(self, record: dict[str, Any], encoded: dict[str, Any], tokenizer: Any, task: str) -> dict:
-        return guide_columns(record, encoded, tokenizer, self.params.field)
+        return {**super().encode_extra(record, encoded, tokenizer, task),
+                **guide_columns(record, encoded, tokenizer, self.params.field)}
 
     def model_inputs_extra(self) -> tuple[str, ...]:
-        return COLUMNS
+        return tuple(dict.fromkeys((*super().model_inputs_extra(), *COLUMNS)))
 
     def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
         super().setup(model, tokenizer, train_dataset, run_dir)

@@ -178,6 +178,7 @@ class Reweight(WrappingMethod):
         self.weights_path = Path(run_dir) / WEIGHTS_FILE if run_dir is not None else None
 
     def use_validation(self, eval_dataset: Any) -> None:
+        super().use_validation(eval_dataset)
         if eval_dataset is None or len(eval_dataset) == 0:
             raise UsageError("method 'reweight' needs a trusted set: give the data a validation split "
                              "(data.split.validation > 0)")
@@ -188,7 +189,7 @@ class Reweight(WrappingMethod):
         return [*super().callbacks(), SaveWeights(self)]
 
     def model_inputs_extra(self) -> tuple[str, ...]:
-        return ("example_index",)
+        return tuple(dict.fromkeys((*super().model_inputs_extra(), "example_index")))
 
     def trusted_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The next trusted rows, cycling through the trusted set."""

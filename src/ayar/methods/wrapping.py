@@ -1,7 +1,8 @@
 """Methods that change the loss but let another method prepare the model (distill, reweight, alum).
 
-Such a method names its ``base`` (full, layers, lora, ...) and hands it every model-preparation
-hook; subclasses override only what they add. This module registers no method itself.
+Such a method names its ``base`` (full, layers, lora, ...) and hands it every hook but the loss
+(``compute_loss``, ``extra_loss``, which are the wrapper's own); subclasses override only what they
+add and combine with ``super()``. This module registers no method itself.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from transformers import PreTrainedModel, TrainerCallback
 
-from ayar.methods import build_method, get_method
-from ayar.methods.base import Method
+from ayar.methods import available_methods, build_method, get_method
+from ayar.methods.base import Method, TrainerSpec
 
-WRAPPERS = ("distill", "reweight", "alum", "gate")  # methods that delegate model preparation to a base
+
+def wrapping_methods() -> tuple[str, ...]:
+    """The registered methods that delegate model preparation to a base (derived, not hand-kept)."""
+    return tuple(name for name, cls in available_methods().items() if issubclass(cls, WrappingMethod))
 
 
 def check_base_method(base: str, base_params: dict[str, Any]) -> None:
     """A ValueError (a recipe error) unless ``base`` names a preparing method whose params are valid."""
-    if base in WRAPPERS:
+    cls = get_method(base)
+    if issubclass(cls, WrappingMethod):
         raise ValueError(f"base must be a method that prepares the model (full, layers, lora...), not {base}")
     try:
-        get_method(base).params_model.model_validate(base_params)
+        cls.params_model.model_validate(base_params)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"base_params.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
@@ -44,7 +49,8 @@ class WrappedParams(BaseModel):
 
 
 class WrappingMethod(Method):
-    """Delegates preflight, loading, preparation, setup, optimizer groups and callbacks to ``base``."""
+    """Delegates every hook but the loss to ``base``: preflight, loading, preparation, setup, validation,
+    extra columns, callbacks, optimizer groups, the trainer class and the frozen-weight storage rule."""
 
     params_model = WrappedParams
 
@@ -52,6 +58,8 @@ class WrappingMethod(Method):
         super().__init__(params)
         self.inner = build_method(self.params.base, self.params.base_params)
         self.is_adapter = self.inner.is_adapter
+        # Under bf16 a LoRA base stores its frozen weights in bf16 (ayar.train.precision), wrapped or not.
+        self.frozen_weights_matmul_only = self.inner.frozen_weights_matmul_only
         self.task = "causal_lm"
 
     def preflight(self, task: str) -> None:
@@ -68,8 +76,20 @@ class WrappingMethod(Method):
     def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
         self.inner.setup(model, tokenizer, train_dataset, run_dir)
 
+    def use_validation(self, eval_dataset: Any) -> None:
+        self.inner.use_validation(eval_dataset)
+
+    def encode_extra(self, record: dict[str, Any], encoded: dict[str, Any], tokenizer: Any, task: str) -> dict:
+        return self.inner.encode_extra(record, encoded, tokenizer, task)
+
+    def model_inputs_extra(self) -> tuple[str, ...]:
+        return self.inner.model_inputs_extra()
+
     def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
         return self.inner.param_groups(model, base_lr, weight_decay)
 
     def callbacks(self) -> list[TrainerCallback]:
         return self.inner.callbacks()
+
+    def trainer_spec(self) -> TrainerSpec:
+        return self.inner.trainer_spec()

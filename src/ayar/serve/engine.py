@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ayar.errors import UsageError
+from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
 
 Event = tuple[Any, ...]  # ("delta", text) | ("done", finish_reason, completion_tokens) | ("error", message)
@@ -36,16 +37,30 @@ class QueueFullError(Exception):
         self.retry_after = retry_after
 
 
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+"""OpenAI's defaults, for what neither the request nor the model's generation_config.json sets."""
+
+
 @dataclass
 class SamplingParams:
-    """Decoding settings of one request (temperature 0 means greedy)."""
+    """Decoding settings of one request (temperature 0 means greedy); None: the model's default."""
 
     max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float | None = None
+    top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     min_tokens: int = 0
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+
+
+def sampling_defaults(model: Any) -> dict[str, float]:
+    """Sampling settings for requests that omit them: the model's generation_config.json where it sets
+    them (as vLLM does: its authors tuned them), else OpenAI's defaults."""
+    config = getattr(model, "generation_config", None)
+    return {name: value if (value := getattr(config, name, None)) is not None else default
+            for name, default in SAMPLING_DEFAULTS.items()}
 
 
 @dataclass
@@ -63,8 +78,8 @@ class Job:
 class _JobStreamer:
     """One job's tokens: decodes as they come, cuts at stop strings, emits only text no stop string can claim."""
 
-    def __init__(self, tokenizer: Any, job: Job) -> None:
-        self.tokenizer, self.job = tokenizer, job
+    def __init__(self, tokenizer: Any, job: Job, stop_ids: set[int]) -> None:
+        self.tokenizer, self.job, self.stop_ids = tokenizer, job, stop_ids
         self.ids: list[int] = []
         self.sent = 0
         self.hit_stop = self.done = False
@@ -75,7 +90,7 @@ class _JobStreamer:
         if self.done:  # a finished row of a batch keeps receiving padding
             return
         self.ids.append(token)
-        self.done = token == self.tokenizer.eos_token_id or len(self.ids) >= self.job.params.max_tokens
+        self.done = token in self.stop_ids or len(self.ids) >= self.job.params.max_tokens
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd") and not self.done:  # half of a multi-byte character: wait for the rest
             return
@@ -132,6 +147,8 @@ class Engine:
         self.model, self.tokenizer, self.names = model.eval(), tokenizer, names
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self.max_batch = max_batch
+        self.stop_ids = set(stop_token_ids(model, tokenizer))  # eos and the chat template's end of turn
+        self.defaults = sampling_defaults(model)
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._held: list[Job] = []  # taken from the queue but not batchable with the batch that ran
         self._running = 0
@@ -164,7 +181,9 @@ class Engine:
         return self._queue.qsize() + len(self._held) + self._running
 
     def submit(self, job: Job) -> None:
-        """Queue a job, or raise QueueFullError."""
+        """Queue a job (its unset sampling settings take the model's defaults), or raise QueueFullError."""
+        unset = {name: value for name, value in self.defaults.items() if getattr(job.params, name) is None}
+        job.params = replace(job.params, **unset)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -211,7 +230,8 @@ class Engine:
         """Jobs share one ``generate`` call only when they decode alike; a seeded job runs alone, so that its
         seed alone decides its sample."""
         p = job.params
-        return (job.model, p.temperature, p.top_p if p.temperature > 0 else None, p.min_tokens,
+        sampled = (p.top_p, p.top_k) if p.temperature > 0 else None
+        return (job.model, p.temperature, sampled, p.repetition_penalty, p.min_tokens,
                 id(job) if p.seed is not None else None)
 
     def _next_batch(self) -> list[Job] | None:
@@ -255,7 +275,7 @@ class Engine:
         if not live:
             return
         params = live[0].params  # all jobs of a batch decode alike
-        rows = [_JobStreamer(self.tokenizer, job) for job in live]
+        rows = [_JobStreamer(self.tokenizer, job, self.stop_ids) for job in live]
         width = max(len(job.prompt_ids) for job in live)
         pad = self.tokenizer.pad_token_id
         # left padding: every row continues from the right edge
@@ -274,11 +294,12 @@ class Engine:
                 do_sample=sample,
                 temperature=params.temperature if sample else None,
                 top_p=params.top_p if sample else None,
-                top_k=0 if sample else None,
+                top_k=params.top_k if sample else None,
+                repetition_penalty=params.repetition_penalty,
                 streamer=_BatchStreamer(rows),
                 stopping_criteria=StoppingCriteriaList([_StopRows(rows, width)]),
                 pad_token_id=pad,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=sorted(self.stop_ids),
             )
         for row in rows:
             self._finish(row.job, ("done", self._finish_reason(row.job, row), len(row.ids)))
@@ -292,7 +313,7 @@ class Engine:
         if job.cancel.is_set():
             self.cancelled_jobs += 1
             return "cancelled"
-        if streamer.hit_stop or (streamer.ids and streamer.ids[-1] == self.tokenizer.eos_token_id):
+        if streamer.hit_stop or (streamer.ids and streamer.ids[-1] in self.stop_ids):
             return "stop"
         if len(streamer.ids) >= job.params.max_tokens:
             return "length"

@@ -63,8 +63,9 @@ class StreamOptions(_Body):
 class _Sampling(_Body):
     model: str = Field(description="A name from GET /v1/models.")
     max_tokens: int | None = Field(None, ge=1, description="New tokens at most (default: what the context allows).")
-    temperature: float = Field(1.0, ge=0, le=2, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 means greedy decoding "
+                                      "(default: the model's generation_config.json, else 1).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Default: the model's generation_config.json, else 1.")
     n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)

@@ -85,6 +85,13 @@ class FaultGuard(TrainerCallback):
         self.skipped_steps += 1
         print(f"warning: non-finite gradient at step {step}: optimizer step skipped ({self.skipped_steps} so far)")
 
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        # The Trainer hands callbacks no gradient norm, so this one is computed again from the (clipped)
+        # gradients: one read of them per step. A non-finite norm leaves NaN in a clipped gradient.
+        grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+        if grads:
+            self.check_grad_norm(torch.nn.utils.get_total_norm(grads), model, state.global_step + 1)
+
     # -- signals
 
     @contextmanager

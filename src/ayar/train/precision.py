@@ -1,15 +1,44 @@
-"""Frozen matmul weights stored in the autocast dtype: the same training in less memory, without per-step casts."""
+"""Training precision: which one this machine runs (``auto``), and frozen matmul weights stored in the autocast dtype."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from ayar.errors import UsageError
+
 if TYPE_CHECKING:
     from ayar.methods.base import Method
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, cpu_bf16: bool = True) -> str:
+    """fp32/bf16/fp16 for this machine; fp16 only on CUDA (it is ~1000x slower than fp32 on CPUs).
+
+    ``auto`` is bf16 on a GPU that has it and on a CPU with native bf16 units (AVX-512 BF16, AMX),
+    where bf16 autocast trains faster at the same held-out loss (docs/performance.md); fp32 elsewhere,
+    or everywhere on a CPU with ``cpu_bf16=False``.
+    """
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_bf16 and cpu_has_fast_bf16() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise UsageError("train.precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
+    return precision
 
 
 def store_frozen_weights_for(method: Method, model: nn.Module, precision: str) -> int:

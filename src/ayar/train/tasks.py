@@ -14,8 +14,9 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-from ayar.data.templates import record_to_messages
-from ayar.data.tokenize import IGNORE_INDEX, tokenize_chat, tokenize_text
+from ayar.data.templates import record_to_messages, record_tools
+from ayar.data.tokenize import IGNORE_INDEX, check_learned_tokens, tokenize_chat, tokenize_text
+from ayar.data.windows import ends_document
 from ayar.errors import UsageError
 from ayar.recipe import Recipe
 
@@ -71,8 +72,9 @@ def encode_record(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
                 "labels": encoded["labels"]}
     if cfg.format == "text":
-        return tokenize_text(tokenizer, record["text"], cfg.max_length)
-    return tokenize_chat(tokenizer, record_to_messages(record, cfg.system_prompt), cfg.max_length, cfg.mask_prompt)
+        return tokenize_text(tokenizer, record["text"], cfg.max_length, add_eos=ends_document(record))
+    return tokenize_chat(tokenizer, record_to_messages(record, cfg.system_prompt), cfg.max_length, cfg.mask_prompt,
+                         tools=record_tools(record))
 
 
 def record_as_trained(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
@@ -95,6 +97,8 @@ def tokenize_split(records: list[dict[str, Any]], tokenizer: Any, recipe: Recipe
         extra = method.encode_extra(record_as_trained(record, recipe), encoded, tokenizer, recipe.task) \
             if method is not None else {}
         rows.append({**encoded, **extra, "example_index": index})
+    if recipe.task == "causal_lm" and recipe.data.format != "text":
+        check_learned_tokens(rows, "this split", recipe.data.max_length)
     return Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])})
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ayar.data.load import Reject, iter_records, map_texts, record_texts, response_texts
+from ayar.data.load import Reject, check_shape, iter_records, map_texts, record_texts, response_texts
 from ayar.errors import UsageError
 
 
@@ -120,7 +120,9 @@ def test_messages_and_sharegpt_shapes(tmp_path: Path) -> None:
 
 
 def test_preference_texts_and_responses() -> None:
-    record = {"prompt": "p", "chosen": "c", "rejected": "r"}
+    record = check_shape({"prompt": "p", "chosen": "c", "rejected": "r"}, "preference")
+    assert record == {"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "c"}],
+                      "rejected": [{"role": "assistant", "content": "r"}]}
     assert record_texts(record, "preference") == ["p", "c", "r"]
     assert response_texts(record, "preference") == ["c", "r"]
     assert response_texts({"text": "t", "label": 1}, "classification") is None

@@ -144,7 +144,8 @@ def test_quickstart_synthetic_has_no_train_test_overlap(tmp_path: Path) -> None:
 
 
 def test_token_statistics_with_the_target_tokenizer(tmp_path: Path, tiny_model_dir: Path) -> None:
-    cfg = DataConfig(synthetic=SyntheticConfig(num_records=50), save_arrow=False, max_length=12)
+    cfg = DataConfig(synthetic=SyntheticConfig(num_records=50), save_arrow=False, max_length=12,
+                     mask_prompt=False)  # every answer is cut off at 12 tokens: learn the prompts
     prepared = prepare(cfg, tmp_path / "out", seed=0, tokenizer=str(tiny_model_dir))
     tokens = prepared.card["tokens"]
     assert tokens["records_measured"] == prepared.counts["train"]

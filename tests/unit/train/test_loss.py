@@ -138,7 +138,7 @@ def test_training_with_the_chunked_loss_follows_the_same_path(kind: str, tmp_pat
 def test_bf16_training_computes_the_chunked_loss_under_autocast(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """accelerate autocasts the model's forward only: the loss outside it must still multiply in bf16."""
-    import ayar.train.engine as engine
+    import ayar.train.trainer as trainer_module  # where the trainer calls the chunked loss
 
     seen: list[bool] = []
 
@@ -146,6 +146,6 @@ def test_bf16_training_computes_the_chunked_loss_under_autocast(tmp_path: Path,
         seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
         return linear_cross_entropy(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "linear_cross_entropy", spy)
+    monkeypatch.setattr(trainer_module, "linear_cross_entropy", spy)
     train_steps("llama", True, tmp_path, precision="bf16")
     assert seen and all(seen)

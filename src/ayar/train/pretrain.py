@@ -7,15 +7,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from datasets import Dataset
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorForLanguageModeling, set_seed
 
 from ayar.models.load import untie_embeddings
 from ayar.models.scratch import build_model, read_corpus, sliding_windows, train_tokenizer
-from ayar.recipe import PretrainConfig
-from ayar.train.callbacks import LossHistory, tensorboard_callback
-from ayar.train.engine import resolve_precision
+from ayar.recipe import PretrainConfig, TrainConfig
+from ayar.train.callbacks import LossHistory
+from ayar.train.trainer import build_trainer
 
 
 @dataclass
@@ -42,31 +41,15 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, seed: int) -> PretrainResult:
     print(f"pretrain: {len(ids):,} corpus tokens, {len(windows):,} windows of {window}, "
           f"{n_params:,} parameters")
 
-    precision = resolve_precision(cfg.precision, cpu_bf16=True)
     history = LossHistory()
-    args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio,
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        bf16=precision == "bf16",
-        logging_steps=max(1, cfg.max_steps // 20),
-        save_strategy="no",
-        report_to="none",
-        seed=seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[history, tensorboard_callback(out_dir / "tb")],
-    )
+    cfg_train = TrainConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                            warmup_ratio=cfg.warmup_ratio, scheduler="cosine", weight_decay=0.01,
+                            precision=cfg.precision, logging_steps=max(1, cfg.max_steps // 20), packing=False,
+                            chunked_loss=False)
+    trainer = build_trainer(model, cfg_train, out_dir / "checkpoints", dataset, seed=seed, history=history,
+                            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                            tensorboard_dir=out_dir / "tb", arguments={"disable_tqdm": True},
+                            resumable_order=False)  # no checkpoints: the Trainer's own order, as before
     start = time.perf_counter()
     output = trainer.train()
     wall = time.perf_counter() - start
