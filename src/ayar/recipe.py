@@ -184,7 +184,8 @@ class DataConfig(Section):
     synthetic: SyntheticConfig | None = Field(None, description="Generate data instead of reading files.")
     format: DataFormat = "alpaca"
     template: str = Field(
-        "auto", description="Chat template: 'auto' (the tokenizer's own, else alpaca), 'alpaca' or 'chatml'."
+        "auto", description="Chat template: 'auto' (the tokenizer's own, else alpaca), 'alpaca', 'chatml' or "
+        "'chatml_tools' (ChatML with tool calls, for models whose own template has none)."
     )
     system_prompt: str | None = None
     max_length: int = Field(256, ge=8, description="Tokens per example after formatting (longer is truncated).")

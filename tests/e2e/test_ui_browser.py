@@ -8,6 +8,7 @@ the new-run form and watches train. Every page is checked for console errors and
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -131,6 +132,17 @@ def _clean(page: DevTools, base: str) -> None:
     assert outside == []
 
 
+def _screenshot(page: DevTools, name: str) -> None:
+    """With AYAR_UI_SCREENSHOTS=folder, keep what the page looks like (docs/img/ui-*.jpg come from here)."""
+    folder = os.environ.get("AYAR_UI_SCREENSHOTS")
+    if not folder:
+        return
+    page.call("Emulation.setDeviceMetricsOverride", width=1280, height=860, deviceScaleFactor=1, mobile=False)
+    shot = page.call("Page.captureScreenshot", format="jpeg", quality=70)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"ui-{name}.jpg").write_bytes(base64.b64decode(shot["data"]))
+
+
 def _cells(page: DevTools, table: str) -> list[list[str]]:
     return page.evaluate(f"Array.from(document.querySelectorAll('{table} tr'))"
                          ".map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
@@ -150,6 +162,7 @@ def test_runs_list_shows_the_runs_and_sorts(ui: dict[str, Any]) -> None:
     for clicks, first in ((1, "fixture-a"), (2, "fixture-b")):  # ascending, then descending
         page.evaluate(f"document.querySelectorAll('#runs-table th')[{column}].click()")
         assert _cells(page, "#runs-table tbody")[0][1] == first, clicks
+    _screenshot(page, "runs")
     _clean(page, base)
 
 
@@ -167,6 +180,7 @@ def test_run_page_shows_metrics_with_intervals_data_card_and_recipe(ui: dict[str
     assert "name: fixture-a" in page.evaluate("document.querySelector('#recipe').innerText")
     commands = page.evaluate("document.querySelector('#artifacts-table').innerText")
     assert f"ayar serve {ui['root']}/fixture-a" in commands
+    _screenshot(page, "run")
     _clean(page, base)
 
 
@@ -200,6 +214,7 @@ def test_compare_shows_two_runs_and_their_shared_examples(ui: dict[str, Any]) ->
     assert set(series.split("|")) == {"fixture-a loss", "fixture-a eval_loss", "fixture-b loss", "fixture-b eval_loss"}
     shared = _cells(page, "#shared-table")
     assert len(shared) == 4 and shared[1][2:] == ["Şubat", "Mart"]
+    _screenshot(page, "compare")
     _clean(page, base)
 
 
@@ -229,6 +244,7 @@ def test_form_rejects_a_bad_value_then_starts_a_run_whose_curve_grows(ui: dict[s
     assert message == "recipe key 'train.learning_rate': Input should be greater than 0"  # the CLI's words
     assert page.evaluate("document.querySelector('#f-train-learning_rate').closest('.field')"
                          ".classList.contains('invalid')")
+    _screenshot(page, "new-run")
     _fill(page, {"train.learning_rate": "0.003", **TINY_FORM})
     page.evaluate("document.querySelector('#start-button').click()")
     page.wait_until("document.querySelector('#job-state').dataset.state")
@@ -275,6 +291,7 @@ def test_playground_streams_base_and_tuned_answers(ui: dict[str, Any]) -> None:
     assert states == ["done", "done"]
     chunks = page.evaluate("Array.from(document.querySelectorAll('.msg.assistant')).map(m => +(m.dataset.chunks||0))")
     assert all(c >= 2 for c in chunks), chunks  # streamed piece by piece, on both sides
+    _screenshot(page, "playground")
     urls = page.requested()
     assert f"{base}/play/live/base/v1/chat/completions" in urls and f"{base}/play/live/tuned/v1/chat/completions" in urls
     _clean(page, base)

@@ -6,6 +6,8 @@ so generation and serving format prompts exactly as training did.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,3 +213,58 @@ def end_of_turn(tokenizer: Any) -> str | None:
     specials = sorted({*getattr(tokenizer, "all_special_tokens", []), *tokenizer.get_added_vocab()}, key=len,
                       reverse=True)
     return next((token for token in specials if token and after.startswith(token)), None)
+
+
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+
+
+def _as_call(value: Any) -> dict[str, Any] | None:
+    """``{"name", "arguments"|"parameters"}`` as an internal tool call, or None when it is not one."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
+        return None
+    arguments = value.get("arguments", value.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(arguments, dict):
+        return None
+    return {"type": "function", "function": {"name": value["name"], "arguments": arguments}}
+
+
+def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(content, tool calls) of a generated answer, read in the formats chat templates teach.
+
+    ``<tool_call>{json}</tool_call>`` blocks (Hermes, Qwen2.5, SmolLM3 and ayar's chatml_tools), or a
+    whole answer that is a JSON call or list of calls (Llama 3.1 style; ``[TOOL_CALLS]`` prefix of
+    Mistral) naming one of ``tools``. A block that is not valid JSON stays in the content.
+    Hand-written: transformers' ``parse_response`` needs a ``response_template`` few tokenizers ship.
+    """
+    calls: list[dict[str, Any]] = []
+    if "<tool_call>" in text:
+        kept: list[str] = []
+        position = 0
+        for match in _TOOL_CALL_BLOCK.finditer(text):
+            try:
+                call = _as_call(json.loads(match.group(1)))
+            except json.JSONDecodeError:
+                call = None
+            if call is None:
+                continue
+            kept.append(text[position:match.start()])
+            position = match.end()
+            calls.append(call)
+        kept.append(text[position:])
+        return ("".join(kept).strip() if calls else text), calls
+    names = {t["function"]["name"] for t in tools or ()}
+    body = text.strip().removeprefix("[TOOL_CALLS]").strip()
+    if names and body[:1] in "[{":
+        try:
+            value = json.loads(body)
+        except json.JSONDecodeError:
+            return text, []
+        found = [_as_call(v) for v in (value if isinstance(value, list) else [value])]
+        if found and all(c is not None and c["function"]["name"] in names for c in found):
+            return "", found  # type: ignore[return-value]
+    return text, []

@@ -6,12 +6,12 @@ One list of blocks feeds both files, so the Markdown and the HTML page never dis
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ayar.eval.plots import comparison_png, confusion_png, histogram_png, loss_curve_png
-from ayar.eval.report_render import Heading, Image, Para, Table, render_html, render_markdown
+from ayar.eval.report_render import Heading, Image, Para, Table, fmt, render_html, render_markdown
+from ayar.eval.report_sections import error_blocks, human_blocks, judge_blocks, risk_blocks, sample_blocks
 
 MODEL_ORDER = ("base", "tuned")
 COUNTS = {"examples", "response_tokens"}  # sizes, not scores: no delta
@@ -24,17 +24,6 @@ def plot_loss(history: list[dict[str, float]], path: Path, title: str = "trainin
         return None
     path.write_bytes(png)
     return path
-
-
-def fmt(value: Any) -> str:
-    """A figure as the report shows it."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4g}"
-    if value is None:
-        return "n/a"
-    return str(value)
 
 
 def section(metrics: dict[str, Any], key: str) -> Any:
@@ -134,7 +123,6 @@ def chart_blocks(evals: dict[str, Any]) -> list[Any]:
 
 def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]:
     """Every block of the report, in reading order."""
-    from ayar.eval.report_sections import error_blocks, human_blocks, judge_blocks, risk_blocks, sample_blocks
 
     evals = metrics.get("eval") or {}
     blocks: list[Any] = [Heading(1, f"ayar run {name}")]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -44,6 +46,17 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 """
+
+
+def fmt(value: Any) -> str:
+    """A figure as the report shows it."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    if value is None:
+        return "n/a"
+    return str(value)
 
 
 def _md_cell(text: str) -> str:

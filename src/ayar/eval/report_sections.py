@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ayar.eval.report import fmt
-from ayar.eval.report_render import Heading, Para, Table
+from ayar.eval.report_render import Heading, Para, Table, fmt
 
 CUT = 160  # characters of a prompt or answer shown in a table cell
 

@@ -168,13 +168,19 @@ def _add_routes(app: FastAPI) -> None:
                            "no_chat_template")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
+        tools = body.tool_list()
         try:
-            ids = engine.encode_chat(messages)
+            if tools or any(m.role == "tool" or m.tool_calls for m in body.messages):
+                ids = _encode_with_tools(engine, body, tools)
+            else:
+                ids = engine.encode_chat(messages)
+        except ApiError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the template rejects a conversation (roles out of order...)
             raise ApiError(400, f"the chat template rejects these messages: {exc}", "messages") from None
         user_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
         return await _complete(request, engine, body, ids, user_text, chat=True,
-                               max_tokens=body.max_completion_tokens or body.max_tokens)
+                               max_tokens=body.max_completion_tokens or body.max_tokens, tools=tools)
 
     @app.post("/v1/completions", summary="Text completion (OpenAI format; stream: true for SSE).")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -183,6 +189,36 @@ def _add_routes(app: FastAPI) -> None:
         text = body.prompt_text()
         return await _complete(request, engine, body, engine.encode_text(text), text, chat=False,
                                max_tokens=body.max_tokens)
+
+
+def _encode_with_tools(engine: Engine, body: ChatCompletionRequest, tools: list[dict[str, Any]] | None) -> list[int]:
+    """Token ids of a conversation with tools, tool calls or tool outputs, rendered by the template's tool
+    support as training rendered it; a template without tool support is the client's 400."""
+    from ayar.data.chat import RecordError, normalize_message
+    from ayar.data.templates import render_prompt
+    from ayar.data.tokenize import check_tools_rendered
+    from ayar.errors import UsageError
+
+    try:
+        messages = [normalize_message(m.as_message(), f"messages[{i}]") for i, m in enumerate(body.messages)]
+        check_tools_rendered(engine.tokenizer, messages, tools)
+    except RecordError as exc:
+        raise ApiError(400, str(exc), "messages") from None
+    except UsageError as exc:
+        raise ApiError(400, str(exc).replace("Set data.template", "Train with data.template"), "tools",
+                       "template_without_tools") from None
+    return engine.encode_text(render_prompt(engine.tokenizer, messages, tools))
+
+
+def _tool_answer(text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+    """(content, OpenAI tool_calls) of a generated answer; arguments go back as JSON text, as OpenAI sends them."""
+    from ayar.data.templates import parse_tool_calls
+
+    content, calls = parse_tool_calls(text, tools)
+    out = [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+            "function": {"name": c["function"]["name"],
+                         "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}} for c in calls]
+    return (content or None) if out else content, out
 
 
 def _model_card(name: str) -> dict[str, Any]:
@@ -206,7 +242,7 @@ def _token_budget(engine: Engine, prompt_tokens: int, requested: int | None, def
 
 
 async def _complete(request: Request, engine: Engine, body: Any, ids: list[int], user_text: str, chat: bool,
-                    max_tokens: int | None) -> Response:
+                    max_tokens: int | None, tools: list[dict[str, Any]] | None = None) -> Response:
     """Queue the job and answer in one piece or as server-sent events."""
     state, settings = request.app.state, request.app.state.settings
     if not ids:  # an empty prompt: start from the beginning-of-text token
@@ -226,6 +262,7 @@ async def _complete(request: Request, engine: Engine, body: Any, ids: list[int],
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
     state.metrics.prompt_tokens.labels(body.model).inc(len(ids))
     reply = _Reply(body.model, chat, len(ids))
+    reply.tools = tools
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream(job, events, reply, include_usage, state, log_info),
@@ -253,6 +290,7 @@ class _Reply:
 
     def __init__(self, model: str, chat: bool, prompt_tokens: int) -> None:
         self.model, self.chat, self.prompt_tokens = model, chat, prompt_tokens
+        self.tools: list[dict[str, Any]] | None = None  # with tools, answers are parsed for tool calls
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"
@@ -266,8 +304,12 @@ class _Reply:
 
     def full(self, text: str, finish: str, completion_tokens: int) -> dict[str, Any]:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
-                      "logprobs": None}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.tools:
+                message["content"], calls = _tool_answer(text, self.tools)
+                if calls:
+                    message["tool_calls"], finish = calls, "tool_calls"
+            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         return {**self._envelope(self.object, [choice]), "usage": self.usage(completion_tokens)}
@@ -281,6 +323,14 @@ class _Reply:
             return _sse(self._envelope("chat.completion.chunk", [choice]))
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         return _sse(self._envelope("text_completion", [choice]))
+
+    def tool_chunk(self, content: str | None, calls: list[dict[str, Any]]) -> str:
+        """One chunk with a parsed answer: its text and its tool calls (each with its index, as OpenAI streams)."""
+        delta: dict[str, Any] = {"content": content}
+        if calls:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+        choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+        return _sse(self._envelope("chat.completion.chunk", [choice]))
 
     def usage_chunk(self, completion_tokens: int) -> str:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
@@ -299,13 +349,17 @@ async def _stream(job: Job, events: asyncio.Queue, reply: _Reply, include_usage:
     stops ``generate`` at its next token.
     """
     finished = False
+    held: list[str] | None = [] if reply.tools else None  # with tools, the answer is parsed whole at the end
     try:
         if reply.chat:
             yield reply.chunk(None, first=True)
         while True:
             event = await events.get()
             if event[0] == "delta":
-                yield reply.chunk(event[1])
+                if held is not None:
+                    held.append(event[1])
+                else:
+                    yield reply.chunk(event[1])
                 continue
             if event[0] == "error" or event[1] == "timeout":
                 message = event[1] if event[0] == "error" else "generation passed the request timeout"
@@ -314,6 +368,13 @@ async def _stream(job: Job, events: asyncio.Queue, reply: _Reply, include_usage:
                 break
             log_info["completion_tokens"] = event[2]
             state.metrics.generated_tokens.labels(reply.model).inc(event[2])
+            if held is not None:
+                content, calls = _tool_answer("".join(held), reply.tools or [])
+                yield reply.tool_chunk(content, calls)
+                yield reply.chunk(None, finish="tool_calls" if calls else event[1])
+                if include_usage:
+                    yield reply.usage_chunk(event[2])
+                break
             yield reply.chunk(None, finish=event[1])
             if include_usage:
                 yield reply.usage_chunk(event[2])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1
 ERROR_TYPES = {
@@ -44,16 +44,62 @@ class TextPart(_Body):
     _valid = field_validator("text")(_no_lone_surrogates)
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str | dict[str, Any] = Field("{}", description="The arguments as a JSON object (or its text).")
+
+
+class ToolCall(_Body):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field(description="The message text (or a list of text parts).")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = Field(
+        None, description="The message text (or a list of text parts); may be empty on an assistant turn with "
+        "tool_calls.")
+    tool_calls: list[ToolCall] | None = Field(None, description="The calls an assistant turn made.")
+    tool_call_id: str | None = Field(None, description="On a tool turn: the call it answers.")
+    name: str | None = None
 
     _valid = field_validator("content")(
         lambda v: _no_lone_surrogates(v) if isinstance(v, str) else v
     )
 
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    def as_message(self) -> dict[str, Any]:
+        """The message as chat templates take it (tool-call arguments as objects)."""
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
+                                   "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump(exclude_none=True) for c in self.tool_calls]
+        for key in ("tool_call_id", "name"):
+            if getattr(self, key) is not None and self.role == "tool":
+                message[key] = getattr(self, key)
+        return message
+
+
+class FunctionSchema(_Body):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionSchema
 
 
 class StreamOptions(_Body):
@@ -93,6 +139,16 @@ class _Sampling(_Body):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+    tools: list[Tool] | None = Field(None, description="Functions the model may call; rendered by the chat "
+                                     "template, and calls in the template's format come back as tool_calls.")
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
+        None, description="'none' hides the tools; other values are read as 'auto' (the model decides).")
+
+    def tool_list(self) -> list[dict[str, Any]] | None:
+        """The tools as chat templates take them, or None (no tools, or tool_choice 'none')."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [t.model_dump(exclude_none=True) for t in self.tools]
 
 
 class CompletionRequest(_Sampling):

@@ -117,7 +117,8 @@ def _use_tracking_uri(mlflow: Any, uri: str) -> None:
 
 class RunFolderMLflowCallback(MLflowCallback):
     """transformers' MLflow callback, with the run opened here: in the run folder's store, named after the
-    recipe's run, with the recipe as parameters; a resumed training continues the same MLflow run."""
+    recipe's run, with the recipe as parameters. Each training opens a new MLflow run (the Trainer restores
+    a resumed run's step only after ``on_train_begin``); tracking.json names the latest."""
 
     def __init__(self, recipe: Recipe, run_dir: Path) -> None:
         super().__init__()
@@ -129,18 +130,11 @@ class RunFolderMLflowCallback(MLflowCallback):
             uri = mlflow_tracking_uri(self.run_dir)
             _use_tracking_uri(mlflow, uri)
             if mlflow.active_run() is None:  # an out-of-memory retry keeps the run it already opened
-                previous = read_record(self.run_dir).get("mlflow", {})
-                resumed = state.global_step > 0 and previous.get("tracking_uri") == uri
-                if resumed:
-                    mlflow.start_run(run_id=previous["run_id"])
-                else:
-                    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_PROJECT))
-                    mlflow.start_run(run_name=self.recipe.run.name)
-                run = mlflow.active_run()
+                mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_PROJECT))
+                run = mlflow.start_run(run_name=self.recipe.run.name)
                 _write_record(self.run_dir, "mlflow", {"tracking_uri": uri, "run_id": run.info.run_id,
                                                        "experiment_id": run.info.experiment_id})
-                if not resumed:
-                    _log_params(mlflow, recipe_params(self.recipe))
+                _log_params(mlflow, recipe_params(self.recipe))
         super().setup(args, state, model)  # logs the arguments and model config into the active run
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -196,9 +190,7 @@ class RunFolderWandbCallback(WandbCallback):
 
     def setup(self, args: Any, state: Any, model: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero and self._wandb.run is None:
-            previous = read_record(self.run_dir).get("wandb", {})
-            resume_id = previous.get("id") if state.global_step > 0 else None
-            run = _wandb_init(self.recipe, self.run_dir, resume_id)
+            run = _wandb_init(self.recipe, self.run_dir, None)
             _write_record(self.run_dir, "wandb", {"id": run.id, "project": run.project, "mode": wandb_mode()})
         super().setup(args, state, model, **kwargs)
 

@@ -238,11 +238,13 @@ def artifacts(run_dir: Path, shown_as: str) -> list[Artifact]:
             f"ayar generate {shown_as} -p \"...\"", f"ayar serve {shown_as}",
             f"ayar export {shown_as} --out {shown_as}/export-hf",
             f"ayar export {shown_as} --format adapter --out {shown_as}/export-adapter",
-            f"ayar export {shown_as} --format gguf --out {shown_as}/model.gguf"]))
+            f"ayar export {shown_as} --format gguf --out {shown_as}/model.gguf",
+            "ayar export --help  # every export format (ONNX, Triton, ...)"]))
     elif (model / "config.json").is_file():
         out.append(Artifact("model", model, [
             f"ayar generate {shown_as} -p \"...\"", f"ayar serve {shown_as}",
-            f"ayar export {shown_as} --format gguf --out {shown_as}/model.gguf"]))
+            f"ayar export {shown_as} --format gguf --out {shown_as}/model.gguf",
+            "ayar export --help  # every export format (ONNX, Triton, ...)"]))
     if (run_dir / "pretrain" / "model" / "config.json").is_file():
         out.append(Artifact("pretrained base model", run_dir / "pretrain" / "model",
                             [f"ayar generate {shown_as}/pretrain/model -p \"...\""]))

@@ -1,0 +1,127 @@
+"""OpenAI tools/tool_calls through `ayar serve` with the official openai client, on a tiny model trained to call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Bir şehrin hava durumu",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+ASK = [{"role": "user", "content": "Ankara'da hava nasıl?"}]
+CALL = {"role": "assistant", "content": "", "tool_calls": [
+    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Ankara"}}}]}
+AFTER = [*ASK, CALL, {"role": "tool", "content": '{"derece": 12}'}]
+ANSWER = {"role": "assistant", "content": "12 derece."}
+
+
+@pytest.fixture(scope="module")
+def tool_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer model with the chatml_tools template, trained until it answers the question with a call
+    and the tool output with a sentence (so the test sees what the model really generates)."""
+    import torch
+
+    from ayar.data.templates import set_template
+    from ayar.data.tokenize import tokenize_chat
+    from ayar.models.load import load_tokenizer
+    from ayar.models.scratch import build_model
+    from ayar.recipe import ScratchModelConfig
+
+    out = tmp_path_factory.mktemp("tool_model")
+    tok = load_tokenizer(str(tiny_model_dir))
+    set_template(tok, "chatml_tools")
+    model = build_model(ScratchModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                                           context_length=512), tok, seed=0)
+    rows = [tokenize_chat(tok, [*ASK, CALL], 512, tools=TOOLS), tokenize_chat(tok, [*AFTER, ANSWER], 512, tools=TOOLS)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(120):
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            loss = model(input_ids=ids, labels=torch.tensor([row["labels"]])).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    assert loss.item() < 0.05
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def openai_client(tool_model_dir: Path) -> Iterator:
+    from openai import OpenAI
+
+    from ayar.serve.app import ServeSettings, create_app
+    from ayar.serve.engine import load_engine
+
+    engine = load_engine(tool_model_dir, None, "tiny", 8).start()
+    with TestClient(create_app(ServeSettings(), engine=engine)) as http:
+        yield OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+
+
+def test_a_call_comes_back_as_tool_calls(openai_client) -> None:
+    reply = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, temperature=0,
+                                                  max_tokens=60)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    assert json.loads(call.function.arguments) == {"city": "Ankara"}
+    assert not choice.message.content
+
+
+def test_tool_outputs_round_trip_and_streaming(openai_client) -> None:
+    first = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, temperature=0,
+                                                  max_tokens=60).choices[0].message
+    # the client's own message object goes back in, then the tool's output, as OpenAI's docs show
+    history = [*ASK, first.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": '{"derece": 12}'}]
+    second = openai_client.chat.completions.create(model="tiny", messages=history, tools=TOOLS, temperature=0,
+                                                   max_tokens=30)
+    assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content == "12 derece."
+    assert not second.choices[0].message.tool_calls
+    stream = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, temperature=0,
+                                                   max_tokens=60, stream=True)
+    calls, finishes = [], []
+    for chunk in stream:
+        if chunk.choices:
+            calls += chunk.choices[0].delta.tool_calls or []
+            finishes.append(chunk.choices[0].finish_reason)
+    assert [c.function.name for c in calls] == ["get_weather"] and finishes[-1] == "tool_calls"
+    assert json.loads(calls[0].function.arguments) == {"city": "Ankara"}
+
+
+def test_tool_choice_none_and_bad_requests(openai_client) -> None:
+    import openai
+
+    plain = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, tool_choice="none",
+                                                  temperature=0, max_tokens=20)
+    assert not plain.choices[0].message.tool_calls  # no tools rendered, nothing parsed
+    bad = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{city"}}]}]
+    with pytest.raises(openai.BadRequestError, match="arguments is not valid JSON"):
+        openai_client.chat.completions.create(model="tiny", messages=bad, tools=TOOLS, max_tokens=4)
+
+
+def test_a_template_without_tool_support_is_a_400(make_client) -> None:
+    client = make_client()  # the alpaca template: no tools
+    response = client.post("/v1/chat/completions", json={"model": "tiny", "messages": ASK, "tools": TOOLS})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "template_without_tools" and "chatml_tools" in error["message"]
+
+
+def test_parse_tool_calls_formats() -> None:
+    from ayar.data.templates import parse_tool_calls
+
+    assert parse_tool_calls('Bakıyorum.\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>') == (
+        "Bakıyorum.", [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}])
+    assert parse_tool_calls('{"name": "get_weather", "parameters": {"city": "Van"}}', TOOLS)[1][0]["function"] == {
+        "name": "get_weather", "arguments": {"city": "Van"}}
+    assert parse_tool_calls('{"name": "other", "arguments": {}}', TOOLS) == ('{"name": "other", "arguments": {}}', [])
+    assert parse_tool_calls("<tool_call>not json</tool_call>") == ("<tool_call>not json</tool_call>", [])
