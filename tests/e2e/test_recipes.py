@@ -32,7 +32,7 @@ NOT_RUN_HERE = {
 TINY = {
     "run.carbon": "false", "train.max_steps": "2", "train.batch_size": "4", "train.grad_accum": "1",
     "train.logging_steps": "1", "eval.max_examples": "4", "eval.max_new_tokens": "4", "eval.batch_size": "4",
-    "eval.num_samples": "2", "eval.bootstrap_resamples": "100", "eval.risks.enabled": "false",
+    "eval.num_samples": "2", "eval.compare_base": "false", "eval.bootstrap_resamples": "100", "eval.risks.enabled": "false",
     "pretrain.max_steps": "2", "pretrain.batch_size": "4", "pretrain.tokenizer.vocab_size": "512",
     "pretrain.model.hidden_size": "32", "pretrain.model.num_layers": "2", "pretrain.model.intermediate_size": "64",
 }
