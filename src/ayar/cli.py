@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from ayar.errors import AyarError, UsageError
+from ayar.recipe import DataFormat  # the schema's list of formats, for help texts
 
 app = typer.Typer(
     name="ayar",
@@ -77,8 +81,7 @@ def prepare(
     set_: SetOpt = None,
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Data file or folder (repeatable).",
                                                       show_default=False)] = None,
-    format_: Annotated[str, typer.Option("--format", help="alpaca, sharegpt, messages, text, classification, "
-                                                          "seq2seq or preference.")] = "alpaca",
+    format_: Annotated[str, typer.Option("--format", help=", ".join(typing.get_args(DataFormat)) + ".")] = "alpaca",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (without a recipe).",
                                              show_default=False)] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,
@@ -139,7 +142,7 @@ def run(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Reuse the pretrained base and continue training.")] = False,
 ) -> None:
-    """Run every stage of a recipe in order: pretrain, prepare, train, eval."""
+    """Run every stage of a recipe in order: pretrain, prepare, train, eval, then export if export.enabled."""
     from ayar.pipeline import run_all
 
     loaded = _recipe(recipe, set_)
@@ -185,40 +188,47 @@ def export(
     print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify)}")
 
 
-@app.command()
 def serve(
-    model: Annotated[Path, typer.Argument(help="Run folder, merged model folder or adapter folder.")],
-    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    target: Annotated[Path, typer.Argument(help="Recipe YAML (its serve section and run folder), run folder, "
+                                                "merged model folder or adapter folder.")],
     adapter: Annotated[list[str] | None, typer.Option(help="Extra LoRA adapter as name=path (repeatable).",
                                                       show_default=False)] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Require this Bearer key (repeatable; or "
                                                            "AYAR_API_KEY).", show_default=False)] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Waiting requests before 429.")] = None,
-    max_batch: Annotated[int | None, typer.Option(help="Requests generated together.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: cores - 1).")] = None,
-    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body (413 above).")] = None,
-    request_timeout: Annotated[float | None, typer.Option(help="Seconds per request (504 after).")] = None,
-    drain_timeout: Annotated[float | None, typer.Option(help="Seconds to finish requests on SIGTERM.")] = None,
-    log_db: Annotated[Path | None, typer.Option(help="SQLite file for the request log.")] = None,
-    log_requests: Annotated[bool, typer.Option(help="Log request metadata (off by default).")] = False,
-    log_text: Annotated[bool, typer.Option(help="Also log PII-redacted prompt text.")] = False,
+    **settings: object,
 ) -> None:
-    """Serve a model with an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /metrics)."""
-    from ayar.recipe import ServeConfig
-    from ayar.serve.app import ServeSettings
-    from ayar.serve.server import api_keys_from, parse_adapters
-    from ayar.serve.server import serve as run_server
+    """Serve a model with an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /metrics).
 
-    d = ServeConfig()  # defaults live in the recipe schema
-    settings = ServeSettings(
-        api_keys=api_keys_from(api_key), max_body_bytes=max_body_bytes or d.max_body_bytes,
-        request_timeout=request_timeout or d.request_timeout, log_db=log_db,
-        log_requests=log_requests or log_text, log_text=log_text,
-    )
-    run_server(model, host, port, parse_adapters(adapter), served_model_name, settings,
-               max_queue or d.max_queue, drain_timeout or d.drain_timeout, max_batch or d.max_batch, threads)
+    Settings: the recipe's serve section (a recipe, or a run folder's recipe.yaml), then these flags.
+    """
+    from ayar.serve.server import serve_target
+
+    serve_target(target, settings, adapter, served_model_name, api_key, threads)
+
+
+def _with_serve_config_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command``'s signature with one option per ServeConfig field (the schema states them once)."""
+    from ayar.recipe import ServeConfig
+    from ayar.serve.options import option_help, option_name, option_type
+
+    hints = typing.get_type_hints(command, include_extras=True)  # the annotations are strings here
+    fixed = [p.replace(annotation=hints[p.name]) for p in inspect.signature(command).parameters.values()
+             if p.kind is not p.VAR_KEYWORD]
+    generated = []
+    for name in ServeConfig.model_fields:
+        flag = option_name(name)
+        kind = option_type(name)
+        flags = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag,)
+        option = typer.Option(*flags, help=option_help(name), show_default=False)
+        generated.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=Annotated[kind | None, option]))
+    command.__signature__ = inspect.Signature([*fixed, *generated])
+    return command
+
+
+app.command()(_with_serve_config_options(serve))
 
 
 @app.command()
@@ -262,18 +272,41 @@ app.add_typer(monitor_app, name="monitor")
 
 @monitor_app.command("drift")
 def monitor_drift(
-    reference: Annotated[Path, typer.Option(help="Prepared data folder (the training prompts).")],
-    db: Annotated[Path, typer.Option(help="Request log (SQLite) written by `ayar serve --log-requests`.")],
+    target: Annotated[Path | None, typer.Argument(help="Recipe YAML or run folder: its monitor section, "
+                                                       "prepared data and request log.", show_default=False)] = None,
+    reference: Annotated[Path | None, typer.Option(help="Prepared data folder (the training prompts; default: "
+                                                        "the run's data/).", show_default=False)] = None,
+    db: Annotated[Path | None, typer.Option(help="Request log (SQLite) written by `ayar serve --log-requests` "
+                                                 "(default: serve.log_db or <run>/requests.sqlite).",
+                                            show_default=False)] = None,
     window: Annotated[int | None, typer.Option(help="Latest N requests (default: recipe monitor.window).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a drift plot PNG here.")] = None,
     embeddings: Annotated[bool, typer.Option(help="MiniLM embedding drift where installed.")] = True,
 ) -> None:
     """Compare live prompts with the training prompts; exit 0 OK, 3 WARN, 4 ALERT."""
-    from ayar.serve.drift import check_drift, format_report
+    from ayar.serve.drift import check_drift, drift_inputs, format_report
 
-    report = check_drift(reference, db, window=window, plot=plot, embeddings=embeddings)
+    inputs = drift_inputs(target, reference, db)
+    report = check_drift(inputs.reference, inputs.db, window=window, plot=plot, thresholds=inputs.thresholds,
+                         embeddings=embeddings)
     print(format_report(report))
     raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def iterate(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run folder (holds recipe.yaml and model/).",
+                                            show_default=False)],
+    db: Annotated[Path, typer.Option(help="Request log with feedback (`ayar serve --log-text --log-db`).")],
+    set_: SetOpt = None,
+) -> None:
+    """Feedback from serving -> v2 trained from this run, evaluated against it and gated (promote/block)."""
+    from ayar.iterate import iterate as run_iteration
+
+    metrics = run_iteration(run_dir, db, set_ or [])
+    gate = metrics["gate"]
+    print(f"gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
+    print(f"report: {Path(metrics['iterate']['v2_run']) / 'report.md'}")
 
 
 def _print_eval(evals: dict, train_summary: dict | None = None) -> None:

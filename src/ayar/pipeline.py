@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
-from ayar.errors import UsageError
+from ayar.errors import GateError, UsageError
 from ayar.recipe import Recipe, dump_recipe
 
 
@@ -134,26 +135,43 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     with track_emissions(run_dir, "eval", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
         results = evaluate(recipe, tuned, base_model_path(recipe), prepared_data(recipe), run_dir)
     _record_carbon(run_dir, "eval", emissions.as_dict())
+    forgetting = results.pop("forgetting", None)
+    if forgetting is not None:
+        update_metrics(run_dir, "forgetting", forgetting)
     metrics = update_metrics(run_dir, "eval", results)
     write_report(run_dir, metrics, recipe.run.name)
     if set(recipe.train.report_to) - {"tensorboard"}:
         from ayar.train.tracking import log_eval
 
         log_eval(recipe, run_dir, results)
+    if forgetting is not None and not forgetting["gate"]["passed"]:
+        raise GateError(f"forgetting gate failed: {'; '.join(forgetting['gate']['reasons'])}; the figures are in "
+                        f"{run_dir / 'metrics.json'} (key 'forgetting') and the report (eval.forgetting sets the bounds)")
     return results
 
 
 def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
-    """Every stage of the recipe in order; returns metrics.json's content."""
+    """Every stage of the recipe in order (ending with its export when ``export.enabled``); returns metrics.json."""
     from ayar.methods import build_method
 
     build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # fail before any stage
     if recipe.pretrain.enabled and not recipe.model.name_or_path:
         if resume and (recipe.run_dir / "pretrain" / "model" / "config.json").is_file():
-            print("pretrain: reusing the pretrained base model of this run")
+            say("pretrain: reusing the pretrained base model of this run")
         else:
             stage_pretrain(recipe)
     stage_prepare(recipe)
     stage_train(recipe, resume=resume)
     stage_eval(recipe)
+    if recipe.export.enabled:
+        say(f"exported ({recipe.export.format}) to {stage_export(recipe)}")
     return json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def stage_export(recipe: Recipe) -> Path:
+    """The export the recipe's ``export`` section asks for, from the run's trained model."""
+    from ayar.export import export_model
+
+    cfg = recipe.export
+    out = cfg.out or recipe.run_dir / "export" / cfg.format
+    return export_model(recipe.run_dir, out, cfg.format, merge=cfg.merge, gguf_dtype=cfg.gguf_dtype)

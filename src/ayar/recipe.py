@@ -303,6 +303,8 @@ class EvalConfig(Section):
     annotation_sheet: bool = Field(True, description="Write a blind human-annotation sheet (needs compare_base).")
     judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig())
     risks: RiskConfig = Field(default_factory=lambda: RiskConfig())
+    forgetting: ForgettingConfig = Field(default_factory=lambda: ForgettingConfig(),
+                                         description="Forgetting report and gate (causal_lm with compare_base).")
 
 
 class JudgeConfig(Section):
@@ -330,7 +332,24 @@ class RiskConfig(Section):
     rare_min_chars: int = Field(6, ge=2, description="A rare string is a token this long found in one record only.")
 
 
+class ForgettingConfig(Section):
+    """Tuned against base on general material the fine-tune never saw; the run fails past the bounds."""
+
+    enabled: bool = Field(True, description="Measure forgetting (causal_lm runs that evaluate the base too).")
+    text_tokens: int = Field(1024, ge=16, description="Tokens of held-out general English text (pydoc topics).")
+    window: int = Field(256, ge=8, description="Perplexity window in tokens (at most the model's context).")
+    max_new_tokens: int = Field(24, ge=1, description="Answer length for the general questions.")
+    max_perplexity_increase: float | None = Field(
+        0.25, ge=0, description="Fail when the general-text perplexity rises more than this (relative; empty: no bound).")
+    max_answers_lost: int | None = Field(
+        2, ge=0, description="Fail when more of the base's correct general answers are lost (empty: no bound).")
+
+
 class ExportConfig(Section):
+    """What `ayar run` exports at its end when ``enabled`` (`ayar export` takes the same as options)."""
+
+    enabled: bool = Field(False, description="End `ayar run` with this export (off: run stops after eval).")
+    out: Path | None = Field(None, description="Where to write it (default: <run>/export/<format>).")
     format: Literal["hf", "adapter", "gguf", "onnx", "triton"] = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
     gguf_dtype: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"] = Field(
@@ -341,7 +360,7 @@ class ServeConfig(Section):
     """`ayar serve` defaults; its command-line options win."""
 
     host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 exposes the server to the network.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     max_queue: int = Field(64, ge=1, description="Requests waiting at most; more get 429 with Retry-After.")
     max_batch: int = Field(32, ge=1, description="Queued requests that decode alike, generated together.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
@@ -363,6 +382,24 @@ class MonitorConfig(Section):
     p_value: float = Field(0.01, gt=0, lt=1, description="An embedding shift counts only below this p-value.")
 
 
+class IterateConfig(Section):
+    """`ayar iterate`: feedback from serving -> v2, and the bounds of the gate that promotes or blocks it."""
+
+    method: str | None = Field(None, description="Method for v2; empty: the recipe's own if the feedback fits it, "
+                               "else dpo for pairs, kto for ratings alone, the SFT method for corrections alone.")
+    holdout: float = Field(0.2, ge=0, lt=1, description="Share of feedback prompts held out to evaluate v1 vs v2.")
+    min_records: int = Field(4, ge=1, description="Fewer usable feedback records than this: stop with an error.")
+    gate_metric: str = Field("exact_match", description="Test-split metric the gate guards (a key of eval's "
+                             "summary: exact_match, chrf, rougeL...).")
+    max_test_drop: float = Field(0.02, ge=0, description="Largest allowed fall of gate_metric on the original "
+                                 "test split (forgetting).")
+    min_feedback_gain: float = Field(0.0, description="Held-out feedback preference accuracy must rise by more "
+                                     "than this.")
+    max_risk_increase: float = Field(0.05, ge=0, description="Largest allowed worsening of each risk rate (leaks, "
+                                     "unsupported facts, memorisation, PII, fewer refusals).")
+    drift_embeddings: bool = Field(True, description="Include the MiniLM embedding score in the drift report.")
+
+
 class Recipe(Section):
     """A whole fine-tuning recipe."""
 
@@ -377,6 +414,7 @@ class Recipe(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    iterate: IterateConfig = Field(default_factory=IterateConfig)
 
     @model_validator(mode="after")
     def _has_a_model(self) -> Recipe:

@@ -29,7 +29,7 @@ def ayar(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("cli")
-    result = ayar("run", str(ROOT / "recipes/quickstart.yaml"), "--set", "run.name=smoke",
+    result = ayar("run", str(ROOT / "recipes/from-scratch.yaml"), "--set", "run.name=smoke",
                   "--set", f"run.output_dir={work / 'runs'}", *TINY, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work / "runs" / "smoke"

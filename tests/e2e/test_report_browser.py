@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ayar.eval.compare import compare_per_example
-from ayar.eval.errors import analyze_errors
+from ayar.eval.error_analysis import analyze_errors
 from ayar.eval.report import write_report
 from ayar.eval.risks.hallucination import hallucination_probe
 

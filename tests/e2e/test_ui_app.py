@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from ayar.errors import UsageError
 from ayar.recipe import dump_recipe, validate_recipe
 from ayar.ui.app import create_ui_app, serve_ui
 from ayar.ui.i18n import pick_language
-from ayar.ui.runs import loss_series, run_status
+from ayar.ui.runs import active_run_dirs, loss_series, run_status
 
 
 def _run(root: Path, name: str, evaluated: bool) -> Path:
@@ -41,6 +43,27 @@ def test_status_done_running_and_failed(tmp_path: Path) -> None:
     os.utime(rerun / "metrics.json", (old, old))
     assert run_status(rerun) == "running"
     assert run_status(stale, job_state="running") == "running"  # what the UI knows of its own runs wins
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads live processes from Linux's /proc")
+def test_a_live_ayar_stage_process_marks_its_run_running(tmp_path: Path) -> None:
+    stale = _run(tmp_path / "runs", "quiet", evaluated=False)
+    old = time.time() - 3600
+    os.utime(stale / "recipe.yaml", (old, old))  # e.g. a long evaluation that writes nothing for a while
+    (tmp_path / "r.yaml").write_text("run: {name: other}\n", encoding="utf-8")
+    assert run_status(stale, active=active_run_dirs()) == "failed"
+    # a process whose command line is `... -m ayar.cli eval r.yaml --set run.name=quiet`, in tmp_path
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "ayar.cli", "eval",
+                                "r.yaml", "--set", "run.name=quiet"], cwd=tmp_path)
+    try:
+        deadline = time.time() + 10
+        while stale.resolve() not in active_run_dirs() and time.time() < deadline:
+            time.sleep(0.1)
+        assert run_status(stale, active=active_run_dirs()) == "running"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run_status(stale, active=active_run_dirs()) == "failed"
 
 
 def test_loss_series_from_history(tmp_path: Path) -> None:
@@ -104,6 +127,23 @@ def test_api_key_when_set(tmp_path: Path) -> None:
                        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 401
     login = client.post("/login", content="key=s3cret", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert login.status_code == 303 and client.get("/api/runs").status_code == 200  # the cookie now
+
+
+def test_other_sites_and_host_names_are_refused(tmp_path: Path) -> None:
+    _run(tmp_path, "x", evaluated=True)
+    app = create_ui_app(tmp_path, allowed_hosts=frozenset({"127.0.0.1", "localhost"}))
+    client = TestClient(app, base_url="http://127.0.0.1:7860")
+    assert client.get("/api/runs").status_code == 200
+    rebound = TestClient(app, base_url="http://evil.example:7860")  # DNS rebinding: another name, same address
+    assert rebound.get("/api/runs").status_code == 403
+    change = {"example": "quickstart", "changes": {"run.name": "y"}}
+    cross = client.post("/api/runs", json=change, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403 and "evil.example" in cross.json()["error"]
+    plain = client.post("/api/runs", content=json.dumps(change), headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 403  # a cross-site POST that needs no CORS preflight
+    same = client.post("/api/recipe/check", json=change, headers={"Origin": "http://127.0.0.1:7860"})
+    assert same.status_code == 200 and same.json()["ok"]
+    assert not (tmp_path / ".ui").exists()
 
 
 def test_binding_beyond_this_machine_needs_a_key(tmp_path: Path) -> None:

@@ -127,9 +127,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterat
 
 def _clean(page: DevTools, base: str) -> None:
     """No console errors or failed loads, and no request to anything but this server (or inline data)."""
-    assert page.errors() == []
+    errors = page.errors()
+    assert errors == [], json.dumps(errors, indent=1)[:4000]
     outside = [u for u in page.requested() if not u.startswith((base + "/", "data:", "about:"))]
     assert outside == []
+    page.events.clear()  # each test judges its own pages
 
 
 def _screenshot(page: DevTools, name: str) -> None:
@@ -281,16 +283,21 @@ def test_playground_streams_base_and_tuned_answers(ui: dict[str, Any]) -> None:
     if not (ui["root"] / "live" / "model" / "adapter_config.json").is_file():
         pytest.fail("the run started from the form did not finish (see the previous test)")
     page.navigate(base + "/runs/live/play")
-    page.wait_until("document.querySelector('#play-status').dataset.ready", timeout=120)
+    # the first playground loads torch, transformers and peft into the UI process: slow on a busy machine
+    page.wait_until("document.querySelector('#play-status').dataset.ready || "
+                    "document.querySelector('#play-status').className === 'error'", timeout=300)
+    assert page.evaluate("document.querySelector('#play-status').dataset.ready") == "1", \
+        page.evaluate("document.querySelector('#play-status').innerText")
     page.evaluate("document.querySelector('#play-input').value = 'Ayın adını yaz: 2001-02-03';"
                   "document.querySelector('#play-max').value = '12';"
                   "document.querySelector('#play-send').click()")
     states = page.wait_until("""(() => { const s = Array.from(document.querySelectorAll('.msg.assistant'))
         .map(m => m.dataset.state); return s.length === 2 && s.every(x => x !== 'streaming') && s; })()""",
-                             timeout=120)
-    assert states == ["done", "done"]
-    chunks = page.evaluate("Array.from(document.querySelectorAll('.msg.assistant')).map(m => +(m.dataset.chunks||0))")
-    assert all(c >= 2 for c in chunks), chunks  # streamed piece by piece, on both sides
+                             timeout=240)
+    answers = page.evaluate("Array.from(document.querySelectorAll('.msg.assistant'))"
+                            ".map(m => [m.dataset.state, +(m.dataset.chunks || 0), m.textContent])")
+    assert states == ["done", "done"], answers
+    assert all(chunks >= 2 for _, chunks, _ in answers), answers  # streamed piece by piece, on both sides
     _screenshot(page, "playground")
     urls = page.requested()
     assert f"{base}/play/live/base/v1/chat/completions" in urls and f"{base}/play/live/tuned/v1/chat/completions" in urls

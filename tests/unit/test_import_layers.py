@@ -14,8 +14,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "ayar"
-LAYERS = [{"errors", "recipe", "safety"}, {"data"}, {"models"}, {"methods"}, {"train"}, {"eval"}, {"export"},
-          {"serve"}, {"pipeline"}, {"ui"}, {"cli"}]
+LAYERS = [{"errors", "recipe", "safety", "console"}, {"data"}, {"models"}, {"methods"}, {"train"}, {"eval"},
+          {"export"}, {"serve"}, {"pipeline", "iterate"}, {"ui"}, {"cli"}]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 # The one upward import left: the recipe checks a method's own parameters at load time (so a typo in
 # `method.r` fails before any stage runs), which needs the method registry. Tracked in docs/architecture.md.

@@ -25,6 +25,7 @@ the first bad record.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -154,7 +155,10 @@ def normalize_message(turn: Any, where: str) -> dict[str, Any]:
     role = "system" if role == "developer" else role
     if role == "user" and turn.get("content") is None:
         raise RecordError(f"{where}.content must be a string")
-    message: dict[str, Any] = {"role": role, "content": content_text(turn.get("content"), f"{where}.content")}
+    content = turn.get("content")
+    if role == "tool" and isinstance(content, dict):  # a tool's result stored as an object: its JSON text
+        content = json.dumps(content, ensure_ascii=False)
+    message: dict[str, Any] = {"role": role, "content": content_text(content, f"{where}.content")}
     calls = turn.get("tool_calls")
     if calls:
         if role != "assistant":
@@ -230,14 +234,14 @@ def message_text(message: dict[str, Any]) -> str:
     return f"{message['content']}\n{rendered}" if message["content"] else rendered
 
 
-def map_message_texts(message: dict[str, Any], fn: Any) -> None:
+def map_message_texts(message: dict[str, Any], fn: Callable[[str], str]) -> None:
     """Apply ``fn`` to a message's content and to every string inside its tool calls' arguments."""
     message["content"] = fn(message["content"])
     for call in message.get("tool_calls") or ():
         call["function"]["arguments"] = _map_strings(call["function"]["arguments"], fn)
 
 
-def _map_strings(value: Any, fn: Any) -> Any:
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):

@@ -120,11 +120,6 @@ def minhash_signatures(hash_lists: Sequence[list[int]], num_perm: int) -> np.nda
     return np.ascontiguousarray(out.T)
 
 
-def minhash_signature(grams: list[str], num_perm: int) -> np.ndarray:
-    """The MinHash signature (uint32, one value per permutation) of a set of shingles."""
-    return minhash_signatures([[_HASH_SHINGLE(gram.encode("utf-8")) for gram in grams]], num_perm)[0]
-
-
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """One 64-bit key per LSH band and record (bands of ``rows`` consecutive values), shape (records, bands).
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ayar.data.chat import (
-    MESSAGE_ROLES,
-    SHAREGPT_ROLES,
     RecordError,
     map_message_texts,
     message_text,
@@ -32,8 +31,9 @@ from ayar.data.chat import (
     sharegpt_messages,
 )
 from ayar.errors import UsageError
+from ayar.recipe import DataFormat
 
-FORMATS = ("alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto")
+FORMATS = typing.get_args(DataFormat)  # the recipe schema states the formats once
 # Shape -> (required text fields, optional text fields). Text fields must be strings.
 SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "alpaca": (("instruction", "output"), ("input",)),
@@ -48,7 +48,6 @@ SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 RESPONSE_FIELDS = {"alpaca": ("output",), "seq2seq": ("target",)}
 CONVERSATION_FIELDS = {"preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion")}
 ASSISTANT_SOURCES = ("gpt", "assistant", "function_call")  # sharegpt turns the model speaks
-__all__ = ["MESSAGE_ROLES", "SHAREGPT_ROLES", "RecordError"]
 # Column names used by the seeds' Turkish data, read when the shape's own name is absent.
 TURKISH_ALIASES = {"instruction": "talimat", "input": "girdi", "output": "yanıt", "text": "metin", "label": "etiket"}
 TEXT_SUFFIXES = {".txt"}
@@ -111,10 +110,8 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     elif fmt == "sharegpt":
         sharegpt_messages(record)  # checks every turn (function_call JSON included); the record keeps its shape
         _check_tools(record)
-    elif fmt == "preference":
-        normalize_preference(record)
-    elif fmt == "kto":
-        normalize_kto(record)
+    elif fmt in ("preference", "kto"):  # on a copy, so that a reject shows the record as it was read
+        record = (normalize_preference if fmt == "preference" else normalize_kto)(dict(record))
     elif fmt == "classification":
         label = record.get("label")
         if label is None:

@@ -29,6 +29,7 @@ import numpy as np
 import xxhash
 from pydantic import ValidationError
 
+from ayar.console import say, warn
 from ayar.data.card import DataCard
 from ayar.data.clean import TextCleaner
 from ayar.data.consent import ConsentFilter
@@ -37,7 +38,7 @@ from ayar.data.load import Reject, iter_items, map_texts, record_texts, response
 from ayar.data.pii import redact_pii, redact_pii_into
 from ayar.data.quality import QualityFilter
 from ayar.data.split import SPLITS, assign_splits
-from ayar.data.synthetic import generate_records
+from ayar.data.synthetic import as_preference, generate_records
 from ayar.data.windows import Windower, window_records
 from ayar.errors import AyarError, UsageError
 from ayar.recipe import DataConfig
@@ -239,6 +240,8 @@ def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool
         if source["path"] == "synthetic":
             syn = cfg.synthetic
             records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks), syn.guide_spans)
+            if cfg.format == "preference":  # pairs for the preference methods: the right answer against a wrong one
+                records = (as_preference(r, seed) for r in records)
             items: Iterator = enumerate(records, start=1)
         else:
             items = iter_items(source["path"], source["format"], source["split"], raw=raw,
@@ -302,8 +305,8 @@ def prepare(cfg: DataConfig, out_dir: Path, seed: int, tokenizer: str | None = N
         if any(s["format"] in CHAT_FORMATS for s in sources):
             card.loss_mask = _loss_mask_report(prepared, tokenizer, cfg)
     prepared.card = card.write(out_dir)
-    print(f"prepare: {card.accounting_line()}")
-    print(f"prepare: splits {prepared.counts}")
+    say(f"prepare: {card.accounting_line()}")
+    say(f"prepare: splits {prepared.counts}")
     if not card.balanced:
         raise AyarError(f"record accounting does not balance: {card.accounting_line()}")
     if card.kept == 0:
@@ -501,7 +504,7 @@ def _save_arrow(prepared: PreparedData, card: DataCard) -> None:
                 except Exception as exc:  # mixed value types across records: JSONL stays the source of truth
                     note = f"arrow/{name} not written ({type(exc).__name__}: {str(exc)[:200]})"
                     card.notes.append(note)
-                    print(f"prepare: warning: {note}")
+                    warn(f"prepare: {note}")
     finally:
         if bars:
             datasets.enable_progress_bars()

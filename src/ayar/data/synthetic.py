@@ -18,12 +18,38 @@ TR_MONTHS = ["Ocak", "Şubat", "Mart", "Nisan", "Mayıs", "Haziran", "Temmuz", "
 EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
              "October", "November", "December"]
 
-TR_WORDS = ["istanbul", "ırmak", "ılık", "işçi", "kitap", "çiçek", "ağaç", "güneş", "şeker", "ılgın",
-            "iğne", "kırmızı", "yıldız", "bilgisayar", "öğrenci", "üzüm", "dağ", "deniz", "ışık", "izmir",
-            "sınıf", "kalem", "pencere", "kapı", "masa", "defter", "okul", "bahçe", "köprü", "çay"]
-EN_WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music",
-            "planet", "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter",
-            "spring", "summer", "autumn", "bottle", "candle", "dragon", "friend", "guitar", "hammer", "jacket"]
+# Common Turkish nouns that follow the regular suffix rules (no loanword exceptions such as saat,
+# kalp or rol, whose suffixes do not follow their last vowel): the word tasks and the suffix tasks.
+TR_WORDS = [
+    "istanbul", "ırmak", "ılık", "işçi", "kitap", "çiçek", "ağaç", "güneş", "şeker", "ılgın", "iğne", "kırmızı",
+    "yıldız", "bilgisayar", "öğrenci", "üzüm", "dağ", "deniz", "ışık", "izmir", "sınıf", "kalem", "pencere",
+    "kapı", "masa", "defter", "okul", "bahçe", "köprü", "çay", "ev", "araba", "göl", "orman", "şehir", "köy",
+    "sokak", "cadde", "bina", "oda", "mutfak", "yatak", "sandalye", "tabak", "bardak", "kaşık", "çatal", "bıçak",
+    "ekmek", "peynir", "zeytin", "elma", "armut", "kiraz", "çilek", "limon", "portakal", "domates", "biber",
+    "patates", "soğan", "havuç", "balık", "tavuk", "kuş", "kedi", "köpek", "at", "inek", "koyun", "keçi", "arı",
+    "kelebek", "böcek", "yaprak", "dal", "kök", "tohum", "toprak", "taş", "kum", "su", "buz", "kar", "yağmur",
+    "bulut", "gök", "gün", "hafta", "sabah", "akşam", "gece", "öğretmen", "doktor", "hemşire", "asker", "çocuk",
+    "kadın", "adam", "kız", "anne", "baba", "kardeş", "arkadaş", "komşu", "misafir", "gemi", "uçak", "tren",
+    "otobüs", "bisiklet", "yol", "köşe", "duvar", "kutu", "çanta", "ayakkabı", "gömlek", "ceket", "şapka",
+    "eldiven", "telefon", "ekran", "radyo", "gazete", "dergi", "mektup", "resim", "şarkı", "oyun", "top", "müze",
+    "okyanus", "nehir", "tepe", "ova", "ada", "kale", "saray", "pazar", "fırın", "banka", "hastane", "otel",
+    "ders", "sınav", "soru", "cevap", "kelime", "cümle", "harf", "sayı", "renk", "ses", "koku", "el", "ayak",
+    "göz", "kulak", "burun", "diş", "saç", "baş", "boyun", "kol", "parmak", "bulmaca", "halı", "perde", "lamba",
+    "merdiven", "bayrak", "çekiç", "makas", "iplik", "düğme", "cep", "yüzük", "kolye", "tarla", "çiftlik",
+]
+TR_NOUNS = [w for w in TR_WORDS if w not in ("istanbul", "izmir")]  # proper nouns take an apostrophe
+EN_WORDS = [
+    "apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music", "planet",
+    "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter", "spring", "summer",
+    "autumn", "bottle", "candle", "dragon", "friend", "guitar", "hammer", "jacket", "kitchen", "ladder", "mirror",
+    "needle", "pillow", "rabbit", "saddle", "ticket", "violin", "wallet", "basket", "blanket", "button", "carpet",
+    "castle", "cherry", "circle", "cloud", "coffee", "cotton", "desert", "dinner", "finger", "flower", "feather",
+    "garlic", "ginger", "glove", "harbor", "helmet", "honey", "insect", "jungle", "kettle", "lemon", "lizard",
+    "marble", "meadow", "monkey", "morning", "mountain", "napkin", "noodle", "ocean", "office", "onion", "oyster",
+    "paper", "parrot", "pepper", "pocket", "potato", "puzzle", "rocket", "salmon", "shadow", "shovel", "spider", "sparrow",
+    "statue", "stone", "sugar", "table", "tiger", "tomato", "tunnel", "turtle", "valley", "wagon", "water",
+    "yellow", "zebra", "anchor", "arrow", "banana", "beetle", "camera", "canyon", "cookie", "copper", "crystal",
+]
 
 _TR_UPPER = str.maketrans({"i": "İ", "ı": "I"})
 
@@ -78,6 +104,89 @@ def _parity(rng: random.Random, lang: str) -> dict[str, str]:
     return {"instruction": "Is the number even or odd?", "input": str(number), "output": "odd" if number % 2 else "even"}
 
 
+TR_ONES = ["", "bir", "iki", "üç", "dört", "beş", "altı", "yedi", "sekiz", "dokuz"]
+TR_TENS = ["", "on", "yirmi", "otuz", "kırk", "elli", "altmış", "yetmiş", "seksen", "doksan"]
+EN_ONES = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+           "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+EN_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def turkish_number_words(number: int) -> str:
+    """0-999,999 in Turkish words: 1984 -> 'bin dokuz yüz seksen dört' (no 'bir' before yüz and bin)."""
+    if number == 0:
+        return "sıfır"
+    thousands, rest = divmod(number, 1000)
+    words = []
+    if thousands:
+        words += ([turkish_number_words(thousands)] if thousands > 1 else []) + ["bin"]
+    hundreds, rest = divmod(rest, 100)
+    if hundreds:
+        words += ([TR_ONES[hundreds]] if hundreds > 1 else []) + ["yüz"]
+    tens, ones = divmod(rest, 10)
+    words += [w for w in (TR_TENS[tens], TR_ONES[ones]) if w]
+    return " ".join(words)
+
+
+def english_number_words(number: int) -> str:
+    """0-999,999 in English words, American style: 347 -> 'three hundred forty-seven'."""
+    if number == 0:
+        return "zero"
+    thousands, rest = divmod(number, 1000)
+    words = [english_number_words(thousands), "thousand"] if thousands else []
+    hundreds, rest = divmod(rest, 100)
+    if hundreds:
+        words += [EN_ONES[hundreds], "hundred"]
+    if rest >= 20:
+        words.append(EN_TENS[rest // 10] + (f"-{EN_ONES[rest % 10]}" if rest % 10 else ""))
+    elif rest:
+        words.append(EN_ONES[rest])
+    return " ".join(words)
+
+
+def _number_words(rng: random.Random, lang: str) -> dict[str, str]:
+    number = rng.randint(0, 999)
+    if lang == "tr":
+        return {"instruction": "Sayıyı yazıyla yaz.", "input": str(number), "output": turkish_number_words(number)}
+    return {"instruction": "Write the number in words.", "input": str(number), "output": english_number_words(number)}
+
+
+BACK_VOWELS, FRONT_VOWELS = set("aıou"), set("eiöü")
+VOICELESS = set("çfhkpsşt")  # "fıstıkçı şahap": after these, a suffix's d hardens to t
+
+
+def _last_vowel_is_back(word: str) -> bool:
+    return next(c for c in reversed(word) if c in BACK_VOWELS | FRONT_VOWELS) in BACK_VOWELS
+
+
+def turkish_suffix(word: str, case: str) -> str:
+    """The word with a suffix that follows vowel harmony (and, for d-suffixes, consonant hardening).
+
+    ``case``: "plural" (-lar/-ler), "locative" (-da/-de/-ta/-te) or "ablative" (-dan/-den/-tan/-ten).
+    """
+    vowel = "a" if _last_vowel_is_back(word) else "e"
+    if case == "plural":
+        return f"{word}l{vowel}r"
+    d = "t" if word[-1] in VOICELESS else "d"
+    return f"{word}{d}{vowel}" + ("n" if case == "ablative" else "")
+
+
+SUFFIX_INSTRUCTIONS = {
+    "plural": ("Kelimenin çoğulunu yaz.", "Write the Turkish plural of the word."),
+    "locative": ("Kelimeye bulunma hâli ekini (-de/-da) ekle.", "Add the Turkish locative suffix (-de/-da) to the word."),
+    "ablative": ("Kelimeye ayrılma hâli ekini (-den/-dan) ekle.",
+                 "Add the Turkish ablative suffix (-den/-dan) to the word."),
+}
+
+
+def _suffix_task(case: str) -> Callable[[random.Random, str], dict[str, str]]:
+    def task(rng: random.Random, lang: str) -> dict[str, str]:
+        word = rng.choice(TR_NOUNS)  # Turkish words either way; the instruction is in the record's language
+        tr, en = SUFFIX_INSTRUCTIONS[case]
+        return {"instruction": tr if lang == "tr" else en, "input": word, "output": turkish_suffix(word, case)}
+    task.__doc__ = f"A Turkish word and its {case} form."
+    return task
+
+
 # Topic classification whose only signal is one topic word in a neutral sentence. Grouping the
 # split by word keeps test words unseen in training, so only a model that already knows what
 # words mean (a pretrained encoder) can do better than chance: the transfer-learning demo.
@@ -114,6 +223,10 @@ TASKS: dict[str, Callable[[random.Random, str], dict[str, str]]] = {
     "date": _date,
     "month": _month,
     "parity": _parity,
+    "number_words": _number_words,
+    "plural": _suffix_task("plural"),
+    "locative": _suffix_task("locative"),
+    "ablative": _suffix_task("ablative"),
     "topic": _topic,
 }
 
@@ -161,6 +274,23 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
         if guide_spans and record.get("input"):
             record["guide_spans"] = input_guide_span(record, task)
         yield {"id": f"syn-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
+
+
+def as_preference(record: dict, seed: int) -> dict:
+    """The record as a preference pair: its answer chosen, the answer of another record of its task rejected.
+
+    The wrong answer is drawn from the task's own generator (a seeded stream per record), so it has the
+    right form (a number, a word, a date) and differs from the right one only in being wrong.
+    """
+    rng = random.Random(f"{seed}:{record['id']}")
+    rejected = record["output"]
+    for _ in range(50):
+        if rejected != record["output"]:
+            break
+        rejected = TASKS[record["task"]](rng, record["lang"])["output"]
+    prompt = alpaca_user_message(record["instruction"], record.get("input"))
+    return {"id": record["id"], "task": record["task"], "lang": record["lang"], "prompt": prompt,
+            "chosen": record["output"], "rejected": rejected}
 
 
 def write_jsonl(records: Iterator[dict] | list[dict], path: Path) -> int:

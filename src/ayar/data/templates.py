@@ -85,7 +85,10 @@ def template_renders_tools(text: str, messages: list[dict[str, Any]], tools: lis
         for call in message.get("tool_calls") or ():
             if call["function"]["name"] not in text:
                 return f"the tool call '{call['function']['name']}'"
-        if message["role"] == "tool" and message["content"] and message["content"] not in text:
+        content = message["content"]
+        # some templates (Llama 3.1) write a tool output through tojson: look for that form too
+        if message["role"] == "tool" and content and content not in text and \
+                json.dumps(content, ensure_ascii=False) not in text:
             return "a tool output"
     return None
 

@@ -3,7 +3,7 @@
 Writes ``predictions.jsonl`` (every example, every model, every per-example score and the deltas),
 ``samples.jsonl`` (the first few, for the report) and ``annotation/`` (a blind human-eval sheet),
 and returns the figures for metrics.json: ``base``, ``tuned``, ``comparison``, ``error_analysis``,
-``risks``, ``judge``, ``histograms`` and ``split``.
+``risks``, ``judge``, ``histograms``, ``split`` and ``forgetting`` (see ``ayar.eval.forgetting``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from ayar.data.prepare import PreparedData
 from ayar.data.templates import record_to_messages, set_template
 from ayar.errors import UsageError
 from ayar.eval.compare import compare_per_example
-from ayar.eval.errors import analyze_errors
+from ayar.eval.error_analysis import analyze_errors
+from ayar.eval.preference import instruction_records, preference_scores
 from ayar.eval.tasks import evaluate_model
+from ayar.methods.preference import PREFERENCE_FORMATS
 from ayar.models.load import load_for_inference
 from ayar.recipe import Recipe
 
@@ -100,7 +102,20 @@ def _judge(models: dict[str, dict[str, Any]], recipe: Recipe) -> dict[str, Any]:
         for row, score in zip(rows, result.pop("scores"), strict=False):
             row["judge_score"] = math.nan if score is None else score
         results[name] = result
+    if "base" in models and "tuned" in models:
+        results["win_rate"] = judge_win_rate([r.get("judge_score", math.nan) for r in models["base"]["rows"]],
+                                             [r.get("judge_score", math.nan) for r in models["tuned"]["rows"]])
     return results
+
+
+def judge_win_rate(base: list[float], tuned: list[float]) -> dict[str, Any]:
+    """Share of prompts where the judge scored the tuned answer above the base's (ties count half)."""
+    both = [(b, t) for b, t in zip(base, tuned, strict=False) if not (math.isnan(b) or math.isnan(t))]
+    if not both:
+        return {"judged": 0}
+    wins, ties = sum(t > b for b, t in both), sum(t == b for b, t in both)
+    return {"judged": len(both), "wins": wins, "ties": ties, "losses": len(both) - wins - ties,
+            "win_rate": (wins + ties / 2) / len(both)}
 
 
 def _write_predictions(records: list[dict], models: dict[str, dict], run_dir: Path, recipe: Recipe) -> None:
@@ -131,6 +146,11 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
         raise UsageError(f"the '{cfg.split}' split is empty: nothing to evaluate (check data.split)")
     if cfg.max_examples:
         records = records[: cfg.max_examples]
+    pairs = None
+    if recipe.data.format in PREFERENCE_FORMATS:  # generation is scored against the preferred answer
+        pairs, records = records, instruction_records(records)
+        if not records:
+            raise UsageError(f"the '{cfg.split}' split holds no preferred answer to evaluate against")
     prompts = [_record_prompt(r, recipe) for r in records]
     sources = {"tuned": tuned_dir}
     # A classification base model has an untrained head: its figures would be noise.
@@ -138,16 +158,30 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
         sources = {"base": base_dir, "tuned": tuned_dir}
     models: dict[str, dict[str, Any]] = {}
     risks: dict[str, Any] = {}
+    forgetting: dict[str, Any] = {}  # general-material probes per model, when base and tuned are both here
+    measure_forgetting = cfg.forgetting.enabled and recipe.task == "causal_lm" and "base" in sources
     for name, path in sources.items():
         model, tokenizer = _load(path, recipe, template=name == "base")
         models[name] = evaluate_model(model, tokenizer, records, prompts, recipe)
+        if pairs is not None:
+            scores = preference_scores(model, tokenizer, pairs, recipe.data.system_prompt, cfg.batch_size,
+                                       recipe.data.max_length)
+            models[name]["summary"]["preference"] = {k: v for k, v in scores.items() if k != "margins"}
         if cfg.risks.enabled:
             from ayar.eval.risks.run import run_risk_probes
 
             risks[name] = run_risk_probes(model, tokenizer, models[name]["rows"],
                                           _train_texts(prepared, recipe, tokenizer), recipe)
+        if measure_forgetting:
+            from ayar.eval.forgetting import probe
+
+            forgetting[name] = probe(model, tokenizer, cfg)
         del model
     result: dict[str, Any] = {name: block["summary"] for name, block in models.items()}
+    if forgetting:
+        from ayar.eval.forgetting import compare
+
+        result["forgetting"] = compare(forgetting["base"], forgetting["tuned"], cfg.forgetting)
     if cfg.judge.enabled:
         result["judge"] = _judge(models, recipe)
     if "base" in models:

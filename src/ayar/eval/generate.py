@@ -76,9 +76,13 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], cfg: EvalConfig, se
     return outputs
 
 
-def generate_chat(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], cfg: EvalConfig) -> list[str]:
-    """Generate the assistant's reply to each conversation, formatted with the saved chat template."""
-    return generate(model, tokenizer, [render_prompt(tokenizer, c) for c in conversations], cfg)
+def generate_chat(model: Any, tokenizer: Any, conversations: list[list[dict[str, Any]]], cfg: EvalConfig,
+                  tools: list[list[dict[str, Any]] | None] | None = None) -> list[str]:
+    """Generate the assistant's reply to each conversation, formatted with the saved chat template
+    (with the conversation's tools, when given)."""
+    tools = tools or [None] * len(conversations)
+    prompts = [render_prompt(tokenizer, c, t) for c, t in zip(conversations, tools, strict=True)]
+    return generate(model, tokenizer, prompts, cfg)
 
 
 @torch.inference_mode()

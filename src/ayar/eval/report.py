@@ -11,7 +11,14 @@ from typing import Any
 
 from ayar.eval.plots import comparison_png, confusion_png, histogram_png, loss_curve_png
 from ayar.eval.report_render import Heading, Image, Para, Table, fmt, render_html, render_markdown
-from ayar.eval.report_sections import error_blocks, human_blocks, judge_blocks, risk_blocks, sample_blocks
+from ayar.eval.report_sections import (
+    error_blocks,
+    forgetting_blocks,
+    human_blocks,
+    judge_blocks,
+    risk_blocks,
+    sample_blocks,
+)
 
 MODEL_ORDER = ("base", "tuned")
 COUNTS = {"examples", "response_tokens"}  # sizes, not scores: no delta
@@ -133,6 +140,8 @@ def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]
                    metric_table(evals, section(metrics, "comparison"))]
     if section(metrics, "comparison"):
         blocks += comparison_blocks(section(metrics, "comparison"))
+    if section(metrics, "forgetting"):
+        blocks += forgetting_blocks(section(metrics, "forgetting"))
     if section(metrics, "judge"):
         blocks += judge_blocks(section(metrics, "judge"))
     if section(metrics, "human"):

@@ -154,3 +154,26 @@ def sample_blocks(run_dir: Path, limit: int = 10) -> list[Any]:
             Table(["prompt", "reference", *models],
                   [[_cut(r.get("prompt")), _cut(r.get("reference")), *[_cut(r.get(f"{m}_output")) for m in models]]
                    for r in rows], table_id="samples-table")]
+
+
+def forgetting_blocks(forgetting: dict[str, Any]) -> list[Any]:
+    """Tuned against base on general material the fine-tune never saw, and the gate's verdict."""
+    text, answers, gate = forgetting["text"], forgetting["answers"], forgetting["gate"]
+    verdict = "passed" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])
+    out: list[Any] = [
+        Heading(2, "Forgetting"),
+        Para(f"General material the fine-tune never saw: perplexity on {text['tokens']} tokens of {text['source']}, "
+             f"and {answers['questions']} general questions. Gate (eval.forgetting): perplexity increase at most "
+             f"{fmt(gate['max_perplexity_increase'])}, at most {fmt(gate['max_answers_lost'])} of the base's correct "
+             f"answers lost: {verdict}."),
+        Table(["figure", "base", "tuned", "change"],
+              [["general-text perplexity", fmt(text["base_perplexity"]), fmt(text["tuned_perplexity"]),
+                f"{text['relative_increase']:+.1%}"],
+               ["general questions correct", answers["base_correct"], answers["tuned_correct"],
+                f"kept {answers['kept']}, lost {answers['lost']}, gained {answers['gained']}"]],
+              table_id="forgetting-table"),
+    ]
+    if answers["lost_examples"]:
+        out.append(Table(["question", "base answer", "tuned answer"],
+                         [[_cut(x["prompt"]), _cut(x["base"]), _cut(x["tuned"])] for x in answers["lost_examples"]]))
+    return out

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ayar.data.templates import record_to_messages
+from ayar.data.templates import record_to_messages, record_tools
 from ayar.data.tokenize import tokenize_chat, tokenize_text
 from ayar.eval.generate import context_length, generate_chat, generate_seq2seq
 from ayar.eval.metrics import classification_metrics, text_metrics
 from ayar.eval.perplexity import perplexity
+from ayar.eval.tool_calls import tool_call_scores
 from ayar.recipe import Recipe
 
 
@@ -52,12 +53,17 @@ def evaluate_causal_lm(model: Any, tokenizer: Any, records: list[dict], prompts:
         return {"summary": {"perplexity": ppl["perplexity"], "nll": ppl["nll"], "exact_match": None,
                             "examples": len(records), "response_tokens": ppl["tokens"]}, "rows": rows}
     conversations = [record_to_messages(r, cfg.system_prompt) for r in records]
-    examples = [tokenize_chat(tokenizer, c, cfg.max_length, mask_prompt=True) for c in conversations]
+    tools = [record_tools(r) for r in records]  # tool records render (and are scored) with their tools
+    examples = [tokenize_chat(tokenizer, c, cfg.max_length, mask_prompt=True, tools=t)
+                for c, t in zip(conversations, tools, strict=True)]
     ppl = perplexity(model, examples, context_length(model), recipe.eval.perplexity_stride)
     references = [c[-1]["content"] for c in conversations]
-    outputs = generate_chat(model, tokenizer, [c[:-1] for c in conversations], recipe.eval)
+    outputs = generate_chat(model, tokenizer, [c[:-1] for c in conversations], recipe.eval,
+                            tools if any(tools) else None)
     langs = [r.get("lang") for r in records]
     corpus, per_example = text_metrics(outputs, references, recipe.eval.exact_match_normalize, langs)
+    tool_summary, tool_rows = tool_call_scores(outputs, [c[-1] for c in conversations], tools)
+    corpus, per_example = {**corpus, **tool_summary}, {**per_example, **tool_rows}
     rows = _base_rows(records, prompts, references, tokenizer, recipe)
     _attach(rows, outputs, per_example, ppl)
     return {"summary": _generation_summary(corpus, ppl, len(records)), "rows": rows}

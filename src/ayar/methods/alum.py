@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from transformers import PreTrainedModel, TrainerCallback
 
+from ayar.console import say
 from ayar.methods import register
 from ayar.methods.distill import label_positions
 from ayar.methods.wrapping import WrappedParams, WrappingMethod
@@ -100,7 +101,7 @@ class ScaleLearningRate(TrainerCallback):
                 group["initial_lr"] *= self.factor
         if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
             lr_scheduler.base_lrs = [lr * self.factor for lr in lr_scheduler.base_lrs]
-        print(f"alum: effective batch {effective} vs reference {self.reference}: learning rate x {self.factor:.3g} "
+        say(f"alum: effective batch {effective} vs reference {self.reference}: learning rate x {self.factor:.3g} "
               f"({self.mode})")
 
 

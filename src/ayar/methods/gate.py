@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from transformers import PreTrainedModel
 from transformers.utils.output_capturing import OutputRecorder
 
+from ayar.console import say
 from ayar.data.templates import record_to_messages, render_prompt
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import AyarError, UsageError
@@ -263,7 +264,7 @@ class Gate(WrappingMethod):
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         if getattr(model.config, "_attn_implementation", None) != "eager":
             model.set_attn_implementation("eager")
-        print("method gate: eager attention (attention weights are needed; slower than sdpa/flash kernels)")
+        say("method gate: eager attention (attention weights are needed; slower than sdpa/flash kernels)")
         num_heads = model.config.get_text_config().num_attention_heads
         model = super().prepare_model(model, task)
         modules, index = attention_modules(model)
@@ -289,7 +290,7 @@ class Gate(WrappingMethod):
             raise UsageError(f"method 'gate': no training record carries guide spans: give records a "
                              f"'{self.params.field}' field of [start, end] character offsets into the user "
                              "message (or data.synthetic.guide_spans: true)")
-        print(f"method gate: {guided} of {len(train_dataset)} training rows carry guide spans")
+        say(f"method gate: {guided} of {len(train_dataset)} training rows carry guide spans")
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], meta: dict[str, Any],
                      num_items_in_batch: Any) -> None:

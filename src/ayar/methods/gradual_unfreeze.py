@@ -11,6 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, TrainerCallback
 
+from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
@@ -64,7 +65,7 @@ class UnfreezeSchedule(TrainerCallback):
         for group in self.groups[self.unfrozen:target]:
             event = {"step": step, "group": group.name, "params": group.numel()}
             self.events.append(event)
-            print(f"{self.prefix}: step {step}: training {group.name} ({group.numel():,} parameters)")
+            say(f"{self.prefix}: step {step}: training {group.name} ({group.numel():,} parameters)")
         self.unfrozen = target
         if self.log_path is not None:
             self.log_path.write_text(json.dumps(self.events, indent=1), encoding="utf-8")

@@ -8,6 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from transformers import PreTrainedModel
 
+from ayar.console import say
 from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
@@ -88,5 +89,5 @@ class Layers(Method):
         if not chosen:
             raise UsageError("method 'layers' selects no parameter: name blocks, modules, embeddings, head or norms")
         set_trainable(model, chosen)
-        print(f"layers: {trainable_summary(model)}")
+        say(f"layers: {trainable_summary(model)}")
         return model

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from transformers import PreTrainedModel, TrainerCallback
 
+from ayar.console import say
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
 from ayar.methods import register
@@ -259,5 +260,5 @@ class SaveWeights(TrainerCallback):
         if self.method.weights_path is not None:
             self.method.save_weights(self.method.weights_path)
             low = sorted(self.method.mean_weights().items(), key=lambda kv: kv[1])[:5]
-            print(f"reweight: weights of {len(self.method.history)} examples in {self.method.weights_path}; "
+            say(f"reweight: weights of {len(self.method.history)} examples in {self.method.weights_path}; "
                   f"lowest: {', '.join(f'#{i} {w:.2f}' for i, w in low)}")

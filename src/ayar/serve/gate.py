@@ -101,7 +101,8 @@ class Gate:
             return
         log.log(RequestRecord(route=route, status=status, latency_s=seconds, model=info.get("model"),
                               prompt_tokens=info.get("prompt_tokens"),
-                              completion_tokens=info.get("completion_tokens"), prompt=info.get("prompt")))
+                              completion_tokens=info.get("completion_tokens"), prompt=info.get("prompt"),
+                              completion_id=info.get("completion_id"), completion=info.get("completion")))
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -26,6 +26,18 @@ CREATE TABLE IF NOT EXISTS requests (
     latency_s REAL,
     prompt_chars INTEGER,
     prompt TEXT,
+    pii_found INTEGER,
+    completion_id TEXT,
+    completion TEXT
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    completion_id TEXT NOT NULL,
+    rating TEXT,
+    correction TEXT,
+    correction_chars INTEGER,
+    preferred_id TEXT,
     pii_found INTEGER
 );
 CREATE TABLE IF NOT EXISTS drift (
@@ -48,7 +60,22 @@ def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
     return conn
+
+
+ADDED_COLUMNS = {"requests": (("completion_id", "TEXT"), ("completion", "TEXT"))}  # columns newer than a log
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A log written by an older ayar gains the columns added since (SQLite adds them as NULL)."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    conn.execute("CREATE INDEX IF NOT EXISTS requests_completion_id ON requests (completion_id)")
+    conn.commit()
 
 
 @dataclass
@@ -62,6 +89,18 @@ class RequestRecord:
     completion_tokens: int | None = None
     latency_s: float | None = None
     prompt: str | None = None  # the user's text; dropped unless text logging is on
+    completion_id: str | None = None  # the id the client got back (chatcmpl-..., cmpl-...), for feedback
+    completion: str | None = None  # the generated text; dropped unless text logging is on
+
+
+@dataclass
+class FeedbackRecord:
+    """A user's verdict on one logged completion (``POST /v1/feedback``)."""
+
+    completion_id: str
+    rating: str | None = None  # "up" or "down"
+    correction: str | None = None  # a better answer; its text is dropped unless text logging is on
+    preferred_id: str | None = None  # another completion (of the same prompt) the user preferred
 
 
 class RequestLog:
@@ -72,12 +111,15 @@ class RequestLog:
 
         self.path, self.log_text, self.pii_types = Path(path), log_text, pii_types
         self._redact = redact_pii
-        self._queue: queue.Queue[RequestRecord | None] = queue.Queue()
+        self._queue: queue.Queue[RequestRecord | FeedbackRecord | None] = queue.Queue()
         self._conn = connect(self.path)
+        # Feedback checks ids from the event loop's threads while the writer thread writes: its own connection.
+        self._reader = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False)
+        self._read_lock = threading.Lock()
         self._thread = threading.Thread(target=self._write_loop, name="ayar-request-log", daemon=True)
         self._thread.start()
 
-    def log(self, record: RequestRecord) -> None:
+    def log(self, record: RequestRecord | FeedbackRecord) -> None:
         """Queue one record (never blocks the caller)."""
         self._queue.put(record)
 
@@ -90,15 +132,53 @@ class RequestLog:
         self._queue.put(None)
         self._thread.join(10)
         self._conn.close()
+        self._reader.close()
+
+    def _redacted(self, *texts: str | None) -> tuple[list[str | None], int | None]:
+        """The texts PII-redacted, with the count of what was found; all None unless text logging is on."""
+        if not self.log_text:
+            return [None] * len(texts), None
+        out, found = [], 0
+        for text in texts:
+            if text is None:
+                out.append(None)
+                continue
+            redacted, counts = self._redact(text, self.pii_types)
+            out.append(redacted)
+            found += sum(counts.values())
+        return out, found
 
     def _row(self, r: RequestRecord) -> tuple[Any, ...]:
-        text, found = None, None
-        if r.prompt is not None and self.log_text:
-            text, counts = self._redact(r.prompt, self.pii_types)
-            found = sum(counts.values())
+        (text, completion), found = self._redacted(r.prompt, r.completion)
+        if r.prompt is None and r.completion is None:
+            found = None
         chars = len(r.prompt) if r.prompt is not None else None
         return (time.time(), r.route, r.model, r.status, r.prompt_tokens, r.completion_tokens, r.latency_s,
-                chars, text, found)
+                chars, text, found, r.completion_id, completion)
+
+    def _write(self, record: RequestRecord | FeedbackRecord) -> None:
+        if isinstance(record, FeedbackRecord):
+            (correction,), found = self._redacted(record.correction)
+            chars = len(record.correction) if record.correction is not None else None
+            self._conn.execute(
+                "INSERT INTO feedback (ts, completion_id, rating, correction, correction_chars, preferred_id, "
+                "pii_found) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), record.completion_id, record.rating, correction, chars, record.preferred_id, found))
+        else:
+            self._conn.execute(
+                "INSERT INTO requests (ts, route, model, status, prompt_tokens, completion_tokens, latency_s,"
+                " prompt_chars, prompt, pii_found, completion_id, completion) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?)",
+                self._row(record),
+            )
+        self._conn.commit()
+
+    def has_completion(self, completion_id: str) -> bool:
+        """True when a successful request with this completion id is in the log (call ``flush`` first)."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT 1 FROM requests WHERE completion_id = ? AND status < 400 LIMIT 1",
+                                       (completion_id,)).fetchone()
+        return row is not None
 
     def _write_loop(self) -> None:
         while True:
@@ -106,12 +186,7 @@ class RequestLog:
             try:
                 if record is None:
                     return
-                self._conn.execute(
-                    "INSERT INTO requests (ts, route, model, status, prompt_tokens, completion_tokens, latency_s,"
-                    " prompt_chars, prompt, pii_found) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._row(record),
-                )
-                self._conn.commit()
+                self._write(record)
             except sqlite3.Error:
                 pass  # a full disk must not take the API down; the record is lost, the request is not
             finally:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from ayar.errors import UsageError
-from ayar.recipe import ServeConfig
+from ayar.recipe import ServeConfig, load_recipe
 from ayar.serve.app import ServeSettings, create_app
 from ayar.serve.engine import load_engine
+from ayar.serve.options import option_name
 
 API_KEY_ENV = "AYAR_API_KEY"
 _DEFAULTS = ServeConfig()
@@ -112,3 +116,44 @@ def serve(
                             access_log=False)
     DrainingServer(config, app, drain_timeout).run()
 
+
+
+# ---------------------------------------------------------------- `ayar serve RECIPE|RUN|MODEL`: one schema
+
+@dataclass
+class ServeTarget:
+    """What `ayar serve` serves, and with which settings (defaults < the recipe's serve section < flags)."""
+
+    model: Path
+    config: ServeConfig
+    run_dir: Path | None = None  # the run folder, when known: the request log goes there by default
+
+
+def resolve_target(target: Path, overrides: dict[str, Any] | None = None) -> ServeTarget:
+    """A recipe file, a run folder (its recipe.yaml) or a model folder, with flags applied to its serve section."""
+    target = Path(target)
+    run_dir, base = None, ServeConfig()
+    if target.suffix in (".yaml", ".yml"):
+        recipe = load_recipe(target)
+        run_dir, base = recipe.run_dir, recipe.serve
+    elif (target / "recipe.yaml").is_file():
+        run_dir, base = target, load_recipe(target / "recipe.yaml").serve
+    chosen = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        config = ServeConfig.model_validate({**base.model_dump(), **chosen})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"{option_name(str(err['loc'][0]))}: {err['msg']}") from None
+    return ServeTarget(run_dir if run_dir is not None else target, config, run_dir)
+
+
+def serve_target(target: Path, overrides: dict[str, Any] | None = None, adapters: list[str] | None = None,
+                 served_name: str | None = None, api_keys: list[str] | None = None,
+                 threads: int | None = None) -> None:
+    """`ayar serve`: resolve the target and its settings, then :func:`serve` it."""
+    resolved = resolve_target(target, overrides)
+    cfg = resolved.config
+    log_db = resolved.run_dir / "requests.sqlite" if resolved.run_dir is not None else None
+    settings = ServeSettings.from_config(cfg, api_keys_from(api_keys), default_log_db=log_db)
+    serve(resolved.model, cfg.host, cfg.port, parse_adapters(adapters), served_name, settings, cfg.max_queue,
+          cfg.drain_timeout, cfg.max_batch, threads)

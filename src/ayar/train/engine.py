@@ -19,10 +19,12 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, set_seed
 
+from ayar.console import say, warn
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import set_template
 from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters
+from ayar.methods.preference import PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import Recipe
 from ayar.train import checkpoint as ckpt
@@ -77,6 +79,12 @@ def train(
     Raises :class:`~ayar.train.faults.TrainingStopped` (exit 75) after a SIGTERM/SIGINT checkpoint,
     :class:`~ayar.train.faults.NonFiniteError` (exit 3) on a NaN/inf loss or gradient.
     """
+    preference = build_method(recipe.method.name, recipe.method.params())
+    if isinstance(preference, PreferenceMethod):  # TRL's trainer on preference records (train/preference.py)
+        from ayar.train.preference import train_preference
+
+        return TrainResult(**train_preference(recipe, base_model, prepared, run_dir, preference, resume,
+                                              extra_callbacks))
     check_task_format(recipe)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
@@ -116,7 +124,7 @@ def train(
                                   "micro-batch cannot shrink further: lower data.max_length or use a method "
                                   "with fewer trainable weights") from None
             last = trainer.saved_checkpoints[-1] if trainer.saved_checkpoints else last
-            print(f"out of memory at micro-batch {batch} x grad_accum {accum}: retrying with {smaller[0]} x "
+            say(f"out of memory at micro-batch {batch} x grad_accum {accum}: retrying with {smaller[0]} x "
                   f"{smaller[1]} (effective batch {batch * accum} -> {smaller[0] * smaller[1]}) from "
                   f"{last.name if last else 'the start'}")
             batch, accum = smaller
@@ -166,8 +174,8 @@ def train(
 
 def _resume_point(checkpoints: Path) -> Path | None:
     """The newest complete checkpoint, or None (with a note) when there is none."""
-    last = ckpt.find_resumable(checkpoints, warn=lambda msg: print(f"warning: {msg}"))
-    print(f"resuming from {last}" if last else "no complete checkpoint to resume from: starting from the beginning")
+    last = ckpt.find_resumable(checkpoints, warn=warn)
+    say(f"resuming from {last}" if last else "no complete checkpoint to resume from: starting from the beginning")
     return last
 
 
@@ -182,11 +190,11 @@ def _build_trainer(recipe: Recipe, method: Method, base_model: str, tokenizer: A
     method.setup(model, tokenizer, train_set, run_dir)
     method.use_validation(eval_set)
     trainable, total = count_parameters(model)
-    print(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
+    say(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / max(total, 1):.2f}%)")
     packed, why_not = resolve_packing(recipe.train.packing, recipe.task, model, method.model_inputs_extra())
     if recipe.task == "causal_lm":
-        print("packing: on" if packed else f"packing: off ({why_not or 'train.packing: false'})")
+        say("packing: on" if packed else f"packing: off ({why_not or 'train.packing: false'})")
     cfg = recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum, "packing": packed})
     trainer = build_trainer(
         model, cfg, run_dir / "checkpoints", train_set, seed=recipe.run.seed, eval_dataset=eval_set,

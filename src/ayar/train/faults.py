@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from ayar.console import say, warn
 from ayar.errors import AyarError
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint written; `--resume` continues
@@ -65,7 +66,7 @@ class FaultGuard(TrainerCallback):
                                  "training stopped and no checkpoint was written after it. Lower the learning "
                                  "rate, check the data, or set train.on_nonfinite: skip")
         self.skipped_batches += 1
-        print(f"warning: non-finite loss at step {step}{where}: micro-batch skipped "
+        warn(f"non-finite loss at step {step}{where}: micro-batch skipped "
               f"({self.skipped_batches} so far)")
         return False
 
@@ -83,7 +84,7 @@ class FaultGuard(TrainerCallback):
         for param in model.parameters():
             param.grad = None  # optimizers skip parameters without a gradient: no update, no moment change
         self.skipped_steps += 1
-        print(f"warning: non-finite gradient at step {step}: optimizer step skipped ({self.skipped_steps} so far)")
+        warn(f"non-finite gradient at step {step}: optimizer step skipped ({self.skipped_steps} so far)")
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # The Trainer hands callbacks no gradient norm, so this one is computed again from the (clipped)
@@ -114,8 +115,8 @@ class FaultGuard(TrainerCallback):
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
         self.signal_name = name
-        print(f"\n{name} received: finishing the current step, then writing a checkpoint "
-              "(press Ctrl-C again to abort without one)", flush=True)
+        say(f"\n{name} received: finishing the current step, then writing a checkpoint "
+              "(press Ctrl-C again to abort without one)")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.signal_name is not None:

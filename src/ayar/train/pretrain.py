@@ -10,6 +10,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, set_seed
 
+from ayar.console import say
 from ayar.models.load import untie_embeddings
 from ayar.models.scratch import build_model, read_corpus, sliding_windows, train_tokenizer
 from ayar.recipe import PretrainConfig, TrainConfig
@@ -38,7 +39,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, seed: int) -> PretrainResult:
     dataset = Dataset.from_dict({"input_ids": windows})
     model = build_model(cfg.model, tokenizer, seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"pretrain: {len(ids):,} corpus tokens, {len(windows):,} windows of {window}, "
+    say(f"pretrain: {len(ids):,} corpus tokens, {len(windows):,} windows of {window}, "
           f"{n_params:,} parameters")
 
     history = LossHistory()
@@ -59,5 +60,5 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, seed: int) -> PretrainResult:
     tokenizer.save_pretrained(str(model_dir))
     losses = [r["loss"] for r in history.records if "loss" in r]
     (out_dir / "history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
-    print(f"pretrain: {output.global_step} steps in {wall:.0f}s, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+    say(f"pretrain: {output.global_step} steps in {wall:.0f}s, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
     return PretrainResult(model_dir, len(windows), len(ids), losses[-1], output.global_step, wall)

@@ -24,6 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from ayar.console import warn
 from ayar.errors import UsageError
 from ayar.methods.base import Method, TrainerSpec, method_optimizer
 from ayar.recipe import TrainConfig
@@ -104,7 +105,7 @@ class ResumeCheckpoint(TrainerCallback):
         self.rng_pending = False
         states = ckpt.load_state(self.folder, "rng")
         if not states:
-            print(f"warning: checkpoint {self.folder} has no random states; the resumed run may differ")
+            warn(f"checkpoint {self.folder} has no random states; the resumed run may differ")
             return
         ckpt.restore_rng(states[min(self.process_index, len(states) - 1)])
 
@@ -140,7 +141,10 @@ class AyarTrainerMixin:
         if replaced is not None:
             loss, outputs = replaced
         else:
-            loss, outputs = self._task_loss(model, inputs, num_items_in_batch)
+            # TRL's DPO/KTO trainers recompute the logits with an extra forward pass when asked for outputs:
+            # ask only when someone reads them.
+            wanted = return_outputs or type(self.method).extra_loss is not Method.extra_loss
+            loss, outputs = self._task_loss(model, inputs, num_items_in_batch, wanted)
             extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
             if extra is not None:
                 # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
@@ -152,7 +156,8 @@ class AyarTrainerMixin:
                 loss = torch.zeros((), device=loss.device, requires_grad=True)  # backward reaches no weight
         return (loss, outputs) if return_outputs else loss
 
-    def _task_loss(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> tuple[Any, Any]:
+    def _task_loss(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any,
+                   outputs_wanted: bool = True) -> tuple[Any, Any]:
         """The trainer's loss, or in training the same cross-entropy chunked (``train.chunked_loss``).
 
         The chunked loss needs the logits of no one but itself, so it is skipped for a method that adds a
@@ -160,6 +165,8 @@ class AyarTrainerMixin:
         """
         head = self._chunkable_output_layer(model) if model.training and "labels" in inputs else None
         if head is None:
+            if not outputs_wanted:
+                return super().compute_loss(model, inputs, False, num_items_in_batch), None
             return super().compute_loss(model, inputs, True, num_items_in_batch)
         parent, attribute, layer = head
         with hidden_states_as_logits(parent, attribute):

@@ -7,6 +7,7 @@ data/data_card.json, samples.jsonl, predictions.jsonl); the UI adds no logger of
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +81,71 @@ def _started(run_dir: Path) -> float:
     return min(p.stat().st_mtime for p in paths if p.exists())
 
 
-def run_status(run_dir: Path, job_state: str | None = None) -> str:
+STAGE_COMMANDS = {"run", "pretrain", "prepare", "train", "eval"}
+
+
+def _stage_run_dir(args: list[str], cwd: Path) -> Path | None:
+    """The run folder an ``ayar <stage> RECIPE [--set ...]`` command line works in, else None."""
+    from ayar.recipe import apply_overrides
+
+    starts = [i + 1 for i, a in enumerate(args) if Path(a).name == "ayar" or (a == "ayar.cli" and i
+                                                                             and args[i - 1] == "-m")]
+    rest = args[starts[0]:] if starts else []
+    if not rest or rest[0] not in STAGE_COMMANDS:
+        return None
+    recipe, overrides, options = None, [], iter(rest[1:])
+    for arg in options:
+        if arg in ("--set", "-s"):
+            overrides.append(next(options, ""))
+        elif arg.startswith("--set="):
+            overrides.append(arg.removeprefix("--set="))
+        elif not arg.startswith("-") and recipe is None:
+            recipe = arg
+    if recipe is None:
+        return None
+    try:
+        data = yaml.safe_load((cwd / recipe).read_text(encoding="utf-8")) or {}
+        run = apply_overrides(data, overrides).get("run") or {}
+    except Exception:  # noqa: BLE001 - an unreadable recipe: that process is not telling us its run
+        return None
+    return (cwd / str(run.get("output_dir", "runs")) / str(run.get("name", "run"))).resolve()
+
+
+def active_run_dirs() -> set[Path]:
+    """Run folders that an `ayar` stage command on this machine works in right now (read from /proc on
+    Linux; elsewhere empty, and the status falls back on how recently the folder was written)."""
+    found: set[Path] = set()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            if b"ayar" not in raw:
+                continue
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        folder = _stage_run_dir([a.decode("utf-8", "replace") for a in raw.split(b"\0") if a], cwd)
+        if folder is not None:
+            found.add(folder)
+    return found
+
+
+def run_status(run_dir: Path, job_state: str | None = None, active: set[Path] | None = None) -> str:
     """running, done or failed.
 
-    ``job_state`` is what the UI knows of a run it started itself (running / done / failed) and wins.
+    ``job_state`` is what the UI knows of a run it started itself (running / done / failed) and wins;
+    then a live `ayar` stage process working in the folder (``active``, see active_run_dirs) means running.
     Otherwise: evaluated after the recipe was last written means done; written to lately means running;
     anything else stopped before its evaluation (an error, Ctrl-C or a crash): failed.
     """
     if job_state is not None:
         return job_state
+    if active is not None and run_dir.resolve() in active:
+        return "running"
     metrics = run_dir / "metrics.json"
     evaluated = "eval" in (read_json(metrics, {}) or {})
     if evaluated and metrics.stat().st_mtime >= (run_dir / "recipe.yaml").stat().st_mtime - 1:
@@ -117,7 +174,7 @@ def key_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def summarize(run_dir: Path, job_state: str | None = None) -> RunSummary:
+def summarize(run_dir: Path, job_state: str | None = None, active: set[Path] | None = None) -> RunSummary:
     """The runs-list row of one run folder."""
     recipe = read_recipe(run_dir)
     metrics = read_json(run_dir / "metrics.json", {}) or {}
@@ -127,7 +184,7 @@ def summarize(run_dir: Path, job_state: str | None = None) -> RunSummary:
         name=run_dir.name, path=run_dir, task=str(recipe.get("task", "?")),
         method=str((recipe.get("method") or {}).get("name", "?")),
         base_model=str(model) if model else ("pretrained from scratch" if pretrained else "?"),
-        status=run_status(run_dir, job_state), started=_started(run_dir),
+        status=run_status(run_dir, job_state, active), started=_started(run_dir),
         updated=_latest_mtime(run_dir), metrics=key_metrics(metrics),
     )
 

@@ -130,3 +130,10 @@ def test_pii_is_redacted_inside_conversations(tmp_path: Path, fmt: str) -> None:
     (record,) = prepared.read_split("train")
     assert record["prompt"][0]["content"] == "Yaz: <EMAIL>"
     assert prepared.card["pii"] == {"EMAIL": 2 if fmt == "preference" else 1}
+
+
+def test_a_reject_shows_the_record_as_read(tmp_path: Path) -> None:
+    _prepare(tmp_path, [{"prompt": "x", "completion": "y", "label": "belki"},
+                        {"prompt": "Soru?", "completion": "Yanıt.", "label": True}], "kto")
+    (reject,) = _rejects(tmp_path)
+    assert json.loads(reject["raw"]) == {"prompt": "x", "completion": "y", "label": "belki"}

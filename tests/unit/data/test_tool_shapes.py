@@ -65,6 +65,9 @@ def test_openai_tool_record_is_normalised() -> None:
     assert call["content"] == "" and call["tool_calls"] == [
         {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Ankara"}}, "id": "call_1"}]
     assert record["messages"][3] == {"role": "tool", "content": '{"sicaklik": "6 derece"}', "tool_call_id": "call_1"}
+    as_object = openai_record("Ankara")
+    as_object["messages"][3]["content"] = {"sicaklik": "6 derece"}  # some datasets keep the result as an object
+    assert check_shape(as_object, "messages")["messages"][3]["content"] == '{"sicaklik": "6 derece"}'
 
 
 @pytest.mark.parametrize("make,fmt", [(openai_record, "messages"), (sharegpt_record, "sharegpt")])
@@ -207,3 +210,13 @@ def test_training_tokenizes_tool_records_with_their_tools(tok) -> None:
               for r in records]
     with pytest.raises(UsageError, match="no assistant token is learned"):
         tokenize_split(silent, tok, recipe)
+
+
+def test_a_template_writing_tool_outputs_through_tojson_passes_the_check(tiny_model_dir: Path) -> None:
+    llama_like = load_tokenizer(str(tiny_model_dir))
+    set_template(llama_like, "{% for m in messages %}{% if m['role'] == 'tool' %}{{ m['content'] | tojson }}"
+                             "{% elif m['tool_calls'] %}{{ m['tool_calls'][0]['function'] | tojson }}"
+                             "{% else %}{{ m['content'] }}{% endif %}\n{% endfor %}")
+    record = check_shape(openai_record("Rize"), "messages")
+    encoded = tokenize_chat(llama_like, record_to_messages(record), 2048)  # no tools given: none to render
+    assert any(label != IGNORE_INDEX for label in encoded["labels"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ayar.eval.errors import (
+from ayar.eval.error_analysis import (
     analyze_errors,
     confused_pairs,
     length_buckets,

@@ -34,7 +34,7 @@ def test_every_method_has_a_docs_section_and_a_recipe() -> None:
     recipes = {p.stem.removeprefix("method-").replace("-", "_") for p in (ROOT / "recipes").glob("method-*.yaml")}
     for name in EXPECTED:
         assert f"\n## {name}\n" in docs, name
-        assert name in recipes or name in ("full", "lora"), name  # lora: quickstart.yaml; full: no keys
+        assert name in recipes or name in ("full", "lora"), name  # lora: quickstart.yaml, from-scratch.yaml; full: no keys
     advanced = (ROOT / "docs" / "advanced-methods.md").read_text(encoding="utf-8")
     for name in ADVANCED:
         assert f"\n## {name}\n" in advanced and name in recipes, name

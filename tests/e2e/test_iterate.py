@@ -1,0 +1,173 @@
+"""`ayar iterate` end to end on a tiny model: v1 is served, a scripted user sends requests and feedback with a
+consistent preference, v2 trains on it, and the gate compares them; plus the feedback-to-data rules."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ayar.errors import UsageError
+from ayar.iterate import deduplicate, feedback_records, hold_out, iterate, next_run_name
+
+WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music", "planet",
+         "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter", "spring",
+         "summer", "autumn", "bottle", "candle", "dragon", "friend", "guitar", "hammer", "jacket"]
+
+
+def _v1_run(tiny_model_dir: Path, out: Path) -> Path:
+    from ayar.pipeline import stage_prepare, stage_train
+    from ayar.recipe import load_recipe
+
+    recipe = load_recipe(None, [
+        f"model.name_or_path={tiny_model_dir}", f"run.output_dir={out}", "run.name=shop",
+        "data.synthetic.num_records=40", "data.synthetic.tasks=[add,reverse]", "data.template=alpaca",
+        "data.max_length=64", "method.name=lora", "method.target_modules=all-linear", "train.max_steps=2",
+        "train.batch_size=8", "train.precision=fp32", "run.carbon=false", "eval.max_examples=6",
+        "eval.max_new_tokens=4", "eval.risks.enabled=false", "eval.annotation_sheet=false",
+        "eval.bootstrap_resamples=100",
+    ])
+    stage_prepare(recipe)
+    stage_train(recipe)
+    return recipe.run_dir
+
+
+def _serve_and_collect_feedback(v1: Path, db: Path) -> dict[str, int]:
+    """The scripted user: asks about each word, wants the answer 'no <word>', and says so."""
+    from ayar.serve.app import ServeSettings, create_app
+    from ayar.serve.engine import load_engine
+
+    test_prompt = next(json.loads(line) for line in (v1 / "data" / "test.jsonl").open())
+    engine = load_engine(v1 / "model", served_name="shop").start()
+    app = create_app(ServeSettings(log_db=db, log_requests=True, log_text=True), engine=engine)
+    sent = {"pairs": 0, "ratings": 0, "leaky": 0}
+    with TestClient(app) as client:
+        def ask(text: str) -> str:
+            body = {"model": "shop", "messages": [{"role": "user", "content": text}], "max_tokens": 4,
+                    "temperature": 0}
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200
+            return response.json()["id"]
+
+        def feedback(body: dict) -> None:
+            assert client.post("/v1/feedback", json=body).status_code == 200
+
+        for i, word in enumerate(WORDS):
+            completion = ask(f"Say something about {word}.")
+            if i % 5 == 4:  # a rating alone
+                feedback({"id": completion, "rating": "down"})
+                sent["ratings"] += 1
+            else:
+                feedback({"id": completion, "rating": "down", "correction": f"no {word}"})
+                sent["pairs"] += 1
+        prompt = test_prompt["instruction"] + (f"\n\n### Input:\n{test_prompt['input']}" if test_prompt.get("input")
+                                               else "")
+        feedback({"id": ask(prompt), "rating": "down", "correction": "leaked"})  # a test prompt: must be dropped
+        sent["leaky"] += 1
+    engine.stop()
+    return sent
+
+
+def test_iterate_trains_a_gated_v2_from_served_feedback(tiny_model_dir: Path, tmp_path: Path) -> None:
+    v1 = _v1_run(tiny_model_dir, tmp_path / "runs")
+    db = tmp_path / "requests.sqlite"
+    sent = _serve_and_collect_feedback(v1, db)
+    metrics = iterate(v1, db, ["train.max_steps=40", "train.learning_rate=1e-2", "train.warmup_ratio=0",
+                               "iterate.drift_embeddings=false", "iterate.holdout=0.25"])
+    v2 = tmp_path / "runs" / "shop-v2"
+    card = metrics["iterate"]["card"]
+    assert metrics["iterate"]["method"] == "dpo"  # pairs call for a preference method
+    assert card["dropped"]["test_prompt"] == 2  # the leaky correction: its SFT record and its pair
+    assert card["usable"] == {"sft": sent["pairs"], "pairs": sent["pairs"], "kto": sent["ratings"]}
+    assert card["held_out"]["pairs"] > 0 and card["train"]["pairs"] + card["held_out"]["pairs"] == sent["pairs"]
+    trained = [json.loads(line) for line in (v2 / "data" / "train.jsonl").open()]
+    held = [json.loads(line) for line in (v2 / "data" / "feedback_heldout.jsonl").open()]
+    assert {r["prompt"] for r in trained}.isdisjoint(r.get("prompt", r.get("instruction")) for r in held)
+    assert (v2 / "data" / "test.jsonl").read_text() == (v1 / "data" / "test.jsonl").read_text()
+    assert metrics["iterate"]["drift"]["n_live"] == len(WORDS) + 1
+    # v2 started from v1 (merged) and learned the user's preference on prompts it never trained on.
+    assert json.loads((v2 / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        (v2 / "base").resolve())
+    fb = metrics["feedback_eval"]
+    print("held-out feedback", fb)
+    assert fb["v2"]["preference"]["margin_mean"] > fb["v1"]["preference"]["margin_mean"] + 1.0
+    assert fb["v2"]["preference"]["accuracy"] >= fb["v1"]["preference"]["accuracy"]
+    gate = metrics["gate"]
+    assert gate["decision"] == ("promote" if all(c["passed"] for c in gate["checks"]) else "block")
+    assert gate["bounds"]["max_test_drop"] == 0.02 and gate["reasons"]
+    assert {"base", "tuned", "comparison"} <= set(metrics["eval"])
+    report = (v2 / "report.md").read_text(encoding="utf-8")
+    assert "(v1) ->" in report and f"Gate: **{gate['decision'].upper()}**" in report
+
+
+def _rows() -> list[dict]:
+    base = {"correction_chars": None, "preferred_id": None, "preferred": None}
+    return [
+        {**base, "feedback_id": 1, "completion_id": "a", "rating": "down", "correction": "good", "prompt": "p1",
+         "completion": "bad", "correction_chars": 4},
+        {**base, "feedback_id": 2, "completion_id": "b", "rating": "up", "correction": None, "prompt": "p2",
+         "completion": "fine"},
+        {**base, "feedback_id": 3, "completion_id": "c", "rating": None, "correction": None, "prompt": "p3",
+         "completion": "meh", "preferred_id": "d", "preferred": "better"},
+        {**base, "feedback_id": 4, "completion_id": "e", "rating": "down", "correction": None, "prompt": None,
+         "completion": None, "correction_chars": 9},
+    ]
+
+
+def test_feedback_rules_corrections_pairs_ratings() -> None:
+    records, skipped = feedback_records(_rows())
+    assert records["sft"] == [{"feedback_id": 1, "completion_id": "a", "instruction": "p1", "output": "good"}]
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in records["pairs"]] == [("p1", "good", "bad"),
+                                                                                     ("p3", "better", "meh")]
+    assert [(r["prompt"], r["completion"], r["label"]) for r in records["kto"]] == [("p2", "fine", True)]
+    assert skipped["no_text"] == 1
+
+
+def test_deduplication_and_hold_out() -> None:
+    records, _ = feedback_records(_rows() + _rows()[:1])
+    train = [{"instruction": "p1", "output": "good"}]  # already trained: the SFT record goes, the pair stays
+    test = [{"prompt": "p3", "chosen": "x", "rejected": "y"}]
+    kept, dropped = deduplicate(records, train, test)
+    assert dropped == {"test_prompt": 1, "in_training_data": 2, "repeated": 1}
+    assert [r["prompt"] for r in kept["pairs"]] == ["p1"] and kept["sft"] == []
+    first, held = hold_out({"pairs": [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(10)]}, 0.3, 0)
+    assert len(held["pairs"]) == 3 and len(first["pairs"]) == 7
+    assert hold_out(first, 0.3, 0) == hold_out(first, 0.3, 0)  # seeded: reruns agree
+    assert next_run_name("shop") == "shop-v2" and next_run_name("shop-v2") == "shop-v3"
+
+
+def test_iterate_refuses_without_a_run_or_enough_feedback(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not a trained ayar run"):
+        iterate(tmp_path, tmp_path / "db.sqlite")
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    from ayar.recipe import dump_recipe, load_recipe
+
+    dump_recipe(load_recipe(None, [f"model.name_or_path={tiny_model_dir}"]), run / "recipe.yaml")
+    for split in ("train", "test"):
+        (run / "data").mkdir(exist_ok=True)
+        (run / "data" / f"{split}.jsonl").write_text("")
+    with pytest.raises(UsageError, match="request log not found"):
+        iterate(run, tmp_path / "missing.sqlite")
+    from ayar.serve.logging_db import connect
+
+    connect(tmp_path / "empty.sqlite").close()
+    with pytest.raises(UsageError, match="usable feedback records"):
+        iterate(run, tmp_path / "empty.sqlite")
+    assert sqlite3.connect(tmp_path / "empty.sqlite").execute("SELECT count(*) FROM feedback").fetchone()[0] == 0
+
+
+def test_cli_iterate_reports_a_mistake_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    result = subprocess.run([sys.executable, "-m", "ayar.cli", "iterate", str(tmp_path), "--db", "x.sqlite"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("ayar: error:") and "not a trained ayar run" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
