@@ -24,6 +24,7 @@ from ayar.errors import UsageError
 from ayar.methods.base import count_parameters
 from ayar.methods.preference import PREFERENCE_FORMATS, PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
+from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe, TrainConfig
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
@@ -104,6 +105,7 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
         def write_model(folder: Path) -> None:
             trainer.model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
+            write_contract(folder, tokenizer, tools_used=False)  # checked by serve/batch/export
 
         ckpt.write_atomically(run_dir, "model", write_model)
         (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
