@@ -18,10 +18,16 @@ def _cut(text: Any) -> str:
 
 def judge_blocks(judge: dict[str, Any]) -> list[Any]:
     rows = [[name, fmt(j["mean_score"]), j["scored"], j["failed"], j["unparsable"], j["model"]]
-            for name, j in judge.items()]
-    return [Heading(2, "LLM as a judge"),
-            Table(["model", "mean score (1-10)", "scored", "failed", "unparsable", "judge"], rows,
-                  table_id="judge-table")]
+            for name, j in judge.items() if name != "win_rate"]
+    blocks = [Heading(2, "LLM as a judge"),
+              Table(["model", "mean score (1-10)", "scored", "failed", "unparsable", "judge"], rows,
+                    table_id="judge-table")]
+    win = judge.get("win_rate") or {}
+    if win.get("judged"):
+        blocks.append(Para(f"Win rate of tuned over base: {fmt(win['win_rate'])} ({win['wins']} wins, {win['ties']} "
+                           f"ties, {win['losses']} losses over {win['judged']} prompts both answers were scored on; "
+                           "a tie counts half)."))
+    return blocks
 
 
 def human_blocks(human: dict[str, Any]) -> list[Any]:
