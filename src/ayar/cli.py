@@ -129,10 +129,18 @@ def eval_(
     recipe: RecipeArg,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Evaluate even on a split used for training or selection.")] = False,
+    human: Annotated[Path | None, typer.Option(help="A filled annotation sheet (annotation/annotation.csv): add "
+                                                    "its win/tie/loss to metrics.json and the report, without "
+                                                    "evaluating again.", show_default=False)] = None,
 ) -> None:
     """Evaluate base and fine-tuned model on the held-out test split; writes metrics.json and the report."""
-    from ayar.pipeline import stage_eval
+    from ayar.pipeline import stage_eval, stage_human_eval
 
+    if human is not None:
+        result = stage_human_eval(_recipe(recipe, set_), human)
+        print(f"human evaluation: {result['annotated']} comparisons; win {result['win']['rate']:.3f}, "
+              f"tie {result['tie']['rate']:.3f}, loss {result['loss']['rate']:.3f} (report updated)")
+        return
     _print_eval(stage_eval(_recipe(recipe, set_), force=force))
 
 
@@ -179,7 +187,8 @@ def export(
                                          "with KV cache) or triton (a Triton model repository).")] = "hf",
     gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
     verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
-                                         "PyTorch with onnxruntime.")] = True,
+                                         "PyTorch with onnxruntime; gguf: tokens and greedy answers "
+                                         "in llama.cpp.")] = True,
 ) -> None:
     """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
     Triton model repository."""
