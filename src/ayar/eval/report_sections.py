@@ -30,6 +30,19 @@ def judge_blocks(judge: dict[str, Any]) -> list[Any]:
     return blocks
 
 
+def preference_blocks(models: dict[str, Any]) -> list[Any]:
+    """Preference accuracy and margins on the test pairs (``ayar.eval.preference``), per model."""
+    figures = {name: block["preference"] for name, block in models.items() if "preference" in block}
+    rows = [[label, *(fmt(f.get(key)) for f in figures.values())]
+            for label, key in (("pairs", "pairs"), ("preference accuracy", "accuracy"),
+                               ("margin, chosen - rejected (nats)", "margin_mean"),
+                               ("chosen log-prob", "chosen_logp_mean"), ("rejected log-prob", "rejected_logp_mean"))]
+    return [Heading(2, "Preference pairs"),
+            Para("Accuracy: the share of test pairs whose chosen answer the model gives a higher log-probability "
+                 "than the rejected one; margin: the mean difference."),
+            Table(["", *figures], rows, table_id="preference-table")]
+
+
 def human_blocks(human: dict[str, Any]) -> list[Any]:
     rows = [[outcome, human[outcome]["count"], fmt(human[outcome]["rate"]),
              f"[{fmt(human[outcome]['ci_low'])}, {fmt(human[outcome]['ci_high'])}]"] for outcome in ("win", "tie", "loss")]

@@ -33,6 +33,8 @@ def test_dpo_run_reports_preference_accuracy_and_margins(tiny_model_dir: Path, t
         assert figures["pairs"] == 4 and 0 <= figures["accuracy"] <= 1
         assert "exact_match" in metrics["eval"][name]  # the usual metrics, against the chosen answer
     assert metrics["eval"]["split"]["examples"] == 4
+    report = (recipe.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Preference pairs" in report and "preference accuracy" in report
 
 
 def test_completion_logps_are_the_sum_of_next_token_log_probs(tiny_model_dir: Path) -> None:
