@@ -91,7 +91,7 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
         method, model, tokenizer, prepared.read_split("train"), prepared.read_split("validation") or None,
         recipe.train, run_dir / "checkpoints", recipe.data.max_length, seed=recipe.run.seed,
         system_prompt=recipe.data.system_prompt, callbacks=extra_callbacks or (), history=history, faults=faults,
-        tensorboard_dir=run_dir / "tb", reporters=tracking_callbacks(recipe, run_dir))
+        reporters=tracking_callbacks(recipe, run_dir))  # TensorBoard among them, as train.report_to says
     trainable, total = count_parameters(trainer.model)
     say(f"method {method.name} (TRL {type(trainer).__name__}, base {method.params.base}): {trainable:,} trainable "
           f"of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
