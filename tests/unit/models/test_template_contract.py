@@ -178,3 +178,20 @@ def test_write_contract_skips_a_tokenizer_without_template(tiny_model_dir: Path,
     tokenizer = load_tokenizer(str(tiny_model_dir))
     tokenizer.chat_template = None
     assert write_contract(tmp_path, tokenizer, tools_used=False) is None and not (tmp_path / CONTRACT_FILE).exists()
+
+
+def test_templates_that_print_the_date_or_refuse_system_turns_still_get_a_contract(trained: Path,
+                                                                                   tmp_path: Path) -> None:
+    tokenizer = load_tokenizer(str(trained))
+    chatml = tokenizer.chat_template
+    # Llama 3.x prints today's date unless given one: the contract must not depend on the clock
+    tokenizer.chat_template = ("{% if date_string is not defined %}{% set date_string = strftime_now('%H:%M:%S.%f') %}"
+                               "{% endif %}{{ date_string }}" + chatml)
+    write_contract(tmp_path, tokenizer, tools_used=False)
+    assert check_contract(tmp_path, tokenizer) is True
+    # Gemma's template raises on a system turn: those conversations are left out, the others kept
+    tokenizer.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}"
+                               "{% endif %}" + chatml)
+    write_contract(tmp_path, tokenizer, tools_used=False)
+    names = [c["name"] for c in json.loads((tmp_path / CONTRACT_FILE).read_text())["conversations"]]
+    assert names == ["no_system"] and check_contract(tmp_path, tokenizer) is True
