@@ -38,4 +38,8 @@ def check_exported(source: Path, written: Path, fmt: str, force: bool = False) -
         from ayar.export.llamacpp import llama_tokens
 
         vocab = Llama(str(written), vocab_only=True, verbose=False)  # the tokenizer alone, no weights
-        check_token_ids(source, lambda text: llama_tokens(vocab, text), f"llama.cpp reading {written.name}", force)
+        try:
+            check_token_ids(source, lambda text: llama_tokens(vocab, text), f"llama.cpp reading {written.name}",
+                            force)
+        finally:
+            vocab.close()  # now, not at interpreter exit (where llama-cpp-python's __del__ can fail)

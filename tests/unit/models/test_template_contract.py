@@ -158,6 +158,18 @@ def test_hf_export_carries_the_contract_and_refuses_a_changed_folder(folder: Pat
     assert cli(monkeypatch, "export", folder, "--out", tmp_path / "forced", "--force") == 0
 
 
+def test_gguf_export_refuses_other_token_ids_in_llama_cpp(folder: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import ayar.export.llamacpp as llamacpp
+    from ayar.export import export_model
+
+    real = llamacpp.llama_tokens
+    monkeypatch.setattr(llamacpp, "llama_tokens", lambda llm, text: [*real(llm, text), 0])  # a stray token
+    with pytest.raises(UsageError, match=r"llama.cpp reading \S+\.gguf\): stop token eos"):
+        export_model(folder, tmp_path / "refused", fmt="gguf", gguf_dtype="f32", verify=False)
+    assert export_model(folder, tmp_path / "forced", fmt="gguf", gguf_dtype="f32", verify=False,
+                        force=True).is_file()
+
+
 def test_gguf_token_ids_in_llama_cpp_are_checked(folder: Path, tmp_path: Path) -> None:
     from llama_cpp import Llama  # installed by `make test`, as tests/unit/test_export_llamacpp.py needs
 
