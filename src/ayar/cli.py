@@ -189,12 +189,15 @@ def export(
     verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
                                          "PyTorch with onnxruntime; gguf: tokens and greedy answers "
                                          "in llama.cpp.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
+                                        "no longer matches training (ayar_contract.json).")] = False,
 ) -> None:
     """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
     Triton model repository."""
     from ayar.export import export_model
 
-    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify)}")
+    written = export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify, force=force)
+    print(f"exported to {written}")
 
 
 def serve(
@@ -206,6 +209,8 @@ def serve(
     api_key: Annotated[list[str] | None, typer.Option(help="Require this Bearer key (repeatable; or "
                                                            "AYAR_API_KEY).", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: cores - 1).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
+                                        "no longer matches training (ayar_contract.json).")] = False,
     **settings: object,
 ) -> None:
     """Serve a model with an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /metrics).
@@ -214,7 +219,7 @@ def serve(
     """
     from ayar.serve.server import serve_target
 
-    serve_target(target, settings, adapter, served_model_name, api_key, threads)
+    serve_target(target, settings, adapter, served_model_name, api_key, threads, force)
 
 
 def _with_serve_config_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -251,11 +256,14 @@ def batch(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
+                                        "no longer matches training (ayar_contract.json).")] = False,
 ) -> None:
     """Batch inference over a JSONL file: one output line per input line, resumable after a crash."""
     from ayar.serve.batch import run_batch
 
-    summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed)
+    summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed,
+                        force)
     print(summary.as_dict())
 
 

@@ -124,8 +124,14 @@ def ui(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterat
     except OSError:
         pass
     process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail("ayar ui did not stop within 30 s of SIGTERM")
+    finally:
+        log.close()
 
 
 def _clean(page: DevTools, base: str) -> None:

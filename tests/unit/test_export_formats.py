@@ -54,7 +54,9 @@ def test_gguf_of_an_adapter_is_the_merged_model_in_f16(adapter_dir: Path, chat_d
     assert not (merged / "adapter_config.json").exists()
     merged_logits = _logits(merged)
     assert not torch.allclose(merged_logits, _logits(chat_dir), atol=1e-3)  # the adapter changed the model
-    path = export_model(adapter_dir, tmp_path / "gguf", fmt="gguf")
+    # llama.cpp's check is tests/unit/test_export_llamacpp.py's: this random tiny model's f16 greedy answers
+    # sit on near ties, whose outcome may hang on llama.cpp's thread count
+    path = export_model(adapter_dir, tmp_path / "gguf", fmt="gguf", verify=False)
     assert torch.allclose(_logits(path.parent, path.name), merged_logits, atol=2e-2)
     assert path.stat().st_size < (tmp_path / "hf" / "model.safetensors").stat().st_size
     assert {p.name for p in path.parent.iterdir()} == {"Modelfile", "gguf_export.json", path.name}

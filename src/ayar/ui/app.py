@@ -290,4 +290,5 @@ def serve_ui(runs_root: Path, host: str = "127.0.0.1", port: int = 7860, api_key
     app = create_ui_app(Path(runs_root), api_keys, shown_root=str(runs_root).rstrip("/") or ".",
                         allowed_hosts=LOCAL_HOSTS if local else None)
     print(f"ayar ui: http://{host}:{port}/  (runs from {Path(runs_root).resolve()})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=3)  # open page polls and streams must not hold Ctrl-C up
