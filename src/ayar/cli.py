@@ -129,10 +129,18 @@ def eval_(
     recipe: RecipeArg,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Evaluate even on a split used for training or selection.")] = False,
+    human: Annotated[Path | None, typer.Option(help="A filled annotation sheet (annotation/annotation.csv): add "
+                                                    "its win/tie/loss to metrics.json and the report, without "
+                                                    "evaluating again.", show_default=False)] = None,
 ) -> None:
     """Evaluate base and fine-tuned model on the held-out test split; writes metrics.json and the report."""
-    from ayar.pipeline import stage_eval
+    from ayar.pipeline import stage_eval, stage_human_eval
 
+    if human is not None:
+        result = stage_human_eval(_recipe(recipe, set_), human)
+        print(f"human evaluation: {result['annotated']} comparisons; win {result['win']['rate']:.3f}, "
+              f"tie {result['tie']['rate']:.3f}, loss {result['loss']['rate']:.3f} (report updated)")
+        return
     _print_eval(stage_eval(_recipe(recipe, set_), force=force))
 
 
@@ -179,13 +187,17 @@ def export(
                                          "with KV cache) or triton (a Triton model repository).")] = "hf",
     gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
     verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
-                                         "PyTorch with onnxruntime.")] = True,
+                                         "PyTorch with onnxruntime; gguf: tokens and greedy answers "
+                                         "in llama.cpp.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
+                                        "no longer matches training (ayar_contract.json).")] = False,
 ) -> None:
     """Merge adapters into the base and write a plain Hugging Face folder (vLLM/TGI serve it), GGUF, ONNX or a
     Triton model repository."""
     from ayar.export import export_model
 
-    print(f"exported to {export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify)}")
+    written = export_model(run_dir, out, format_, gguf_dtype=gguf_dtype, verify=verify, force=force)
+    print(f"exported to {written}")
 
 
 def serve(
@@ -197,6 +209,8 @@ def serve(
     api_key: Annotated[list[str] | None, typer.Option(help="Require this Bearer key (repeatable; or "
                                                            "AYAR_API_KEY).", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: cores - 1).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
+                                        "no longer matches training (ayar_contract.json).")] = False,
     **settings: object,
 ) -> None:
     """Serve a model with an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /metrics).
@@ -205,7 +219,7 @@ def serve(
     """
     from ayar.serve.server import serve_target
 
-    serve_target(target, settings, adapter, served_model_name, api_key, threads)
+    serve_target(target, settings, adapter, served_model_name, api_key, threads, force)
 
 
 def _with_serve_config_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -242,11 +256,14 @@ def batch(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
+                                        "no longer matches training (ayar_contract.json).")] = False,
 ) -> None:
     """Batch inference over a JSONL file: one output line per input line, resumable after a crash."""
     from ayar.serve.batch import run_batch
 
-    summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed)
+    summary = run_batch(model, input_, output, batch_size, max_new_tokens, temperature, top_p, stop, seed,
+                        force)
     print(summary.as_dict())
 
 

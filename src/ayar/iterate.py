@@ -12,7 +12,8 @@
    held-out feedback; the gate promotes v2 only inside the recipe's ``iterate`` bounds.
 
 Everything lands in ``<run>-v2/``: ``data/`` (train.jsonl, feedback_heldout.jsonl, card.json),
-``model/``, ``metrics.json`` (``iterate``, ``train``, ``eval``, ``feedback_eval``, ``gate``) and the report.
+``model/``, ``metrics.json`` (``iterate``, ``train``, ``eval``, ``forgetting``, ``feedback_eval``, ``gate``) and
+the report.
 """
 
 from __future__ import annotations
@@ -284,8 +285,10 @@ def _dig(block: Any, path: tuple[str, ...]) -> float | None:
     return float(block) if isinstance(block, int | float) and not isinstance(block, bool) else None
 
 
-def gate(evals: dict[str, Any], feedback: dict[str, Any], cfg: IterateConfig) -> dict[str, Any]:
-    """Promote v2 only if it keeps the test metric, gains on held-out feedback and worsens no risk rate."""
+def gate(evals: dict[str, Any], feedback: dict[str, Any], cfg: IterateConfig,
+         forgetting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Promote v2 only if it keeps the test metric, gains on held-out feedback, passes the forgetting report's
+    own gate (``eval.forgetting``: general text and answers, v2 against v1) and worsens no risk rate."""
     checks: list[dict[str, Any]] = []
 
     def check(name: str, v1: float | None, v2: float | None, passed: bool, bound: str) -> None:
@@ -307,6 +310,10 @@ def gate(evals: dict[str, Any], feedback: dict[str, Any], cfg: IterateConfig) ->
         check("held-out corrections log-probability", c1, c2, c2 > c1, "v2 > v1")
     else:
         check("held-out feedback", None, None, False, "no held-out feedback shows a gain (raise iterate.holdout)")
+    if forgetting is not None:
+        text = forgetting["text"]
+        check("forgetting: general-text perplexity and answers", text["base_perplexity"], text["tuned_perplexity"],
+              forgetting["gate"]["passed"], "; ".join(forgetting["gate"]["reasons"]) or "within eval.forgetting")
     risks = evals.get("risks") or {}
     for name, path, higher_is_worse in RISK_RATES:
         r1, r2 = _dig(risks.get("base"), path), _dig(risks.get("tuned"), path)
@@ -436,9 +443,12 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
     update_metrics(v2_dir, "train", result.summary())
     eval_recipe = v1.model_copy(update={"eval": v1.eval.model_copy(update={"compare_base": True})})
     evals = evaluate(eval_recipe, v2_dir / "model", str((run / "model").resolve()), v1_data, v2_dir)
+    forgetting = evals.pop("forgetting", None)  # ayar.eval.forgetting: v2 ('tuned') against v1 ('base')
+    if forgetting is not None:
+        update_metrics(v2_dir, "forgetting", forgetting)
     update_metrics(v2_dir, "eval", evals)
     fb = feedback_eval(run / "model", v2_dir / "model", held, v1)
     update_metrics(v2_dir, "feedback_eval", fb)
-    metrics = update_metrics(v2_dir, "gate", gate(evals, fb, cfg))
+    metrics = update_metrics(v2_dir, "gate", gate(evals, fb, cfg, forgetting))
     write_iteration_report(v2_dir, metrics, name)
     return metrics

@@ -150,6 +150,18 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     return results
 
 
+def stage_human_eval(recipe: Recipe, sheet: Path) -> dict[str, Any]:
+    """A filled blind annotation sheet, scored against its key (``<run>/annotation/``): the ``human``
+    section of metrics.json and of the report."""
+    from ayar.eval.human import import_sheet
+    from ayar.eval.report import write_report
+
+    run_dir = recipe.run_dir
+    result = import_sheet(Path(sheet), run_dir / "annotation" / "annotation_key.json", recipe.eval.confidence)
+    write_report(run_dir, update_metrics(run_dir, "human", result), recipe.run.name)
+    return result
+
+
 def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     """Every stage of the recipe in order (ending with its export when ``export.enabled``); returns metrics.json."""
     from ayar.methods import build_method

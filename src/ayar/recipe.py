@@ -15,8 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ayar.errors import UsageError
+from ayar.tasks import task_names
 
-Task = Literal["causal_lm", "classification", "seq2seq"]
+Task = Literal[task_names()]  # the task registry (ayar/tasks.py) states them once
 DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto"]
 
 

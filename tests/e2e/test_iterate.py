@@ -99,6 +99,9 @@ def test_iterate_trains_a_gated_v2_from_served_feedback(tiny_model_dir: Path, tm
     assert gate["decision"] == ("promote" if all(c["passed"] for c in gate["checks"]) else "block")
     assert gate["bounds"]["max_test_drop"] == 0.02 and gate["reasons"]
     assert {"base", "tuned", "comparison"} <= set(metrics["eval"])
+    forgetting = next(c for c in gate["checks"] if c["check"].startswith("forgetting"))  # eval.forgetting's gate
+    assert forgetting["passed"] == metrics["forgetting"]["gate"]["passed"]
+    assert forgetting["v1"] == metrics["forgetting"]["text"]["base_perplexity"]
     report = (v2 / "report.md").read_text(encoding="utf-8")
     assert "(v1) ->" in report and f"Gate: **{gate['decision'].upper()}**" in report
 

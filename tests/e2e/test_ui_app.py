@@ -129,6 +129,23 @@ def test_api_key_when_set(tmp_path: Path) -> None:
     assert login.status_code == 303 and client.get("/api/runs").status_code == 200  # the cookie now
 
 
+def test_other_sites_and_host_names_are_refused(tmp_path: Path) -> None:
+    _run(tmp_path, "x", evaluated=True)
+    app = create_ui_app(tmp_path, allowed_hosts=frozenset({"127.0.0.1", "localhost"}))
+    client = TestClient(app, base_url="http://127.0.0.1:7860")
+    assert client.get("/api/runs").status_code == 200
+    rebound = TestClient(app, base_url="http://evil.example:7860")  # DNS rebinding: another name, same address
+    assert rebound.get("/api/runs").status_code == 403
+    change = {"example": "quickstart", "changes": {"run.name": "y"}}
+    cross = client.post("/api/runs", json=change, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403 and "evil.example" in cross.json()["error"]
+    plain = client.post("/api/runs", content=json.dumps(change), headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 403  # a cross-site POST that needs no CORS preflight
+    same = client.post("/api/recipe/check", json=change, headers={"Origin": "http://127.0.0.1:7860"})
+    assert same.status_code == 200 and same.json()["ok"]
+    assert not (tmp_path / ".ui").exists()
+
+
 def test_binding_beyond_this_machine_needs_a_key(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--api-key"):
         serve_ui(tmp_path, host="0.0.0.0")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
 from ayar.data.card import DataCard
 from ayar.eval.compare import compare_per_example
@@ -33,13 +34,15 @@ if TYPE_CHECKING:
 
 from conftest import chromium_session
 
-# the tiny recipe the form starts: quickstart's shape, scaled down to seconds (see tests/e2e/test_cli_run.py)
+ROOT = Path(__file__).resolve().parents[2]
+# the tiny recipe the form starts: recipes/from-scratch.yaml scaled down to seconds (see tests/e2e/test_cli_run.py)
 TINY_FORM = {
     "run.name": "live", "pretrain.max_steps": "4", "pretrain.batch_size": "4", "pretrain.model.hidden_size": "32",
     "pretrain.model.num_layers": "1", "pretrain.model.intermediate_size": "64",
     "pretrain.tokenizer.vocab_size": "512", "data.synthetic.num_records": "120", "train.max_steps": "40",
     "train.logging_steps": "1", "train.eval_steps": "20", "train.batch_size": "4", "eval.max_examples": "8",
     "eval.max_new_tokens": "4", "run.carbon": "false", "eval.risks.enabled": "false",
+    "eval.forgetting.enabled": "false",
 }
 PROMPTS = ["Ayın adını yaz: 2001-02-03", "Write the month of 1999-03-05", "Tek mi çift mi: 7"]
 
@@ -121,8 +124,14 @@ def ui(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterat
     except OSError:
         pass
     process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail("ayar ui did not stop within 30 s of SIGTERM")
+    finally:
+        log.close()
 
 
 def _clean(page: DevTools, base: str) -> None:
@@ -234,12 +243,14 @@ def _fill(page: DevTools, values: dict[str, str]) -> None:
 
 def test_form_rejects_a_bad_value_then_starts_a_run_whose_curve_grows(ui: dict[str, Any]) -> None:
     page, base, root = ui["page"], ui["url"], ui["root"]
-    page.navigate(base + "/new?example=quickstart&lang=en")
+    page.navigate(base + "/new?example=from-scratch&lang=en")
     labels = page.evaluate("document.querySelectorAll('#recipe-form .field:not([hidden])').length")
     assert labels > 100  # every leaf of the schema, not a hand-picked few
     field = page.evaluate("document.querySelector('#f-train-learning_rate').closest('.field').innerText")
     assert "default: 0.0002" in field  # the schema's default, shown beside the example's value
-    assert page.evaluate("document.querySelector('#f-train-learning_rate').value") == "0.003"
+    example = yaml.safe_load((ROOT / "recipes" / "from-scratch.yaml").read_text(encoding="utf-8"))
+    shown = page.evaluate("document.querySelector('#f-train-learning_rate').value")
+    assert float(shown) == example["train"]["learning_rate"]  # the example's value fills the field
     _fill(page, {"train.learning_rate": "-1"})
     page.evaluate("document.querySelector('#check-button').click()")
     message = page.wait_until("document.querySelector('#form-message').innerText")
@@ -247,7 +258,7 @@ def test_form_rejects_a_bad_value_then_starts_a_run_whose_curve_grows(ui: dict[s
     assert page.evaluate("document.querySelector('#f-train-learning_rate').closest('.field')"
                          ".classList.contains('invalid')")
     _screenshot(page, "new-run")
-    _fill(page, {"train.learning_rate": "0.003", **TINY_FORM})
+    _fill(page, {"train.learning_rate": shown, **TINY_FORM})
     page.evaluate("document.querySelector('#start-button').click()")
     page.wait_until("document.querySelector('#job-state').dataset.state")
     assert "train:\n  epochs" not in page.evaluate("document.querySelector('#recipe-yaml').innerText")
@@ -283,13 +294,17 @@ def test_playground_streams_base_and_tuned_answers(ui: dict[str, Any]) -> None:
     if not (ui["root"] / "live" / "model" / "adapter_config.json").is_file():
         pytest.fail("the run started from the form did not finish (see the previous test)")
     page.navigate(base + "/runs/live/play")
-    page.wait_until("document.querySelector('#play-status').dataset.ready", timeout=120)
+    # the first playground loads torch, transformers and peft into the UI process: slow on a busy machine
+    page.wait_until("document.querySelector('#play-status').dataset.ready || "
+                    "document.querySelector('#play-status').className === 'error'", timeout=300)
+    assert page.evaluate("document.querySelector('#play-status').dataset.ready") == "1", \
+        page.evaluate("document.querySelector('#play-status').innerText")
     page.evaluate("document.querySelector('#play-input').value = 'Ayın adını yaz: 2001-02-03';"
                   "document.querySelector('#play-max').value = '12';"
                   "document.querySelector('#play-send').click()")
     states = page.wait_until("""(() => { const s = Array.from(document.querySelectorAll('.msg.assistant'))
         .map(m => m.dataset.state); return s.length === 2 && s.every(x => x !== 'streaming') && s; })()""",
-                             timeout=120)
+                             timeout=240)
     answers = page.evaluate("Array.from(document.querySelectorAll('.msg.assistant'))"
                             ".map(m => [m.dataset.state, +(m.dataset.chunks || 0), m.textContent])")
     assert states == ["done", "done"], answers

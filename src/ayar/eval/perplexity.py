@@ -16,7 +16,9 @@ def _nll_sum(model: Any, input_ids: list[int], labels: list[int]) -> tuple[float
     """Summed negative log-likelihood of the labelled tokens of one sequence, and how many there were."""
     ids = torch.tensor([input_ids], device=model.device)
     target = torch.tensor([labels[1:]], device=model.device)  # token t is predicted from tokens < t
-    logits = model(input_ids=ids).logits[:, :-1].float()
+    logits = model(input_ids=ids).logits
+    # Prompt tuning and p-tuning return the logits of their virtual tokens first: keep the real tokens'.
+    logits = logits[:, logits.shape[1] - ids.shape[1]:-1].float()
     loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="sum")
     return float(loss), int((target != IGNORE_INDEX).sum())
 

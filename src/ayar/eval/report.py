@@ -16,6 +16,7 @@ from ayar.eval.report_sections import (
     forgetting_blocks,
     human_blocks,
     judge_blocks,
+    preference_blocks,
     risk_blocks,
     sample_blocks,
 )
@@ -140,6 +141,8 @@ def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]
                    metric_table(evals, section(metrics, "comparison"))]
     if section(metrics, "comparison"):
         blocks += comparison_blocks(section(metrics, "comparison"))
+    if any(isinstance(block, dict) and "preference" in block for block in model_blocks(evals).values()):
+        blocks += preference_blocks(model_blocks(evals))
     if section(metrics, "forgetting"):
         blocks += forgetting_blocks(section(metrics, "forgetting"))
     if section(metrics, "judge"):

@@ -18,10 +18,29 @@ def _cut(text: Any) -> str:
 
 def judge_blocks(judge: dict[str, Any]) -> list[Any]:
     rows = [[name, fmt(j["mean_score"]), j["scored"], j["failed"], j["unparsable"], j["model"]]
-            for name, j in judge.items()]
-    return [Heading(2, "LLM as a judge"),
-            Table(["model", "mean score (1-10)", "scored", "failed", "unparsable", "judge"], rows,
-                  table_id="judge-table")]
+            for name, j in judge.items() if name != "win_rate"]
+    blocks = [Heading(2, "LLM as a judge"),
+              Table(["model", "mean score (1-10)", "scored", "failed", "unparsable", "judge"], rows,
+                    table_id="judge-table")]
+    win = judge.get("win_rate") or {}
+    if win.get("judged"):
+        blocks.append(Para(f"Win rate of tuned over base: {fmt(win['win_rate'])} ({win['wins']} wins, {win['ties']} "
+                           f"ties, {win['losses']} losses over {win['judged']} prompts both answers were scored on; "
+                           "a tie counts half)."))
+    return blocks
+
+
+def preference_blocks(models: dict[str, Any]) -> list[Any]:
+    """Preference accuracy and margins on the test pairs (``ayar.eval.preference``), per model."""
+    figures = {name: block["preference"] for name, block in models.items() if "preference" in block}
+    rows = [[label, *(fmt(f.get(key)) for f in figures.values())]
+            for label, key in (("pairs", "pairs"), ("preference accuracy", "accuracy"),
+                               ("margin, chosen - rejected (nats)", "margin_mean"),
+                               ("chosen log-prob", "chosen_logp_mean"), ("rejected log-prob", "rejected_logp_mean"))]
+    return [Heading(2, "Preference pairs"),
+            Para("Accuracy: the share of test pairs whose chosen answer the model gives a higher log-probability "
+                 "than the rejected one; margin: the mean difference."),
+            Table(["", *figures], rows, table_id="preference-table")]
 
 
 def human_blocks(human: dict[str, Any]) -> list[Any]:

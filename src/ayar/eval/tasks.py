@@ -134,6 +134,8 @@ def evaluate_classification(model: Any, tokenizer: Any, records: list[dict], pro
 def evaluate_model(model: Any, tokenizer: Any, records: list[dict[str, Any]], prompts: list[str],
                    recipe: Recipe) -> dict[str, Any]:
     """{"summary": corpus figures, "rows": per-example rows (+ labels for classification)} for the recipe's task."""
-    task = {"causal_lm": evaluate_causal_lm, "seq2seq": evaluate_seq2seq,
-            "classification": evaluate_classification}[recipe.task]
-    return task(model, tokenizer, records, prompts, recipe)
+    return EVALUATORS[recipe.task](model, tokenizer, records, prompts, recipe)
+
+
+# The task registry (ayar/tasks.py) names the tasks; each one's evaluation, registered by name.
+EVALUATORS = {"causal_lm": evaluate_causal_lm, "seq2seq": evaluate_seq2seq, "classification": evaluate_classification}

@@ -65,11 +65,15 @@ def export_name(source: Path) -> str:
     return source.resolve().parent.name if source.name == "model" else source.resolve().name
 
 
-def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool = True, **options: Any) -> Path:
+def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool = True, force: bool = False,
+                 **options: Any) -> Path:
     """Write a servable model to out_dir; returns the folder (hf, adapter) or the written file (gguf, ...).
 
     Options are the format's own (``gguf_dtype`` for gguf); ``merge=False`` with ``hf`` means the adapter alone.
+    The train-to-serve contract is checked before and after (ayar.export.contract); ``force`` only warns.
     """
+    from ayar.export.contract import check_exported, check_source
+
     source = find_model_dir(Path(run_or_model))
     out_dir = Path(out_dir)
     if fmt not in _FORMATS:
@@ -78,7 +82,10 @@ def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool
         raise UsageError(f"export folder is not empty: {out_dir}")
     if fmt == "hf" and not merge:
         fmt = "adapter"
-    return _FORMATS[fmt].writer(source, out_dir, **options)
+    check_source(source, force)
+    written = _FORMATS[fmt].writer(source, out_dir, **options)
+    check_exported(source, Path(written), fmt, force)
+    return written
 
 
 # the built-in formats register themselves on import (kept last: they import the helpers above)

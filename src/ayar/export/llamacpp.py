@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from ayar.data.templates import end_of_turn, render_prompt
+from ayar.data.templates import render_prompt
+from ayar.eval.generate import stop_token_ids
 
 REFERENCE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},
@@ -46,7 +47,13 @@ class LlamaCppCheck:
     tokens_equal: int = 0
     prompts: int = 0
     answers_agree: int = 0
+    first_tokens_agree: int = 0
+    """Prompts whose answers start with the same token (where quantized types mostly still agree)."""
+    answer_tokens: int = 0
+    """Tokens of the Hugging Face model's answers, all prompts together (0 would make agreement empty)."""
+    llama_cpp_answer_tokens: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    loaded: bool = True
 
     @property
     def agreement(self) -> float:
@@ -56,12 +63,6 @@ class LlamaCppCheck:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, agreement included."""
         return {**asdict(self), "agreement": self.agreement}
-
-
-def stop_ids(tokenizer: Any) -> list[int]:
-    """Token ids that end an answer: eos and the chat template's end-of-turn token."""
-    tokens = [t for t in (tokenizer.eos_token, end_of_turn(tokenizer)) if t]
-    return sorted({tokenizer.convert_tokens_to_ids(t) for t in tokens})
 
 
 def open_gguf(gguf_file: Path, n_ctx: int = 512) -> Any:
@@ -90,32 +91,47 @@ def llama_greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int, stops: li
 @torch.inference_mode()
 def hf_greedy(model: Any, prompt_ids: list[int], max_new_tokens: int, stops: list[int]) -> list[int]:
     """Greedy continuation with transformers, up to a stop id (excluded) or max_new_tokens."""
+    # no repetition penalty, whatever generation_config.json says: llama_greedy runs without one
     new = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                         eos_token_id=stops, pad_token_id=stops[0])[0, len(prompt_ids):].tolist()
+                         repetition_penalty=1.0, eos_token_id=stops, pad_token_id=stops[0])[0, len(prompt_ids):].tolist()
     return new[: next((i for i, t in enumerate(new) if t in stops), len(new))]
 
 
 def check_gguf(gguf_file: Path, model: Any, tokenizer: Any, prompts: list[str] | None = None,
                conversations: list[list[dict[str, str]]] | None = None, max_new_tokens: int = 16) -> LlamaCppCheck:
-    """Run both checks of the module docstring on ``gguf_file`` against ``model``/``tokenizer``."""
-    llm = open_gguf(gguf_file)
-    stops = stop_ids(tokenizer)
+    """Run both checks of the module docstring on ``gguf_file`` against ``model``/``tokenizer``.
+
+    prompts are prompt texts as the model sees them (chat template applied); by default HELD_OUT_PROMPTS
+    rendered with the tokenizer's chat template.
+    """
+    try:
+        llm = open_gguf(gguf_file)
+    except ValueError as exc:  # llama.cpp refused the file (its log, when verbose, says why)
+        return LlamaCppCheck(mismatches=[{"load": str(exc)}], loaded=False)
+    stops = stop_token_ids(model, tokenizer)
     result = LlamaCppCheck()
+    templated = bool(getattr(tokenizer, "chat_template", None))
     for conversation in conversations or REFERENCE_CONVERSATIONS:
-        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        text = (tokenizer.apply_chat_template(conversation, tokenize=False) if templated  # else plain text
+                else "\n\n".join(m["content"] for m in conversation))
         expected = tokenizer(text, add_special_tokens=False)["input_ids"]
         got = llama_tokens(llm, text)
         result.conversations += 1
         result.tokens_equal += got == expected
         if got != expected:
             result.mismatches.append({"text": text, "transformers": len(expected), "llama.cpp": len(got)})
+    if prompts is None:
+        prompts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) if templated else p
+                   for p in HELD_OUT_PROMPTS]
     model.eval()
-    for prompt in prompts or HELD_OUT_PROMPTS:
-        ids = tokenizer(render_prompt(tokenizer, [{"role": "user", "content": prompt}]),
-                        add_special_tokens=False)["input_ids"]
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ours, theirs = hf_greedy(model, ids, max_new_tokens, stops), llama_greedy(llm, ids, max_new_tokens, stops)
         result.prompts += 1
         result.answers_agree += ours == theirs
+        result.answer_tokens += len(ours)
+        result.llama_cpp_answer_tokens += len(theirs)
+        result.first_tokens_agree += ours[:1] == theirs[:1]
         if ours != theirs:
             result.mismatches.append({"prompt": prompt, "transformers": tokenizer.decode(ours),
                                       "llama.cpp": tokenizer.decode(theirs)})

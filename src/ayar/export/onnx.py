@@ -227,6 +227,10 @@ def export_onnx_folder(source: Path, out_dir: Path, verify: bool = True) -> Path
         info["verification"] = verify_onnx(model, tokenizer, path, heldout_prompts(source, tokenizer))
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     check = info.get("verification")
+    if check:
+        print(f"onnx check: max |logits difference| {check['max_abs_logits_diff']:.1e} (limit {LOGITS_ATOL}) on "
+              f"{check['prompts']} held-out prompts; greedy generation "
+              f"{'matches' if check['greedy_match'] else 'DIFFERS'} ({check['greedy_tokens']} tokens each)")
     if check and not check["passed"]:
         raise AyarError(f"ONNX export written to {path} but it does not match PyTorch: max logits difference "
                         f"{check['max_abs_logits_diff']:.2e} (limit {LOGITS_ATOL}), greedy generation "

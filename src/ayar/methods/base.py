@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from ayar.errors import UsageError
+from ayar.tasks import task_names
 
 
 class NoParams(BaseModel):
@@ -41,7 +42,7 @@ class Method:
     name: ClassVar[str]
     summary: ClassVar[str] = ""  # one line on when to use it, shown in `ayar train --help`
     params_model: ClassVar[type[BaseModel]] = NoParams
-    tasks: ClassVar[tuple[str, ...]] = ("causal_lm", "classification", "seq2seq")
+    tasks: ClassVar[tuple[str, ...]] = task_names()  # every registered task unless a method narrows it
     is_adapter: ClassVar[bool] = False  # saves an adapter rather than full weights
     # The frozen weights are read only by matmuls, so under bf16 autocast they may be stored in bf16
     # (``ayar.train.precision``): true for LoRA, not for DoRA, whose weight norm reads them directly.

@@ -3,6 +3,10 @@
 loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
 over the response tokens of a causal LM (the positions whose next token is a label) and over the
 classes of a classifier. The student is prepared by another method (``base``: full, layers, lora...).
+
+With ``student_layers`` the student is built from the loaded model (``model.name_or_path``, usually
+the teacher's own base) by keeping some of its transformer blocks, each initialised with that
+block's weights, as DistilBERT did (Sanh et al., 2019: every other layer of the teacher).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import AyarError, UsageError
-from ayar.methods import register
+from ayar.methods import get_method, register
+from ayar.methods.structure import block_stacks, parse_block_spec
 from ayar.methods.wrapping import WrappedParams, WrappingMethod
 
 CACHE_FILE = "teacher_logits.safetensors"
@@ -28,11 +34,27 @@ class DistillParams(WrappedParams):
 
     teacher: str = Field(..., description="Teacher: a model folder, a hub id, or an earlier run folder "
                          "(its model/ is used); adapter folders load with their base.")
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the label loss; 1 - alpha goes to the KL term.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the label loss; 1 - alpha goes to the KL term "
+                         "(1: labels alone, no teacher loaded: the baseline to compare a distilled student with).")
     temperature: float = Field(2.0, gt=0, description="Softens both distributions; the KL is scaled by T^2.")
     cache: bool = Field(False, description="Run the teacher once over the training split and keep its top-k "
                         "logits on disk (run_dir/teacher_logits.safetensors) instead of on every step.")
     top_k: int = Field(64, ge=1, description="Teacher logits kept per position when caching (bounds the file).")
+    student_layers: int | str | list[int] | None = Field(
+        None, description="Build the student from the loaded model by keeping some of its blocks: a count "
+        "(evenly spaced, first and last kept), a Python slice ('::2': every other block) or a list of indices. "
+        "Empty: the loaded model as it is.")
+
+    @model_validator(mode="after")
+    def _student_is_saved_whole(self) -> DistillParams:
+        if self.student_layers is not None and get_method(self.base).is_adapter:
+            # An adapter is saved against its base's name; that base is the model before its blocks
+            # were dropped, so the saved adapter would not load onto the student.
+            raise ValueError(f"student_layers needs a base method that saves the whole model (full, layers...), "
+                             f"not the adapter method '{self.base}'")
+        if isinstance(self.student_layers, int) and self.student_layers < 1:
+            raise ValueError("student_layers must keep at least one block")
+        return self
 
 
 def resolve_teacher(spec: str) -> str:
@@ -43,6 +65,51 @@ def resolve_teacher(spec: str) -> str:
     if spec.startswith(("/", "./", "../", "runs/")) and not path.exists():
         raise UsageError(f"method.teacher '{spec}' does not exist: train the teacher first (e.g. run its recipe)")
     return spec
+
+
+def student_block_indices(spec: int | str | list[int], length: int) -> list[int]:
+    """The blocks a student keeps out of ``length``: a count (evenly spaced, ends kept), a slice or indices."""
+    if isinstance(spec, int):
+        if spec > length:
+            raise UsageError(f"method.student_layers {spec}: the model has only {length} blocks")
+        if spec == 1:
+            return [length - 1]
+        return sorted({round(i * (length - 1) / (spec - 1)) for i in range(spec)})
+    if isinstance(spec, str):
+        keep = parse_block_spec(spec, length)
+    else:
+        keep = sorted({parse_block_spec(i, length)[0] for i in spec})
+    if not keep:
+        raise UsageError(f"method.student_layers {spec!r} keeps no block of {length}")
+    return keep
+
+
+def drop_blocks(model: nn.Module, spec: int | str | list[int]) -> list[int]:
+    """Keep only the chosen transformer blocks of ``model``, in place; returns their old indices.
+
+    transformers has no layer-pruning API for decoders, so the stack is rebuilt here: the kept
+    blocks keep their weights, their attention's ``layer_idx`` (the KV-cache slot) is renumbered,
+    and the config's layer count and per-layer lists follow, so the saved folder loads as is.
+    """
+    stacks = block_stacks(model)
+    if len(stacks) != 1:
+        raise UsageError(f"method.student_layers needs a model with one stack of blocks; "
+                         f"{type(model).__name__} has {len(stacks)}")
+    _, stack = stacks[0]
+    length = len(stack)
+    keep = student_block_indices(spec, length)
+    for new_index, old_index in enumerate(keep):
+        for module in stack[old_index].modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    for index in sorted(set(range(length)) - set(keep), reverse=True):
+        del stack[index]
+    config = model.config
+    for name, values in vars(config).items():  # per-layer lists such as layer_types
+        if name.endswith("layer_types") and isinstance(values, list) and len(values) == length:
+            setattr(config, name, [values[i] for i in keep])
+    config.num_hidden_layers = len(keep)
+    return keep
 
 
 def label_positions(logits: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +171,9 @@ class Distill(WrappingMethod):
         from ayar.models.load import load_for_inference
 
         super().setup(model, tokenizer, train_dataset, run_dir)
+        if self.labels_only:
+            print("distill: alpha is 1, so the student trains on the labels alone (no teacher is loaded)")
+            return
         teacher, teacher_tok = load_for_inference(resolve_teacher(self.params.teacher), self.task)
         check_same_vocab(tokenizer, teacher_tok, model, teacher, self.task)
         self.attach_teacher(teacher, model)
@@ -113,19 +183,37 @@ class Distill(WrappingMethod):
             self.cached = cache_teacher_logits(self.teacher, train_dataset, self.task, self.params.top_k,
                                                Path(run_dir) / CACHE_FILE, tokenizer.pad_token_id or 0)
 
+    def prepare_model(self, model: torch.nn.Module, task: str) -> torch.nn.Module:
+        if self.params.student_layers is not None:
+            before = sum(p.numel() for p in model.parameters())
+            keep = drop_blocks(model, self.params.student_layers)
+            after = sum(p.numel() for p in model.parameters())
+            print(f"distill: the student keeps blocks {keep} of the loaded model ({after:,} of {before:,} "
+                  "parameters)")
+        return super().prepare_model(model, task)
+
     def attach_teacher(self, teacher: torch.nn.Module, student: torch.nn.Module) -> None:
         """Use ``teacher`` frozen, in eval mode, on the student's device."""
         device = next(student.parameters()).device
         self.teacher = teacher.to(device).eval().requires_grad_(False)
+
+    @property
+    def labels_only(self) -> bool:
+        """alpha 1: the KL term weighs nothing, so no teacher is needed."""
+        return self.params.alpha == 1.0
 
     def model_inputs_extra(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*super().model_inputs_extra(), "example_index")))
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], meta: dict[str, Any],
                      num_items_in_batch: Any) -> tuple[torch.Tensor, Any]:
+        labels = inputs["labels"]
+        if self.labels_only:  # the baseline a distilled student is measured against: same student, no teacher
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            student, targets = label_positions(outputs.logits, labels, self.task)
+            return items_loss(F.cross_entropy(student.float(), targets, reduction="none"), num_items_in_batch), outputs
         if self.teacher is None and self.cached is None:
             raise AyarError("method 'distill': no teacher (setup did not run)")
-        labels = inputs["labels"]
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
         student, targets = label_positions(outputs.logits, labels, self.task)
         if self.cached is not None:

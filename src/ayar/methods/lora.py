@@ -14,12 +14,9 @@ from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
 from ayar.methods.structure import task_head_names
+from ayar.tasks import get_task, task_names
 
-PEFT_TASK_TYPES = {
-    "causal_lm": TaskType.CAUSAL_LM,
-    "classification": TaskType.SEQ_CLS,
-    "seq2seq": TaskType.SEQ_2_SEQ_LM,
-}
+PEFT_TASK_TYPES = {name: TaskType[get_task(name).peft_task_type] for name in task_names()}
 
 
 class LoraParams(BaseModel):

@@ -8,22 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-)
+import transformers
+from transformers import AutoTokenizer, PreTrainedModel
 
 from ayar.errors import AyarError, UsageError
 from ayar.safety import needs_remote_code, remote_code_message, require_safetensors
+from ayar.tasks import get_task
 
-AUTO_CLASSES = {
-    "causal_lm": AutoModelForCausalLM,
-    "classification": AutoModelForSequenceClassification,
-    "seq2seq": AutoModelForSeq2SeqLM,
-}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
@@ -123,7 +114,7 @@ def load_model(
     **kwargs: Any,
 ) -> PreTrainedModel:
     """Load a model for a task through its Auto class; safetensors only."""
-    auto = AUTO_CLASSES[task]
+    auto = getattr(transformers, get_task(task).auto_class)  # the task registry names it
     name = resolve_model_name(name)
     check_local_model(name, trust_remote_code)
     try:

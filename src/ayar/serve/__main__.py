@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--served-model-name")
     parser.add_argument("--api-key", action="append")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: CPU cores - 1)")
+    parser.add_argument("--force", action="store_true", help="serve even when the template no longer matches training")
     return parser
 
 
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     overrides = {name: getattr(args, name) for name in ServeConfig.model_fields}
     try:
-        serve_target(args.target, overrides, args.adapter, args.served_model_name, args.api_key, args.threads)
+        serve_target(args.target, overrides, args.adapter, args.served_model_name, args.api_key, args.threads,
+                     args.force)
     except AyarError as exc:
         print(f"ayar: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

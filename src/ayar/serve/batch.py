@@ -111,11 +111,16 @@ def run_batch(
     top_p: float = 1.0,
     stop: list[str] | None = None,
     seed: int = 0,
+    force: bool = False,
 ) -> BatchSummary:
-    """Answer every prompt of ``input_path`` not yet in ``output_path`` (greedy unless temperature > 0)."""
+    """Answer every prompt of ``input_path`` not yet in ``output_path`` (greedy unless temperature > 0).
+
+    A model folder that no longer renders its training conversations identically is refused unless force.
+    """
     from ayar.eval.generate import generate
     from ayar.export import find_model_dir
     from ayar.models.load import load_for_inference
+    from ayar.models.template_contract import check_contract
     from ayar.recipe import EvalConfig
 
     input_path, output_path = Path(input_path), Path(output_path)
@@ -123,7 +128,9 @@ def run_batch(
         raise UsageError(f"batch input not found: {input_path}")
     if input_path.resolve() == output_path.resolve():
         raise UsageError("--output must differ from --input")
-    model, tokenizer = load_for_inference(find_model_dir(Path(model_path)))
+    source = find_model_dir(Path(model_path))
+    model, tokenizer = load_for_inference(source)
+    check_contract(source, tokenizer, force)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     rejects: list[dict] = []
     items = _read_inputs(input_path, tokenizer, context, max_new_tokens, rejects)

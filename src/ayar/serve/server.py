@@ -87,6 +87,19 @@ def parse_adapters(specs: list[str] | None) -> dict[str, Path]:
     return adapters
 
 
+def check_serve_contract(model_path: Path, adapters: dict[str, Path] | None, force: bool) -> None:
+    """The served folder's tokenizer renders its own and each extra adapter's reference conversations as
+    they were trained (the tokenizer alone is loaded: seconds, before the model's minutes)."""
+    from ayar.export import find_model_dir
+    from ayar.models.load import load_tokenizer
+    from ayar.models.template_contract import check_contract
+
+    source = find_model_dir(Path(model_path))
+    tokenizer = load_tokenizer(str(source))
+    for folder in (source, *(find_model_dir(Path(p)) for p in (adapters or {}).values())):
+        check_contract(folder, tokenizer, force)
+
+
 def serve(
     model_path: Path,
     host: str = _DEFAULTS.host,
@@ -98,8 +111,13 @@ def serve(
     drain_timeout: float = _DEFAULTS.drain_timeout,
     max_batch: int = _DEFAULTS.max_batch,
     threads: int | None = None,
+    force: bool = False,
 ) -> None:
-    """Serve a run, model or adapter folder until SIGTERM/SIGINT (loads the model in the background)."""
+    """Serve a run, model or adapter folder until SIGTERM/SIGINT (loads the model in the background).
+
+    First, before the port opens: the folder (and each adapter) must render its training conversations as
+    training did (ayar.models.template_contract), unless force.
+    """
     set_cpu_threads(threads)
     model_path = Path(model_path)
     if not model_path.exists():
@@ -110,6 +128,7 @@ def serve(
     settings = settings or ServeSettings()
     if settings.log_requests and settings.log_db is None:
         raise UsageError("request logging needs a database path (--log-db requests.sqlite)")
+    check_serve_contract(model_path, adapters, force)
     app = create_app(settings, loader=lambda: load_engine(model_path, adapters, served_name, max_queue,
                                                                           max_batch))
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
@@ -149,11 +168,11 @@ def resolve_target(target: Path, overrides: dict[str, Any] | None = None) -> Ser
 
 def serve_target(target: Path, overrides: dict[str, Any] | None = None, adapters: list[str] | None = None,
                  served_name: str | None = None, api_keys: list[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, force: bool = False) -> None:
     """`ayar serve`: resolve the target and its settings, then :func:`serve` it."""
     resolved = resolve_target(target, overrides)
     cfg = resolved.config
     log_db = resolved.run_dir / "requests.sqlite" if resolved.run_dir is not None else None
     settings = ServeSettings.from_config(cfg, api_keys_from(api_keys), default_log_db=log_db)
     serve(resolved.model, cfg.host, cfg.port, parse_adapters(adapters), served_name, settings, cfg.max_queue,
-          cfg.drain_timeout, cfg.max_batch, threads)
+          cfg.drain_timeout, cfg.max_batch, threads, force)

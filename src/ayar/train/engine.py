@@ -26,6 +26,7 @@ from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters
 from ayar.methods.preference import PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
+from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
@@ -149,6 +150,7 @@ def train(
         def write_model(folder: Path) -> None:
             trainer.model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
+            write_contract(folder, tokenizer, tools_used=any(r.get("tools") for r in train_records))  # checked by serve/batch/export
 
         ckpt.write_atomically(run_dir, "model", write_model)
     tokens = int(trainer.state.num_input_tokens_seen)

@@ -89,7 +89,7 @@ def chunk_tokens(vocab_size: int) -> int:
     """Tokens per chunk: about 32M logits (128 MB in fp32) at a time, never fewer than 128 tokens.
 
     Smaller chunks save little more memory and make the output-weight gradient's matmuls less efficient
-    (measured: 1.83 s at 1,024 tokens against 2.04 s at 333 for a 50k vocabulary, 930 tokens, one thread).
+    (the measurement is in docs/performance.md, "The chunked loss").
     """
     return max(128, 2**25 // vocab_size)
 

@@ -24,6 +24,7 @@ from ayar.errors import UsageError
 from ayar.methods.base import count_parameters
 from ayar.methods.preference import PREFERENCE_FORMATS, PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
+from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe, TrainConfig
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
@@ -91,7 +92,7 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
         method, model, tokenizer, prepared.read_split("train"), prepared.read_split("validation") or None,
         recipe.train, run_dir / "checkpoints", recipe.data.max_length, seed=recipe.run.seed,
         system_prompt=recipe.data.system_prompt, callbacks=extra_callbacks or (), history=history, faults=faults,
-        tensorboard_dir=run_dir / "tb", reporters=tracking_callbacks(recipe, run_dir))
+        reporters=tracking_callbacks(recipe, run_dir))  # TensorBoard among them, as train.report_to says
     trainable, total = count_parameters(trainer.model)
     say(f"method {method.name} (TRL {type(trainer).__name__}, base {method.params.base}): {trainable:,} trainable "
           f"of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
@@ -104,6 +105,7 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
         def write_model(folder: Path) -> None:
             trainer.model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
+            write_contract(folder, tokenizer, tools_used=False)  # checked by serve/batch/export
 
         ckpt.write_atomically(run_dir, "model", write_model)
         (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")

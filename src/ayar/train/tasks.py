@@ -19,15 +19,11 @@ from ayar.data.tokenize import IGNORE_INDEX, check_learned_tokens, tokenize_chat
 from ayar.data.windows import ends_document
 from ayar.errors import UsageError
 from ayar.recipe import Recipe
+from ayar.tasks import get_task
 
 if TYPE_CHECKING:
     from ayar.methods.base import Method
 
-TASK_FORMATS = {
-    "causal_lm": ("alpaca", "messages", "sharegpt", "text"),
-    "classification": ("classification",),
-    "seq2seq": ("seq2seq",),
-}
 
 
 @dataclass
@@ -53,7 +49,7 @@ class LabelMap:
 
 def check_task_format(recipe: Recipe) -> None:
     """A clear error when the data format does not fit the task."""
-    allowed = TASK_FORMATS[recipe.task]
+    allowed = get_task(recipe.task).formats
     if recipe.data.format not in allowed:
         raise UsageError(f"data.format '{recipe.data.format}' does not fit task '{recipe.task}'; "
                          f"use one of {', '.join(allowed)}")
@@ -61,16 +57,24 @@ def check_task_format(recipe: Recipe) -> None:
 
 def encode_record(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
     """One record as token ids and labels for the recipe's task."""
+    return ENCODERS[recipe.task](record, tokenizer, recipe, labels)
+
+
+def _encode_classification(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+    encoded = tokenizer(record["text"], truncation=True, max_length=recipe.data.max_length)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+            "labels": labels.id_of(record["label"])}
+
+
+def _encode_seq2seq(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+    encoded = tokenizer(record["source"], text_target=record["target"], truncation=True,
+                        max_length=recipe.data.max_length)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+            "labels": encoded["labels"]}
+
+
+def _encode_causal_lm(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
     cfg = recipe.data
-    if recipe.task == "classification":
-        encoded = tokenizer(record["text"], truncation=True, max_length=cfg.max_length)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                "labels": labels.id_of(record["label"])}
-    if recipe.task == "seq2seq":
-        encoded = tokenizer(record["source"], text_target=record["target"], truncation=True,
-                            max_length=cfg.max_length)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                "labels": encoded["labels"]}
     if cfg.format == "text":
         return tokenize_text(tokenizer, record["text"], cfg.max_length, add_eos=ends_document(record))
     return tokenize_chat(tokenizer, record_to_messages(record, cfg.system_prompt), cfg.max_length, cfg.mask_prompt,
@@ -136,11 +140,7 @@ def collator_for(recipe: Recipe, tokenizer: Any, model: Any, method_columns: Seq
 
     ``method_columns`` (``Method.model_inputs_extra``) that hold one value per token are padded too.
     """
-    if recipe.task == "classification":
-        collator = DataCollatorWithPadding(tokenizer)
-    else:
-        collator = DataCollatorForSeq2Seq(tokenizer, model=model if recipe.task == "seq2seq" else None, padding=True,
-                                          label_pad_token_id=IGNORE_INDEX)
+    collator = COLLATORS[recipe.task](tokenizer, model)
     if not method_columns:
         return collator
     return PerTokenColumnsCollator(collator, method_columns, getattr(tokenizer, "padding_side", "right"))
@@ -156,3 +156,15 @@ def model_kwargs_for(recipe: Recipe, tokenizer: Any, labels: LabelMap | None) ->
                          f"{kwargs['num_labels']} labels: {labels.names}")
     kwargs["pad_token_id"] = tokenizer.pad_token_id  # decoder classifiers find the last token by it
     return kwargs
+
+
+# The task registry (ayar/tasks.py) names the tasks; each one's encoding and collator, registered by name.
+ENCODERS = {"causal_lm": _encode_causal_lm, "classification": _encode_classification, "seq2seq": _encode_seq2seq}
+COLLATORS = {
+    "causal_lm": lambda tokenizer, model: DataCollatorForSeq2Seq(tokenizer, padding=True,
+                                                                 label_pad_token_id=IGNORE_INDEX),
+    "classification": lambda tokenizer, model: DataCollatorWithPadding(tokenizer),
+    # the model makes the decoder inputs from the padded labels
+    "seq2seq": lambda tokenizer, model: DataCollatorForSeq2Seq(tokenizer, model=model, padding=True,
+                                                               label_pad_token_id=IGNORE_INDEX),
+}

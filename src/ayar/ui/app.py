@@ -30,12 +30,45 @@ OPEN_PATHS = ("/login", "/static/")
 FILES = {"report.html", "report.md", "loss_curve.png"}  # run files the UI serves as they are
 
 
-class UiGate:
-    """API-key check when keys are set (Bearer header as `ayar serve`, or the cookie /login sets), then the
-    playground's /play/... paths go to `ayar serve`'s own app for that run."""
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-    def __init__(self, app: ASGIApp, keys: list[str], playground: Playground) -> None:
-        self.app, self.keys, self.playground = app, keys, playground
+
+def _host_name(host: str) -> str:
+    """A Host header without its port: ``127.0.0.1:7860`` -> ``127.0.0.1``, ``[::1]:7860`` -> ``[::1]``."""
+    if host.startswith("[") and "]" in host:
+        return host[: host.index("]") + 1]
+    return host.split(":", 1)[0]
+
+
+class UiGate:
+    """Requests from other web pages and other host names are refused, then the API key is checked when
+    keys are set (Bearer header as `ayar serve`, or the cookie /login sets); the playground's /play/...
+    paths then go to `ayar serve`'s own app for that run.
+
+    The UI starts processes, so a page on another site must not be able to drive it through the user's
+    browser: a state-changing request whose Origin is not this server's is refused (403), and so is one
+    that is not JSON (a cross-site form or text/plain POST needs no CORS preflight). With
+    ``allowed_hosts``, a Host header naming anything else is refused too (DNS rebinding).
+    """
+
+    def __init__(self, app: ASGIApp, keys: list[str], playground: Playground,
+                 allowed_hosts: frozenset[str] | None = None) -> None:
+        self.app, self.keys, self.playground, self.allowed_hosts = app, keys, playground, allowed_hosts
+
+    def _refusal(self, scope: Scope) -> str | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+            return f"host '{host}' is not this UI's address"
+        if scope["method"] in SAFE_METHODS:
+            return None
+        origin = headers.get("origin")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            return f"requests from {origin} are refused"
+        if scope["path"] != "/login" and not headers.get("content-type", "").startswith("application/json"):
+            return "send JSON (Content-Type: application/json)"
+        return None
 
     def _allowed(self, scope: Scope) -> bool:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -46,6 +79,10 @@ class UiGate:
         return any(hmac.compare_digest(given.encode(), key.encode()) for key in self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = self._refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await JSONResponse({"error": refusal}, 403)(scope, receive, send)
+            return
         if scope["type"] == "http" and self.keys and not scope["path"].startswith(OPEN_PATHS) \
                 and not self._allowed(scope):
             response: Response = (RedirectResponse("/login", 303) if scope["method"] == "GET"
@@ -73,8 +110,9 @@ def _page(request: Request, html: str, status: int = 200) -> HTMLResponse:
 
 
 def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root: str | None = None,
-                  examples_dir: Path | None = None) -> ASGIApp:
-    """The UI over the run folders under ``runs_root``; ``shown_root`` is how commands on the pages name it."""
+                  examples_dir: Path | None = None, allowed_hosts: frozenset[str] | None = None) -> ASGIApp:
+    """The UI over the run folders under ``runs_root``; ``shown_root`` is how commands on the pages name it;
+    ``allowed_hosts`` (host names without port), when given, are the only Host headers answered."""
     runs_root = Path(runs_root).resolve()
     shown = shown_root or str(runs_root)
     jobs, playground = Jobs(runs_root), Playground(runs_root)
@@ -232,7 +270,7 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
             return JSONResponse({"error": f"no run named {name} was started here"}, 404)
         return JSONResponse(job.as_dict())
 
-    return UiGate(app, list(api_keys or []), playground)
+    return UiGate(app, list(api_keys or []), playground, allowed_hosts)
 
 
 def _error_key(message: str) -> str | None:
@@ -249,6 +287,8 @@ def serve_ui(runs_root: Path, host: str = "127.0.0.1", port: int = 7860, api_key
     if not local and not api_keys:
         raise UsageError(f"--host {host} exposes the UI (which starts runs) to the network: give --api-key KEY "
                          "(or AYAR_API_KEY), or keep the default 127.0.0.1")
-    app = create_ui_app(Path(runs_root), api_keys, shown_root=str(runs_root).rstrip("/") or ".")
+    app = create_ui_app(Path(runs_root), api_keys, shown_root=str(runs_root).rstrip("/") or ".",
+                        allowed_hosts=LOCAL_HOSTS if local else None)
     print(f"ayar ui: http://{host}:{port}/  (runs from {Path(runs_root).resolve()})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=3)  # open page polls and streams must not hold Ctrl-C up

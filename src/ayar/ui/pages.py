@@ -199,11 +199,16 @@ def _data_card_section(lang: str, run_dir: Path) -> str:
 
 def _risk_section(lang: str, metrics: dict[str, Any]) -> str:
     from ayar.eval.report import carbon_blocks, section
-    from ayar.eval.report_sections import risk_blocks
+    from ayar.eval.report_sections import forgetting_blocks, risk_blocks
 
     out = []
-    if section(metrics, "forgetting"):
-        out.append(f"<h2>{escape(t(lang, 'forgetting'))}</h2>{generic_html(section(metrics, 'forgetting'))}")
+    forgetting = section(metrics, "forgetting")
+    if forgetting:
+        try:  # the report's own layout; a section of another shape (an older run) as plain tables
+            body = blocks_html(forgetting_blocks(forgetting)[1:])
+        except (KeyError, TypeError):
+            body = generic_html(forgetting)
+        out.append(f"<h2>{escape(t(lang, 'forgetting'))}</h2>{body}")
     risky = []
     if section(metrics, "risks"):
         risky += risk_blocks(section(metrics, "risks"))

@@ -33,6 +33,8 @@ def test_dpo_run_reports_preference_accuracy_and_margins(tiny_model_dir: Path, t
         assert figures["pairs"] == 4 and 0 <= figures["accuracy"] <= 1
         assert "exact_match" in metrics["eval"][name]  # the usual metrics, against the chosen answer
     assert metrics["eval"]["split"]["examples"] == 4
+    report = (recipe.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Preference pairs" in report and "preference accuracy" in report
 
 
 def test_completion_logps_are_the_sum_of_next_token_log_probs(tiny_model_dir: Path) -> None:
@@ -63,3 +65,14 @@ def test_instruction_records_and_win_rate() -> None:
                        {"messages": [{"role": "user", "content": "r"}, {"role": "assistant", "content": "d"}]}]
     assert judge_win_rate([5, 5, 7, math.nan], [6, 5, 3, 9]) == {"judged": 3, "wins": 1, "ties": 1, "losses": 1,
                                                                  "win_rate": 0.5}
+
+
+def test_the_report_shows_the_judge_win_rate() -> None:
+    from ayar.eval.report_render import Para, Table
+    from ayar.eval.report_sections import judge_blocks
+
+    score = {"mean_score": 6.0, "scored": 3, "failed": 0, "unparsable": 0, "model": "judge"}
+    blocks = judge_blocks({"base": score, "tuned": score, "win_rate": judge_win_rate([5, 5, 7], [6, 5, 3])})
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert [row[0] for row in table.rows] == ["base", "tuned"]
+    assert any(isinstance(b, Para) and "Win rate of tuned over base: 0.5" in b.text for b in blocks)
