@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_FORM = {
     "run.name": "live", "pretrain.max_steps": "4", "pretrain.batch_size": "4", "pretrain.model.hidden_size": "32",
     "pretrain.model.num_layers": "1", "pretrain.model.intermediate_size": "64",
-    "pretrain.tokenizer.vocab_size": "512", "data.synthetic.num_records": "120", "train.max_steps": "40",
-    "train.logging_steps": "1", "train.eval_steps": "20", "train.batch_size": "4", "eval.max_examples": "8",
+    "pretrain.tokenizer.vocab_size": "512", "data.synthetic.num_records": "120", "train.max_steps": "200",
+    "train.logging_steps": "1", "train.eval_steps": "100", "train.batch_size": "4", "eval.max_examples": "8",
     "eval.max_new_tokens": "4", "run.carbon": "false", "eval.risks.enabled": "false",
     "eval.forgetting.enabled": "false",
 }
