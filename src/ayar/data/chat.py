@@ -326,7 +326,7 @@ def normalize_preference(record: dict[str, Any]) -> dict[str, Any]:
     if chosen == rejected:
         raise RecordError("chosen and rejected are the same")
     record.update({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    _tools_field(record)
+    normalize_tools_field(record)
     return record
 
 
@@ -359,11 +359,12 @@ def normalize_kto(record: dict[str, Any]) -> dict[str, Any]:
     else:
         completion = _responses(completion_value, "completion")
     record.update({"prompt": prompt, "completion": completion, "label": label})
-    _tools_field(record)
+    normalize_tools_field(record)
     return record
 
 
-def _tools_field(record: dict[str, Any]) -> None:
+def normalize_tools_field(record: dict[str, Any]) -> None:
+    """A record's ``tools`` column, normalised in place to a list of OpenAI function schemas (dropped when empty)."""
     if "tools" in record:
         tools = normalize_tools(record["tools"])
         if tools is None:

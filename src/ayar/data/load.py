@@ -27,7 +27,7 @@ from ayar.data.chat import (
     normalize_kto,
     normalize_messages,
     normalize_preference,
-    normalize_tools,
+    normalize_tools_field,
     sharegpt_messages,
 )
 from ayar.errors import UsageError
@@ -106,10 +106,10 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
         _text_field(record, name, False)
     if fmt == "messages":
         record["messages"] = normalize_messages(record.get("messages"))
-        _check_tools(record)
+        normalize_tools_field(record)
     elif fmt == "sharegpt":
         sharegpt_messages(record)  # checks every turn (function_call JSON included); the record keeps its shape
-        _check_tools(record)
+        normalize_tools_field(record)
     elif fmt in ("preference", "kto"):  # on a copy, so that a reject shows the record as it was read
         record = (normalize_preference if fmt == "preference" else normalize_kto)(dict(record))
     elif fmt == "classification":
@@ -125,16 +125,6 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     except UnicodeEncodeError as exc:
         raise RecordError(f"invalid Unicode: a lone surrogate at character {exc.start} of the record") from None
     return record
-
-
-def _check_tools(record: dict[str, Any]) -> None:
-    """A ``tools`` column, normalised to a list of OpenAI function schemas (dropped when empty)."""
-    if "tools" in record:
-        tools = normalize_tools(record["tools"])
-        if tools is None:
-            record.pop("tools")
-        else:
-            record["tools"] = tools
 
 
 def _pair_messages(record: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
