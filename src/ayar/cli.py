@@ -321,6 +321,9 @@ def iterate(
     from ayar.iterate import iterate as run_iteration
 
     metrics = run_iteration(run_dir, db, set_ or [])
+    drift = metrics["iterate"]["drift"]
+    print(f"drift of the served traffic: {drift['status']} ({drift['n_live']} live prompts)" if "status" in drift
+          else f"drift not measured: {drift.get('skipped')}")
     gate = metrics["gate"]
     print(f"gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
     print(f"report: {Path(metrics['iterate']['v2_run']) / 'report.md'}")

@@ -131,9 +131,10 @@ def test_a_preference_method_refuses_instruction_data(tmp_path: Path) -> None:
     recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=alpaca"])
     with pytest.raises(UsageError, match="data.format preference"):
         check_preference_recipe(recipe)
-    recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=preference"])
-    with pytest.raises(UsageError, match="--resume"):
-        check_preference_recipe(recipe, resume=True)
+    recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=preference",
+                                "train.load_best_model_at_end=true"])
+    with pytest.raises(UsageError, match="load_best_model_at_end"):
+        check_preference_recipe(recipe)
 
 
 def test_preference_methods_have_recipes_summaries_and_docs() -> None:
