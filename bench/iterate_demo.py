@@ -84,6 +84,18 @@ def serve_and_collect(run: Path, db: Path, requests: list[dict[str, str]], max_t
     return counts
 
 
+def logged_verdicts(db: Path) -> dict[str, int]:
+    """The verdict counts of a request log an earlier demo run wrote."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = dict(conn.execute("SELECT rating, count(*) FROM feedback GROUP BY rating").fetchall())
+    finally:
+        conn.close()
+    return {"up": rows.get("up", 0), "down_with_correction": rows.get("down", 0)}
+
+
 def held_out_win_rate(v1: Path, v2: Path, held: list[dict], answers: dict[str, str], tasks: dict[str, str],
                       max_tokens: int) -> dict[str, Any]:
     """The scripted user's verdict on v1's and v2's greedy answers to the held-out requests."""
@@ -131,13 +143,18 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7, help="seed of the user's requests (not the run's)")
     parser.add_argument("--users", type=int, default=16, help="scripted users asking at once")
+    parser.add_argument("--reuse-log", action="store_true",
+                        help="keep the request log of an earlier demo run (same --requests and --seed): iterate only")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to ayar iterate")
     args = parser.parse_args()
     start = time.perf_counter()
     db = args.run.parent / f"{args.run.name}-feedback.sqlite"
-    db.unlink(missing_ok=True)
     requests = user_requests(args.run, args.requests, args.seed)
-    counts = serve_and_collect(args.run, db, requests, args.max_tokens, args.users)
+    if args.reuse_log and db.is_file():
+        counts = logged_verdicts(db)
+    else:
+        db.unlink(missing_ok=True)
+        counts = serve_and_collect(args.run, db, requests, args.max_tokens, args.users)
     served_s = time.perf_counter() - start
     metrics = iterate(args.run, db, args.overrides)
     v2 = Path(metrics["iterate"]["v2_run"])
