@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -26,7 +26,14 @@ from ayar.errors import UsageError
 from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
 
-Event = tuple[Any, ...]  # ("delta", text) | ("done", finish_reason, completion_tokens) | ("error", message)
+
+class Event(NamedTuple):
+    """What a job hears from an engine: ``Event("delta", text)``, ``Event("done", finish_reason, completion_tokens)``
+    or ``Event("error", message)``."""
+
+    kind: Literal["delta", "done", "error"]
+    value: str  # the new text, the finish reason (stop, length, cancelled, timeout) or the error message
+    tokens: int = 0  # completion tokens, on "done"
 
 
 class QueueFullError(Exception):
@@ -101,7 +108,7 @@ class _JobStreamer:
         self.text = text
         safe = len(text) if self.done else max(self.sent, len(text) - self._hold)
         if safe > self.sent:
-            self.job.emit(("delta", text[self.sent : safe]))
+            self.job.emit(Event("delta", text[self.sent : safe]))
             self.sent = safe
 
 
@@ -121,7 +128,7 @@ class _BatchStreamer(BaseStreamer):
     def end(self) -> None:
         for row in self.rows:
             if len(row.text) > row.sent:
-                row.job.emit(("delta", row.text[row.sent :]))
+                row.job.emit(Event("delta", row.text[row.sent :]))
                 row.sent = len(row.text)
 
 
@@ -219,7 +226,7 @@ class Engine:
                 self._run_batch(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch must not kill the worker
                 for job in batch:
-                    job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+                    job.emit(Event("error", f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self._running = 0
                 per_job = (time.monotonic() - started) / len(batch)
@@ -267,9 +274,9 @@ class Engine:
         for job in jobs:
             if job.cancel.is_set():
                 self.cancelled_jobs += 1
-                self._finish(job, ("done", "cancelled", 0))
+                self._finish(job, Event("done", "cancelled", 0))
             elif time.monotonic() > job.deadline:
-                self._finish(job, ("done", "timeout", 0))
+                self._finish(job, Event("done", "timeout", 0))
             else:
                 live.append(job)
         if not live:
@@ -302,7 +309,7 @@ class Engine:
                 eos_token_id=sorted(self.stop_ids),
             )
         for row in rows:
-            self._finish(row.job, ("done", self._finish_reason(row.job, row), len(row.ids)))
+            self._finish(row.job, Event("done", self._finish_reason(row.job, row), len(row.ids)))
 
     def _finish(self, job: Job, event: Event) -> None:
         """Count the job as no longer running before its caller hears that it is done."""
