@@ -8,6 +8,7 @@ defaults < YAML < ``--set dotted.key=value``. Unknown keys fail with the closest
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from ayar.tasks import get_task, task_names
 DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto"]
 ExportFormat = Literal["hf", "adapter", "gguf", "onnx", "triton"]  # ayar.export registers a writer for each
 GgufDtype = Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"]
+PiiType = Literal["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]
 
 
 class Section(BaseModel):
@@ -142,9 +144,7 @@ class DedupConfig(Section):
 
 class PiiConfig(Section):
     enabled: bool = True
-    types: list[Literal["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]] = Field(
-        default_factory=lambda: ["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]
-    )
+    types: list[PiiType] = Field(default_factory=lambda: list(typing.get_args(PiiType)))
 
 
 class ConsentConfig(Section):

@@ -84,3 +84,15 @@ def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
     again = load_recipe(tmp_path / "resolved.yaml")
     assert again == recipe
     assert again.train.max_steps == 7
+
+
+def test_the_schemas_allowed_values_each_have_their_implementation() -> None:
+    """Where the code keeps its own table for a schema Literal (a priority order, a dtype map), they agree."""
+    import typing
+
+    from ayar.data.pii import PII_TYPES
+    from ayar.models.load import DTYPES
+    from ayar.recipe import ModelConfig, PiiConfig, PiiType
+
+    assert set(PII_TYPES) == set(typing.get_args(PiiType)) == set(PiiConfig().types)
+    assert set(DTYPES) == set(typing.get_args(ModelConfig.model_fields["dtype"].annotation))
