@@ -25,7 +25,7 @@ from ayar.data.templates import set_template
 from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters
 from ayar.methods.preference import PreferenceMethod
-from ayar.models.load import load_model, load_tokenizer
+from ayar.models.load import is_adapter_dir, load_model, load_tokenizer, save_head_config
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe
 from ayar.tasks import get_task
@@ -152,6 +152,8 @@ def train(
         def write_model(folder: Path) -> None:
             trainer.model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
+            if labels is not None and is_adapter_dir(folder):  # the adapter's head needs its labels to load again
+                save_head_config(trainer.model, folder)
             write_contract(folder, tokenizer, tools_used=any(r.get("tools") for r in train_records))  # checked by serve/batch/export
 
         ckpt.write_atomically(run_dir, "model", write_model)
