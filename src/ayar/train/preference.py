@@ -26,6 +26,7 @@ from ayar.methods.preference import PREFERENCE_FORMATS, PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe, TrainConfig
+from ayar.tasks import get_task, tasks_where
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard, TrainingStopped
@@ -34,8 +35,9 @@ from ayar.train.trainer import build_trainer
 
 def check_preference_recipe(recipe: Recipe) -> None:
     """A clear error for what a preference run cannot do."""
-    if recipe.task != "causal_lm":
-        raise UsageError(f"method '{recipe.method.name}' needs task causal_lm, not {recipe.task}")
+    if not get_task(recipe.task).chat:
+        raise UsageError(f"method '{recipe.method.name}' needs task {' or '.join(tasks_where('chat'))}, "
+                         f"not {recipe.task}")
     if recipe.data.format not in PREFERENCE_FORMATS:
         raise UsageError(f"method '{recipe.method.name}' trains on data.format {' or '.join(PREFERENCE_FORMATS)} "
                          f"(prompt, chosen, rejected), not '{recipe.data.format}'")
