@@ -107,6 +107,13 @@ class LlamaCppEngine(QueuedEngine):
         super().__init__(tokenizer, {name: None}, llm.n_ctx(), stop_ids, defaults, max_queue, max_batch=1)
         self.llm = llm
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the queued jobs, then free llama.cpp's model and context now (freed by the garbage
+        collector at interpreter exit instead, llama-cpp-python prints a TypeError from a half-torn-down module)."""
+        super().stop(timeout)
+        if not self.alive:
+            self.llm.close()
+
     def _run_batch(self, jobs: list[Job]) -> None:
         for job in self._live(jobs):  # max_batch 1: one job
             self._generate(job)
