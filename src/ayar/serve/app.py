@@ -22,9 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ayar.recipe import ServeConfig
 from ayar.serve.engine import Job, QueuedEngine, QueueFullError, SamplingParams
 from ayar.serve.feedback import add_feedback_route
-from ayar.serve.gate import Gate
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
+from ayar.serve.middleware import Gate
 from ayar.serve.schemas import ChatCompletionRequest, CompletionRequest, error_response
 
 _DEFAULTS = ServeConfig()  # defaults live in the recipe schema only
@@ -274,12 +274,12 @@ async def _complete(request: Request, engine: QueuedEngine, body: Any, ids: list
     text, finish, completion_tokens = "", "stop", 0
     while True:
         event = await events.get()
-        if event[0] == "delta":
-            text += event[1]
-        elif event[0] == "error":
-            raise ApiError(500, event[1], code="generation_failed")
+        if event.kind == "delta":
+            text += event.value
+        elif event.kind == "error":
+            raise ApiError(500, event.value, code="generation_failed")
         else:
-            finish, completion_tokens = event[1], event[2]
+            finish, completion_tokens = event.value, event.tokens
             break
     log_info["completion_tokens"], log_info["completion"] = completion_tokens, text
     state.metrics.generated_tokens.labels(body.model).inc(completion_tokens)
@@ -359,30 +359,30 @@ async def _stream(job: Job, events: asyncio.Queue, reply: _Reply, include_usage:
             yield reply.chunk(None, first=True)
         while True:
             event = await events.get()
-            if event[0] == "delta":
-                log_info["completion"] = log_info.get("completion", "") + event[1]
+            if event.kind == "delta":
+                log_info["completion"] = log_info.get("completion", "") + event.value
                 if held is not None:
-                    held.append(event[1])
+                    held.append(event.value)
                 else:
-                    yield reply.chunk(event[1])
+                    yield reply.chunk(event.value)
                 continue
-            if event[0] == "error" or event[1] == "timeout":
-                message = event[1] if event[0] == "error" else "generation passed the request timeout"
+            if event.kind == "error" or event.value == "timeout":
+                message = event.value if event.kind == "error" else "generation passed the request timeout"
                 yield _sse({"error": {"message": message, "type": "server_error", "param": None,
-                                      "code": "generation_failed" if event[0] == "error" else "timeout"}})
+                                      "code": "generation_failed" if event.kind == "error" else "timeout"}})
                 break
-            log_info["completion_tokens"] = event[2]
-            state.metrics.generated_tokens.labels(reply.model).inc(event[2])
+            log_info["completion_tokens"] = event.tokens
+            state.metrics.generated_tokens.labels(reply.model).inc(event.tokens)
             if held is not None:
                 content, calls = _tool_answer("".join(held), reply.tools or [])
                 yield reply.tool_chunk(content, calls)
-                yield reply.chunk(None, finish="tool_calls" if calls else event[1])
+                yield reply.chunk(None, finish="tool_calls" if calls else event.value)
                 if include_usage:
-                    yield reply.usage_chunk(event[2])
+                    yield reply.usage_chunk(event.tokens)
                 break
-            yield reply.chunk(None, finish=event[1])
+            yield reply.chunk(None, finish=event.value)
             if include_usage:
-                yield reply.usage_chunk(event[2])
+                yield reply.usage_chunk(event.tokens)
             break
         yield "data: [DONE]\n\n"
         finished = True

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -31,7 +31,14 @@ from ayar.errors import UsageError
 from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
 
-Event = tuple[Any, ...]  # ("delta", text) | ("done", finish_reason, completion_tokens) | ("error", message)
+
+class Event(NamedTuple):
+    """What a job hears from an engine: ``Event("delta", text)``, ``Event("done", finish_reason, completion_tokens)``
+    or ``Event("error", message)``."""
+
+    kind: Literal["delta", "done", "error"]
+    value: str  # the new text, the finish reason (stop, length, cancelled, timeout) or the error message
+    tokens: int = 0  # completion tokens, on "done"
 
 
 class QueueFullError(Exception):
@@ -106,13 +113,13 @@ class TokenStreamer:
         self.text = text
         safe = len(text) if self.done else max(self.sent, len(text) - self._hold)
         if safe > self.sent:
-            self.job.emit(("delta", text[self.sent : safe]))
+            self.job.emit(Event("delta", text[self.sent : safe]))
             self.sent = safe
 
     def flush(self) -> None:
         """Emit the text held back (a possible stop string's start, half a character) once decoding ended."""
         if len(self.text) > self.sent:
-            self.job.emit(("delta", self.text[self.sent :]))
+            self.job.emit(Event("delta", self.text[self.sent :]))
             self.sent = len(self.text)
 
 
@@ -226,7 +233,7 @@ class QueuedEngine:
                 self._run_batch(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch must not kill the worker
                 for job in batch:
-                    job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+                    job.emit(Event("error", f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self._running = 0
                 per_job = (time.monotonic() - started) / len(batch)
@@ -270,7 +277,7 @@ class QueuedEngine:
         return batch
 
     def _run_batch(self, jobs: list[Job]) -> None:
-        """Generate the jobs of one batch; every job hears ("done", ...) or ("error", ...) at its end."""
+        """Generate the jobs of one batch; every job hears Event("done", ...) or Event("error", ...) at its end."""
         raise NotImplementedError
 
     def _live(self, jobs: list[Job]) -> list[Job]:
@@ -279,9 +286,9 @@ class QueuedEngine:
         for job in jobs:
             if job.cancel.is_set():
                 self.cancelled_jobs += 1
-                self._finish(job, ("done", "cancelled", 0))
+                self._finish(job, Event("done", "cancelled", 0))
             elif time.monotonic() > job.deadline:
-                self._finish(job, ("done", "timeout", 0))
+                self._finish(job, Event("done", "timeout", 0))
             else:
                 live.append(job)
         return live
@@ -345,7 +352,7 @@ class Engine(QueuedEngine):
                 eos_token_id=sorted(self.stop_ids),
             )
         for row in rows:
-            self._finish(row.job, ("done", self._finish_reason(row.job, row), len(row.ids)))
+            self._finish(row.job, Event("done", self._finish_reason(row.job, row), len(row.ids)))
 
     @contextlib.contextmanager
     def _use(self, name: str) -> Iterator[None]:

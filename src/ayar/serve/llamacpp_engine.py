@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ayar.errors import UsageError
-from ayar.serve.engine import Job, QueuedEngine, SamplingParams, TokenStreamer, sampling_defaults
+from ayar.serve.engine import Event, Job, QueuedEngine, SamplingParams, TokenStreamer, sampling_defaults
 
 LLAMA_CPP = "llama-cpp-python==0.3.36"
 
@@ -133,7 +133,7 @@ class LlamaCppEngine(QueuedEngine):
         finally:
             tokens.close()
         row.flush()
-        self._finish(job, ("done", self._finish_reason(job, row), len(row.ids)))
+        self._finish(job, Event("done", self._finish_reason(job, row), len(row.ids)))
 
     def _min_tokens(self, job: Job) -> Any:
         """A logits processor that keeps the end tokens out until min_tokens tokens are generated."""

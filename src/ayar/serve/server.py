@@ -60,7 +60,7 @@ def set_cpu_threads(threads: int | None) -> int:
     """torch's CPU threads: by default one core fewer than the machine has, left to the HTTP event loop.
 
     torch's OpenMP threads spin while they wait; when they take every core the event loop and the
-    generation thread fight them for CPU (on a busy 2-core machine that cut throughput by 40x).
+    generation thread fight them for CPU (the throughput it cost is in docs/serving.md, "Threads").
     """
     import torch
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ayar.errors import UsageError
-from ayar.serve.engine import Job, QueuedEngine, sampling_defaults
+from ayar.serve.engine import Event, Job, QueuedEngine, sampling_defaults
 
 VLLM_FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
 
@@ -61,9 +61,9 @@ class VllmEngine(QueuedEngine):
         for job, output in zip(live, outputs, strict=True):
             answer = output.outputs[0]
             if answer.text:
-                job.emit(("delta", answer.text))
+                job.emit(Event("delta", answer.text))
             finish = VLLM_FINISH.get(answer.finish_reason or "stop", "stop")
-            self._finish(job, ("done", finish, len(answer.token_ids)))
+            self._finish(job, Event("done", finish, len(answer.token_ids)))
 
 
 def load_vllm_engine(target: Path, served_name: str | None = None, max_queue: int = 64,
