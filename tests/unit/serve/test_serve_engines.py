@@ -70,7 +70,7 @@ def test_vllm_engine_hands_a_batch_to_vllm_with_each_requests_settings(monkeypat
     """The seam to vLLM's offline API, with a stand-in for vLLM (the real one needs a GPU; see docs/serving.md)."""
     import types
 
-    from ayar.serve.engine import Job
+    from ayar.serve.engine import Event, Job
     from ayar.serve.vllm_engine import VllmEngine
 
     calls: list[tuple[list, list]] = []
@@ -104,5 +104,5 @@ def test_vllm_engine_hands_a_batch_to_vllm_with_each_requests_settings(monkeypat
         0.0, 3, 4, -1)
     assert (settings[1]["top_p"], settings[1]["stop"], settings[1]["min_tokens"]) == (0.5, ["\n"], 2)
     assert settings[0]["stop_token_ids"] == [2, 5]
-    assert events[0] == [("delta", "answer 0"), ("done", "stop", 2)]
-    assert events[1] == [("delta", "answer 1"), ("done", "length", 3)]
+    assert events[0] == [Event("delta", "answer 0"), Event("done", "stop", 2)]
+    assert events[1] == [Event("delta", "answer 1"), Event("done", "length", 3)]
