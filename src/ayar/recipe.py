@@ -105,10 +105,14 @@ class SyntheticConfig(Section):
     languages: list[Literal["tr", "en"]] = Field(default_factory=lambda: ["tr", "en"])
     tasks: list[str] = Field(
         default_factory=lambda: ["add", "reverse", "upper", "date"],
-        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification).",
+        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification); "
+        "or of the tool-calling tasks get_weather, convert_currency, get_local_time, create_reminder, "
+        "convert_units, no_tool (format messages).",
     )
     guide_spans: bool = Field(False, description="Give each record with an input a guide_spans field: where its "
                               "answer's evidence lies in the user message (for method gate).")
+    tool_results: float = Field(0.25, ge=0, le=1, description="Tool-calling tasks: the share of calls followed by "
+                                "the tool's output and a final answer.")
 
 
 class CleanConfig(Section):
