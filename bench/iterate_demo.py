@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -45,50 +48,92 @@ def user_requests(run: Path, count: int, seed: int) -> list[dict[str, str]]:
     return out
 
 
-def serve_and_collect(run: Path, db: Path, requests: list[dict[str, str]], max_tokens: int) -> dict[str, int]:
-    """Serve the run over the HTTP app (text logging on); the scripted user asks and rates every answer."""
+def serve_and_collect(run: Path, db: Path, requests: list[dict[str, str]], max_tokens: int,
+                      users: int = 16) -> dict[str, int]:
+    """Serve the run over the HTTP app (text logging on); ``users`` scripted users ask at once (the engine
+    batches them) and rate every answer."""
     from ayar.serve.app import ServeSettings, create_app
     from ayar.serve.engine import load_engine
 
     engine = load_engine(run / "model", served_name="v1").start()
-    app = create_app(ServeSettings(log_db=db, log_requests=True, log_text=True), engine=engine)
+    # a long request timeout: on a busy shared machine a batch of answers can take minutes
+    app = create_app(ServeSettings(log_db=db, log_requests=True, log_text=True, request_timeout=1800),
+                     engine=engine)
     counts = {"up": 0, "down_with_correction": 0}
-    with TestClient(app) as client:
-        for item in requests:
-            body = {"model": "v1", "messages": [{"role": "user", "content": item["prompt"]}],
-                    "max_tokens": max_tokens, "temperature": 0}
-            reply = client.post("/v1/chat/completions", json=body).json()
-            answer = reply["choices"][0]["message"]["content"].strip()
-            if answer == item["answer"]:
-                feedback = {"id": reply["id"], "rating": "up"}
-                counts["up"] += 1
-            else:
-                feedback = {"id": reply["id"], "rating": "down", "correction": item["answer"]}
-                counts["down_with_correction"] += 1
-            assert client.post("/v1/feedback", json=feedback).status_code == 200
+
+    def ask_and_rate(client: TestClient, item: dict[str, str]) -> str:
+        body = {"model": "v1", "messages": [{"role": "user", "content": item["prompt"]}],
+                "max_tokens": max_tokens, "temperature": 0}
+        response = client.post("/v1/chat/completions", json=body)
+        if response.status_code != 200:
+            raise RuntimeError(f"chat completion failed: {response.status_code} {response.text}")
+        reply = response.json()
+        if reply["choices"][0]["message"]["content"].strip() == item["answer"]:
+            feedback = {"id": reply["id"], "rating": "up"}
+        else:  # the consistent preference: the right answer, as a correction of the wrong one
+            feedback = {"id": reply["id"], "rating": "down", "correction": item["answer"]}
+        stored = client.post("/v1/feedback", json=feedback)
+        if stored.status_code != 200:
+            raise RuntimeError(f"feedback refused: {stored.status_code} {stored.text}")
+        return "up" if feedback["rating"] == "up" else "down_with_correction"
+
+    with TestClient(app) as client, ThreadPoolExecutor(users) as pool:
+        for verdict in pool.map(lambda item: ask_and_rate(client, item), requests):
+            counts[verdict] += 1
     engine.stop()
     return counts
 
 
-def held_out_win_rate(v1: Path, v2: Path, held: list[dict], answers: dict[str, str], max_tokens: int) -> dict:
+def logged_verdicts(db: Path) -> dict[str, int]:
+    """The verdict counts of a request log an earlier demo run wrote."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = dict(conn.execute("SELECT rating, count(*) FROM feedback GROUP BY rating").fetchall())
+    finally:
+        conn.close()
+    return {"up": rows.get("up", 0), "down_with_correction": rows.get("down", 0)}
+
+
+def held_out_win_rate(v1: Path, v2: Path, held: list[dict], answers: dict[str, str], tasks: dict[str, str],
+                      max_tokens: int) -> dict[str, Any]:
     """The scripted user's verdict on v1's and v2's greedy answers to the held-out requests."""
     from ayar.eval.generate import generate_chat
     from ayar.models.load import load_for_inference
     from ayar.recipe import EvalConfig
 
-    prompts = sorted({record_prompt(r) for r in held})
+    prompts = sorted({record_prompt(r) for r in held} & set(answers))  # a prompt PII redaction changed: unknown
     cfg = EvalConfig(max_new_tokens=max_tokens, batch_size=32)
     right = {}
     for name, path in (("v1", v1), ("v2", v2)):
         model, tokenizer = load_for_inference(path)
         outputs = generate_chat(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], cfg)
         right[name] = [o.strip() == answers[p] for o, p in zip(outputs, prompts, strict=True)]
-    wins = sum(b and not a for a, b in zip(right["v1"], right["v2"], strict=True))
-    losses = sum(a and not b for a, b in zip(right["v1"], right["v2"], strict=True))
-    ties = len(prompts) - wins - losses
-    return {"held_out_requests": len(prompts), "v1_right": sum(right["v1"]), "v2_right": sum(right["v2"]),
-            "wins": wins, "losses": losses, "ties": ties,
-            "win_rate_v2_over_v1": (wins + ties / 2) / len(prompts) if prompts else None}
+    return verdicts(right["v1"], right["v2"], [tasks[p] for p in prompts])
+
+
+def verdicts(v1_right: list[bool], v2_right: list[bool], tasks: list[str], resamples: int = 2000,
+             seed: int = 0) -> dict[str, Any]:
+    """The user's verdicts, request by request: v2 wins where only v2 is right, loses where only v1 is, ties
+    otherwise. Win rate counts ties as half, with a seeded bootstrap 95% interval over the requests and the
+    exact two-sided sign test of wins against losses."""
+    from scipy.stats import binomtest
+
+    scores = [0.5 + 0.5 * (b - a) for a, b in zip(v1_right, v2_right, strict=True)]  # 1 win, 0.5 tie, 0 loss
+    n, wins, losses = len(scores), scores.count(1.0), scores.count(0.0)
+    rng = random.Random(seed)
+    boots = sorted(sum(rng.choices(scores, k=n)) / n for _ in range(resamples)) if n else []
+    per_task: dict[str, dict[str, int]] = {}
+    for task, a, b in zip(tasks, v1_right, v2_right, strict=True):
+        row = per_task.setdefault(task, {"requests": 0, "v1_right": 0, "v2_right": 0})
+        row["requests"] += 1
+        row["v1_right"] += a
+        row["v2_right"] += b
+    return {"held_out_requests": n, "v1_right": sum(v1_right), "v2_right": sum(v2_right), "wins": wins,
+            "losses": losses, "ties": n - wins - losses, "win_rate_v2_over_v1": sum(scores) / n if n else None,
+            "win_rate_ci95": [boots[int(0.025 * resamples)], boots[int(0.975 * resamples) - 1]] if n else None,
+            "sign_test_p": binomtest(wins, wins + losses).pvalue if wins + losses else None, "per_task": per_task}
 
 
 def main() -> None:
@@ -97,25 +142,41 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7, help="seed of the user's requests (not the run's)")
+    parser.add_argument("--users", type=int, default=16, help="scripted users asking at once")
+    parser.add_argument("--reuse-log", action="store_true",
+                        help="keep the request log of an earlier demo run (same --requests and --seed): iterate only")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to ayar iterate")
     args = parser.parse_args()
     start = time.perf_counter()
     db = args.run.parent / f"{args.run.name}-feedback.sqlite"
-    db.unlink(missing_ok=True)
     requests = user_requests(args.run, args.requests, args.seed)
-    counts = serve_and_collect(args.run, db, requests, args.max_tokens)
+    if args.reuse_log and db.is_file():
+        counts = logged_verdicts(db)
+    else:
+        db.unlink(missing_ok=True)
+        counts = serve_and_collect(args.run, db, requests, args.max_tokens, args.users)
     served_s = time.perf_counter() - start
     metrics = iterate(args.run, db, args.overrides)
     v2 = Path(metrics["iterate"]["v2_run"])
     held = [json.loads(line) for line in (v2 / "data" / "feedback_heldout.jsonl").open(encoding="utf-8")]
     answers = {r["prompt"]: r["answer"] for r in requests}
-    result = {"requests": len(requests), "feedback": counts, "card": metrics["iterate"]["card"],
-              "method": metrics["iterate"]["method"], "drift": metrics["iterate"]["drift"].get("status"),
-              "feedback_eval": metrics["feedback_eval"], "gate": metrics["gate"]["decision"],
-              "gate_reasons": metrics["gate"]["reasons"],
+    tasks = {r["prompt"]: r["task"] for r in requests}
+    forgetting = metrics.get("forgetting") or {}
+    result = {"v1_run": str(args.run), "requests": len(requests), "feedback": counts,
+              "card": metrics["iterate"]["card"], "method": metrics["iterate"]["method"],
+              "v2_overrides": args.overrides, "v2_train": {k: metrics["train"].get(k) for k in
+                                                           ("steps", "final_loss", "wall_time_s")},
+              "drift": {k: metrics["iterate"]["drift"].get(k) for k in ("status", "scores", "n_live", "skipped")},
+              "feedback_eval": metrics["feedback_eval"],
               "test_exact_match": {"v1": metrics["eval"]["base"].get("exact_match"),
                                    "v2": metrics["eval"]["tuned"].get("exact_match")},
-              "held_out": held_out_win_rate(args.run / "model", v2 / "model", held, answers, args.max_tokens),
+              "forgetting": {"text": forgetting.get("text"),
+                             "answers": {k: v for k, v in (forgetting.get("answers") or {}).items()
+                                         if k != "lost_examples"},
+                             "gate": forgetting.get("gate")},
+              "gate": metrics["gate"]["decision"], "gate_reasons": metrics["gate"]["reasons"],
+              "gate_checks": metrics["gate"]["checks"],
+              "held_out": held_out_win_rate(args.run / "model", v2 / "model", held, answers, tasks, args.max_tokens),
               "serve_and_feedback_s": served_s, "total_s": time.perf_counter() - start}
     (v2 / "demo.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -7,8 +7,11 @@
 The servers run as child processes on 127.0.0.1 only; the benchmark never talks to another host.
 Reports requests/s, generated tokens/s, p50/p95/p99 latency and failed requests (any non-200 or error).
 With --compare it exports the model to GGUF (f16 and q8_0) with `ayar export`, serves each with
-llama-cpp-python's OpenAI-compatible server, and measures every server alike: single-stream decode
-tokens/s and time to first token (streamed), then throughput at 1, 8 and 32 concurrent clients.
+llama-cpp-python's OpenAI-compatible server (needs its server extras: pydantic-settings, sse-starlette,
+starlette-context; in ayar's dev extra) and with `ayar serve --engine llamacpp`, beside `ayar serve`'s
+transformers engine on the model folder, and measures every server alike with the same threads:
+single-stream decode tokens/s and time to first token (streamed), then throughput at 1, 8 and 32
+concurrent clients.
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, port: int, max_queue: int, max_batch: int) -> subprocess.Popen:
+def start_server(model: Path, port: int, max_queue: int, max_batch: int, *extra: str) -> subprocess.Popen:
+    """`ayar serve` (``extra``: more flags, such as ``--engine llamacpp --threads 2``)."""
     return wait_ready(subprocess.Popen(
         [sys.executable, "-m", "ayar.serve", str(model), "--host", "127.0.0.1", "--port", str(port),
-         "--served-model-name", "bench", "--max-queue", str(max_queue), "--max-batch", str(max_batch)],
+         "--served-model-name", "bench", "--max-queue", str(max_queue), "--max-batch", str(max_batch), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), port, "/readyz")
 
 
@@ -63,7 +67,8 @@ def start_llama_cpp(gguf: Path, port: int, threads: int) -> subprocess.Popen:
     """llama-cpp-python's OpenAI-compatible server on the GGUF file (its chat template from the file)."""
     return wait_ready(subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-         "--model_alias", "bench", "--n_threads", str(threads), "--n_ctx", "2048", "--verbose", "false"],
+         "--model_alias", "bench", "--n_threads", str(threads), "--n_threads_batch", str(threads),
+         "--n_ctx", "2048", "--verbose", "false"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), port, "/v1/models")
 
 
@@ -120,17 +125,24 @@ def single_stream(port: int, max_tokens: int, rounds: int = 3) -> dict[str, floa
 
 
 def compare(model: Path, seconds: float, max_tokens: int, threads: int) -> dict[str, dict]:
-    """ayar serve vs llama.cpp (f16, q8_0) on the same model, one server at a time, measured alike."""
+    """ayar serve (transformers engine, and llama.cpp engine on each GGUF) vs llama-cpp-python's own server
+    (f16, q8_0) on the same model, one server at a time, measured alike, every server with ``threads`` threads."""
     from ayar.export import export_model
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        servers: dict[str, Path | None] = {"ayar": None}
+        servers: dict[str, tuple[str, Path]] = {"ayar": ("ayar", Path(model))}
         for dtype in ("f16", "q8_0"):
-            servers[f"llama.cpp-{dtype}"] = export_model(model, Path(tmp) / dtype, "gguf", gguf_dtype=dtype)
-        for name, gguf in servers.items():
+            gguf = export_model(model, Path(tmp) / dtype, "gguf", gguf_dtype=dtype)
+            servers[f"llama.cpp-{dtype}"] = ("llama.cpp", gguf)
+            servers[f"ayar-llamacpp-{dtype}"] = ("ayar-llamacpp", gguf)
+        for name, (kind, path) in servers.items():
             port = free_port()
-            proc = start_server(model, port, 128, 32) if gguf is None else start_llama_cpp(gguf, port, threads)
+            if kind == "llama.cpp":
+                proc = start_llama_cpp(path, port, threads)
+            else:
+                engine = "llamacpp" if kind == "ayar-llamacpp" else "transformers"
+                proc = start_server(path, port, 128, 32, "--engine", engine, "--threads", str(threads))
             try:
                 row = {"single_stream": single_stream(port, max_tokens)}
                 for clients in (1, 8, 32):
@@ -151,7 +163,25 @@ def render_compare(results: dict[str, dict]) -> str:
         lines.append(f"| {name} | {single.get('ttft_ms', '-')} | {single.get('decode_tokens_per_s', '-')} | "
                      + " | ".join(str(x["generated_tokens_per_s"]) for x in loads)
                      + f" | {sum(x['failed'] for x in loads)} |")
+    lines += ["", *goal_lines(results)]
     return "\n".join(lines)
+
+
+def goal_lines(results: dict[str, dict]) -> list[str]:
+    """The goal of issue 18: ayar's llama.cpp engine within 1.2x of llama.cpp's own server, per GGUF type."""
+    lines = []
+    for dtype in ("f16", "q8_0"):
+        ours, theirs = results.get(f"ayar-llamacpp-{dtype}"), results.get(f"llama.cpp-{dtype}")
+        if not ours or not theirs:
+            continue
+        pairs = [("single-stream decode", ours["single_stream"].get("decode_tokens_per_s"),
+                  theirs["single_stream"].get("decode_tokens_per_s"))]
+        pairs += [(f"{c} clients", ours[f"clients_{c}"]["generated_tokens_per_s"],
+                   theirs[f"clients_{c}"]["generated_tokens_per_s"]) for c in (1, 8, 32)]
+        shown = ", ".join(f"{what} {theirs_v / ours_v:.2f}x" if ours_v and theirs_v else f"{what} -"
+                          for what, ours_v, theirs_v in pairs)
+        lines.append(f"llama.cpp-{dtype} tokens/s over ayar-llamacpp-{dtype} (goal <= 1.2x): {shown}")
+    return lines
 
 
 async def client_loop(http: httpx.AsyncClient, index: int, stop_at: float, max_tokens: int,
@@ -199,7 +229,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="The server's dynamic batch size.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument("--compare", action="store_true", help="ayar serve vs llama.cpp (f16, q8_0) on --model.")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads (--compare).")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="Threads of every server (--compare).")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 1 <= args.seconds <= 600:
         raise SystemExit("--clients must be 1..256 and --seconds 1..600 (a bounded load test)")

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from ayar.errors import AyarError, UsageError
-from ayar.recipe import DataFormat  # the schema's list of formats, for help texts
+from ayar.recipe import DataFormat, ExportFormat, GgufDtype  # the schema's allowed values, for help texts
 
 app = typer.Typer(
     name="ayar",
@@ -33,9 +33,12 @@ SetOpt = Annotated[
 
 
 def _recipe(path: Path, overrides: list[str] | None):  # noqa: ANN202
+    from ayar.methods import check_method
     from ayar.recipe import load_recipe
 
-    return load_recipe(path, overrides or [])
+    recipe = load_recipe(path, overrides or [])
+    check_method(recipe.method)  # the method's own keys (method.r), before any stage runs
+    return recipe
 
 
 def _methods_help() -> str:
@@ -183,9 +186,11 @@ def generate(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder or model/adapter folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (or .gguf file) to write.")],
-    format_: Annotated[str, typer.Option("--format", help="hf (merged model), adapter, gguf, onnx (model.onnx "
-                                         "with KV cache) or triton (a Triton model repository).")] = "hf",
-    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f16, bf16, f32, q8_0, q4_k_m or q4_0.")] = "f16",
+    format_: Annotated[str, typer.Option("--format", help=", ".join(typing.get_args(ExportFormat)) + ": hf is the "
+                                         "merged model, onnx model.onnx with KV cache, triton a Triton model "
+                                         "repository.")] = "hf",
+    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: "
+                                            + ", ".join(typing.get_args(GgufDtype)) + ".")] = "f16",
     verify: Annotated[bool, typer.Option(help="onnx/triton: check logits and greedy generation against "
                                          "PyTorch with onnxruntime; gguf: tokens and greedy answers "
                                          "in llama.cpp.")] = True,
@@ -208,7 +213,8 @@ def serve(
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Require this Bearer key (repeatable; or "
                                                            "AYAR_API_KEY).", show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: cores - 1).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of torch, or of llama.cpp with --engine "
+                                                    "llamacpp (default: cores - 1).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
                                         "no longer matches training (ayar_contract.json).")] = False,
     **settings: object,
@@ -321,6 +327,9 @@ def iterate(
     from ayar.iterate import iterate as run_iteration
 
     metrics = run_iteration(run_dir, db, set_ or [])
+    drift = metrics["iterate"]["drift"]
+    print(f"drift of the served traffic: {drift['status']} ({drift['n_live']} live prompts)" if "status" in drift
+          else f"drift not measured: {drift.get('skipped')}")
     gate = metrics["gate"]
     print(f"gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
     print(f"report: {Path(metrics['iterate']['v2_run']) / 'report.md'}")

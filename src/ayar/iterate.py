@@ -35,7 +35,7 @@ PAIRWISE = ("dpo", "orpo", "simpo")
 PREFERENCE = (*PAIRWISE, "kto")
 FEEDBACK_SQL = """
 SELECT f.id, f.completion_id, f.rating, f.correction, f.correction_chars, f.preferred_id,
-       r.prompt, r.completion, p.completion
+       r.prompt, r.completion, p.completion, p.prompt
 FROM feedback f JOIN requests r ON r.completion_id = f.completion_id AND r.status < 400
 LEFT JOIN requests p ON p.completion_id = f.preferred_id
 ORDER BY f.id
@@ -62,14 +62,15 @@ def read_feedback(db: Path) -> list[dict[str, Any]]:
     finally:
         conn.close()
     keys = ("feedback_id", "completion_id", "rating", "correction", "correction_chars", "preferred_id", "prompt",
-            "completion", "preferred")
+            "completion", "preferred", "preferred_prompt")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def feedback_records(rows: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
     """SFT records, preference pairs and KTO records from feedback rows; counts of what could not be used."""
     out: dict[str, list[dict[str, Any]]] = {"sft": [], "pairs": [], "kto": []}
-    skipped = {"no_text": 0, "correction_without_text": 0, "preferred_without_text": 0}
+    skipped = {"no_text": 0, "correction_without_text": 0, "preferred_without_text": 0,
+               "preferred_other_prompt": 0}
     for row in rows:
         prompt, served = row["prompt"], row["completion"]
         if not prompt or served is None:
@@ -84,7 +85,9 @@ def feedback_records(rows: list[dict[str, Any]]) -> tuple[dict[str, list[dict[st
             if row["rating"] != "up" and _norm(correction) != _norm(served):
                 out["pairs"].append({**source, "prompt": prompt, "chosen": correction, "rejected": served})
         if row["preferred_id"]:
-            if row["preferred"] and _norm(row["preferred"]) != _norm(served):
+            if row["preferred"] and row.get("preferred_prompt") != prompt:
+                skipped["preferred_other_prompt"] += 1  # an answer to another question is no alternative
+            elif row["preferred"] and _norm(row["preferred"]) != _norm(served):
                 out["pairs"].append({**source, "prompt": prompt, "chosen": row["preferred"], "rejected": served})
             elif not row["preferred"]:
                 skipped["preferred_without_text"] += 1

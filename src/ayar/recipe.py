@@ -8,17 +8,20 @@ defaults < YAML < ``--set dotted.key=value``. Unknown keys fail with the closest
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ayar.errors import UsageError
-from ayar.tasks import task_names
+from ayar.tasks import get_task, task_names
 
-Task = Literal[task_names()]  # the task registry (ayar/tasks.py) states them once
 DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto"]
+ExportFormat = Literal["hf", "adapter", "gguf", "onnx", "triton"]  # ayar.export registers a writer for each
+GgufDtype = Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"]
+PiiType = Literal["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]
 
 
 class Section(BaseModel):
@@ -102,10 +105,14 @@ class SyntheticConfig(Section):
     languages: list[Literal["tr", "en"]] = Field(default_factory=lambda: ["tr", "en"])
     tasks: list[str] = Field(
         default_factory=lambda: ["add", "reverse", "upper", "date"],
-        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification).",
+        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification); "
+        "or of the tool-calling tasks get_weather, convert_currency, get_local_time, create_reminder, "
+        "convert_units, no_tool (format messages).",
     )
     guide_spans: bool = Field(False, description="Give each record with an input a guide_spans field: where its "
                               "answer's evidence lies in the user message (for method gate).")
+    tool_results: float = Field(0.25, ge=0, le=1, description="Tool-calling tasks: the share of calls followed by "
+                                "the tool's output and a final answer.")
 
 
 class CleanConfig(Section):
@@ -141,9 +148,7 @@ class DedupConfig(Section):
 
 class PiiConfig(Section):
     enabled: bool = True
-    types: list[Literal["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]] = Field(
-        default_factory=lambda: ["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]
-    )
+    types: list[PiiType] = Field(default_factory=lambda: list(typing.get_args(PiiType)))
 
 
 class ConsentConfig(Section):
@@ -180,6 +185,21 @@ class LongTextConfig(Section):
         "document", description="A .txt file is one document (split into windows), or one record per paragraph.")
 
 
+class RehearsalConfig(Section):
+    """Rehearsal against forgetting: general instructions answered by the base model itself (greedy), mixed
+    into the training split, so the fine-tune keeps the base's general behaviour while it learns the task."""
+
+    prompts: str = Field("builtin", description="'builtin' (ayar's general instructions, EN and TR, none of them a "
+                         "forgetting probe) or a file: .txt (one instruction a line) or .jsonl (an 'instruction' "
+                         "field each). Prompts that match a forgetting probe are dropped.")
+    share: float = Field(0.15, gt=0, lt=1, description="Fraction of the training examples that are rehearsal "
+                         "(the base's answers repeat to reach it).")
+    max_prompts: int | None = Field(None, ge=1, description="Use at most this many prompts (the first ones).")
+    max_new_tokens: int = Field(48, ge=1, description="Answer length; an answer the base does not finish within it "
+                                "is dropped (a cut-off answer would teach the model to stop mid-sentence).")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+
+
 class DataConfig(Section):
     inputs: list[InputConfig] = Field(default_factory=list, description="Files to read; see also 'synthetic'.")
     synthetic: SyntheticConfig | None = Field(None, description="Generate data instead of reading files.")
@@ -205,27 +225,20 @@ class DataConfig(Section):
     save_arrow: bool = Field(True, description="Also save each split as a datasets Arrow folder (arrow/<split>).")
     card_examples: int = Field(3, ge=0, description="Examples shown per removal reason in the data card.")
     long_text: LongTextConfig = Field(default_factory=LongTextConfig)
+    rehearsal: RehearsalConfig | None = Field(
+        None, description="Mix the base model's own answers to general instructions into training (forgets less).")
 
 
 class MethodConfig(BaseModel):
-    """``name`` picks a method from ``ayar.methods``; the other keys are that method's own parameters."""
+    """``name`` picks a method from ``ayar.methods``; the other keys are that method's own parameters.
+
+    The methods layer checks both (``ayar.methods.check_method``, which the CLI calls as it loads a
+    recipe, and every method's constructor): this schema sits below the methods and cannot know them.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     name: str = Field("lora", description="Fine-tuning method; see `ayar train --help`.")
-
-    @model_validator(mode="after")
-    def _known_method_and_params(self) -> MethodConfig:
-        from ayar.methods import get_method  # late import: methods import this module
-
-        method = get_method(self.name)
-        try:
-            method.params_model.model_validate(self.params())
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            err = {**err, "loc": ("method", *err["loc"])}
-            raise UsageError(_describe(err, method.params_model)) from None
-        return self
 
     def params(self) -> dict[str, Any]:
         """The method's own parameters (every key but ``name``)."""
@@ -351,9 +364,9 @@ class ExportConfig(Section):
 
     enabled: bool = Field(False, description="End `ayar run` with this export (off: run stops after eval).")
     out: Path | None = Field(None, description="Where to write it (default: <run>/export/<format>).")
-    format: Literal["hf", "adapter", "gguf", "onnx", "triton"] = "hf"
+    format: ExportFormat = "hf"
     merge: bool = Field(True, description="Merge adapters into the base weights.")
-    gguf_dtype: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q4_0"] = Field(
+    gguf_dtype: GgufDtype = Field(
         "f16", description="Weights type of a GGUF export (4-bit types use llama.cpp's quantizer).")
 
 
@@ -371,6 +384,9 @@ class ServeConfig(Section):
     log_requests: bool = Field(False, description="Log counts, timings and status per request to log_db.")
     log_text: bool = Field(False, description="Also log prompt text (PII-redacted); turns log_requests on.")
     log_db: Path | None = Field(None, description="SQLite request log (default: <run>/requests.sqlite).")
+    engine: Literal["transformers", "llamacpp", "vllm"] = Field(
+        "transformers", description="What generates: transformers (adapters by name, parity with training), "
+        "llamacpp (an exported GGUF, fast on CPUs) or vllm (GPUs).")
 
 
 class MonitorConfig(Section):
@@ -404,7 +420,9 @@ class IterateConfig(Section):
 class Recipe(Section):
     """A whole fine-tuning recipe."""
 
-    task: Task = "causal_lm"
+    task: str = Field("causal_lm", description="What the model learns; a task of ayar/tasks.py.",
+                      # the registry at the time the schema is read (a task registered later shows too)
+                      json_schema_extra=lambda schema: schema.update(enum=list(task_names())))
     run: RunConfig = Field(default_factory=RunConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -416,6 +434,15 @@ class Recipe(Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     iterate: IterateConfig = Field(default_factory=IterateConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, task: str) -> str:
+        try:
+            get_task(task)  # the registry, read now: a task registered after import is accepted
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return task
 
     @model_validator(mode="after")
     def _has_a_model(self) -> Recipe:
@@ -462,6 +489,13 @@ def _describe(err: dict[str, Any], params_model: type[BaseModel] | None = None) 
         return f"unknown recipe key '{key}'{hint}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"recipe key '{key}': {msg}"
+
+
+def params_error(exc: ValidationError, section: str, params_model: type[BaseModel]) -> UsageError:
+    """The UsageError for parameters validated outside this schema (a method's own, under ``section``),
+    worded as the recipe's own keys are: ``unknown recipe key 'method.rank' (did you mean ...)``."""
+    err = exc.errors()[0]
+    return UsageError(_describe({**err, "loc": (section, *err["loc"])}, params_model))
 
 
 def validate_recipe(data: dict[str, Any]) -> Recipe:

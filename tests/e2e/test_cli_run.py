@@ -83,6 +83,14 @@ def test_misspelled_key_exits_2_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_misspelled_method_key_exits_2_before_any_stage(tmp_path: Path) -> None:
+    """The recipe schema cannot know a method's keys; the CLI checks them (ayar.methods.check_method) on load."""
+    result = ayar("run", str(ROOT / "recipes/quickstart.yaml"), "--set", "method.alpah=4", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown recipe key 'method.alpah' (did you mean 'method.alpha'?)" in result.stderr
+    assert not (tmp_path / "runs").exists()  # no stage ran
+
+
 def test_missing_recipe_and_missing_stage_inputs(tmp_path: Path) -> None:
     missing = ayar("train", "nope.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "recipe file not found: nope.yaml" in missing.stderr

@@ -114,7 +114,9 @@ def _rows() -> list[dict]:
         {**base, "feedback_id": 2, "completion_id": "b", "rating": "up", "correction": None, "prompt": "p2",
          "completion": "fine"},
         {**base, "feedback_id": 3, "completion_id": "c", "rating": None, "correction": None, "prompt": "p3",
-         "completion": "meh", "preferred_id": "d", "preferred": "better"},
+         "completion": "meh", "preferred_id": "d", "preferred": "better", "preferred_prompt": "p3"},
+        {**base, "feedback_id": 5, "completion_id": "f", "rating": None, "correction": None, "prompt": "p3",
+         "completion": "meh", "preferred_id": "g", "preferred": "off topic", "preferred_prompt": "p9"},
         {**base, "feedback_id": 4, "completion_id": "e", "rating": "down", "correction": None, "prompt": None,
          "completion": None, "correction_chars": 9},
     ]
@@ -127,6 +129,7 @@ def test_feedback_rules_corrections_pairs_ratings() -> None:
                                                                                      ("p3", "better", "meh")]
     assert [(r["prompt"], r["completion"], r["label"]) for r in records["kto"]] == [("p2", "fine", True)]
     assert skipped["no_text"] == 1
+    assert skipped["preferred_other_prompt"] == 1  # a 'preferred' answer to another prompt is no pair
 
 
 def test_deduplication_and_hold_out() -> None:

@@ -129,3 +129,14 @@ def test_a_new_format_is_one_registered_writer(chat_dir: Path, tmp_path: Path) -
         assert "txt-test" in export.formats()
     finally:
         export._FORMATS.pop("txt-test")
+
+
+def test_the_recipe_allows_exactly_the_registered_formats_and_gguf_types() -> None:
+    import typing
+
+    from ayar import export
+    from ayar.export.gguf import CONVERTER_TYPES, QUANTIZED_TYPES
+    from ayar.recipe import ExportFormat, GgufDtype
+
+    assert set(typing.get_args(ExportFormat)) == set(export.formats())
+    assert set(typing.get_args(GgufDtype)) == set(CONVERTER_TYPES) | set(QUANTIZED_TYPES)

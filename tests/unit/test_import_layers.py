@@ -17,9 +17,6 @@ PACKAGE = SRC / "ayar"
 LAYERS = [{"errors", "recipe", "safety", "console", "tasks"}, {"data"}, {"models"}, {"methods"}, {"train"}, {"eval"},
           {"export"}, {"serve"}, {"pipeline", "iterate"}, {"ui"}, {"cli"}]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
-# The one upward import left: the recipe checks a method's own parameters at load time (so a typo in
-# `method.r` fails before any stage runs), which needs the method registry. Tracked in docs/architecture.md.
-KNOWN = {("recipe", "methods")}
 
 
 def unit_of(module: str) -> str:
@@ -53,15 +50,8 @@ def test_every_package_has_a_layer() -> None:
 
 def test_layers_import_downward_only() -> None:
     upward = sorted({(unit_of(a), unit_of(b), where) for a, b, where in imports()
-                     if unit_of(a) in LEVEL and unit_of(b) in LEVEL and LEVEL[unit_of(b)] > LEVEL[unit_of(a)]
-                     and (unit_of(a), unit_of(b)) not in KNOWN})
+                     if unit_of(a) in LEVEL and unit_of(b) in LEVEL and LEVEL[unit_of(b)] > LEVEL[unit_of(a)]})
     assert not upward, "\n".join(f"{a} imports {b} ({where})" for a, b, where in upward)
-
-
-def test_known_exceptions_are_still_needed() -> None:
-    """An allowance that no import uses any more must go, so the list only ever shrinks."""
-    used = {(unit_of(a), unit_of(b)) for a, b, _ in imports()}
-    assert used >= KNOWN, KNOWN - used
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()))

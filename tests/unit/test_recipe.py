@@ -7,14 +7,22 @@ from pathlib import Path
 import pytest
 
 from ayar.errors import UsageError
-from ayar.recipe import apply_overrides, dump_recipe, load_recipe
+from ayar.methods import check_method
+from ayar.recipe import Recipe, apply_overrides, dump_recipe, load_recipe
 
 RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
 
 
+def load_checked(path: Path | None, overrides: list[str]) -> Recipe:
+    """What the CLI does: the schema, then the method's own keys (which the methods layer knows)."""
+    recipe = load_recipe(path, overrides)
+    check_method(recipe.method)
+    return recipe
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path: Path) -> None:
-    recipe = load_recipe(path)
+    recipe = load_checked(path, [])
     assert recipe.run.name
 
 
@@ -38,9 +46,9 @@ def test_misspelled_section_and_method_param() -> None:
     with pytest.raises(UsageError, match="'trian'.*did you mean 'train'"):
         load_recipe(None, ["pretrain.enabled=true", "trian.epochs=1"])
     with pytest.raises(UsageError, match="'method.rank'"):
-        load_recipe(None, ["pretrain.enabled=true", "method.rank=4"])
+        load_checked(None, ["pretrain.enabled=true", "method.rank=4"])
     with pytest.raises(UsageError, match="unknown method 'lroa'.*did you mean 'lora'"):
-        load_recipe(None, ["pretrain.enabled=true", "method.name=lroa"])
+        load_checked(None, ["pretrain.enabled=true", "method.name=lroa"])
 
 
 @pytest.mark.parametrize(
@@ -51,7 +59,7 @@ def test_misspelled_section_and_method_param() -> None:
 )
 def test_wrong_type_or_impossible_value_names_the_key(override: str, key: str) -> None:
     with pytest.raises(UsageError, match=f"'{key}'"):
-        load_recipe(None, ["pretrain.enabled=true", override])
+        load_checked(None, ["pretrain.enabled=true", override])
 
 
 def test_a_recipe_needs_a_model() -> None:
@@ -76,3 +84,15 @@ def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
     again = load_recipe(tmp_path / "resolved.yaml")
     assert again == recipe
     assert again.train.max_steps == 7
+
+
+def test_the_schemas_allowed_values_each_have_their_implementation() -> None:
+    """Where the code keeps its own table for a schema Literal (a priority order, a dtype map), they agree."""
+    import typing
+
+    from ayar.data.pii import PII_TYPES
+    from ayar.models.load import DTYPES
+    from ayar.recipe import ModelConfig, PiiConfig, PiiType
+
+    assert set(PII_TYPES) == set(typing.get_args(PiiType)) == set(PiiConfig().types)
+    assert set(DTYPES) == set(typing.get_args(ModelConfig.model_fields["dtype"].annotation))

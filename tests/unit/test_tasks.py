@@ -1,42 +1,129 @@
-"""The task registry: every task is declared once, and every layer has its behaviour for each."""
+"""The task registry: every task is declared once, every layer has its behaviour for each, and a new task
+registered from outside (here, a toy task in a fixture) runs through every stage without an edit elsewhere."""
 
 from __future__ import annotations
 
+import json
 import typing
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import transformers
 from peft import TaskType
 
 from ayar.errors import UsageError
-from ayar.eval.tasks import EVALUATORS
+from ayar.eval import tasks as eval_tasks
 from ayar.methods import available_methods
-from ayar.methods.lora import PEFT_TASK_TYPES
-from ayar.recipe import DataFormat, Task
-from ayar.tasks import get_task, task_names
-from ayar.train.tasks import COLLATORS, ENCODERS
+from ayar.methods.lora import peft_task_type
+from ayar.recipe import DataFormat, Recipe, load_recipe
+from ayar.tasks import TaskSpec, get_task, register_task, task_names, unregister_task
+from ayar.train import tasks as train_tasks
 
 TASKS = task_names()  # listed from the registry, never by hand
+SRC = Path(__file__).resolve().parents[2] / "src" / "ayar"
 
 
 def test_the_recipe_accepts_exactly_the_registered_tasks() -> None:
-    assert set(typing.get_args(Task)) == set(TASKS) and {"causal_lm", "classification", "seq2seq"} <= set(TASKS)
+    assert {"causal_lm", "classification", "seq2seq"} <= set(TASKS)
+    assert Recipe.model_json_schema()["properties"]["task"]["enum"] == list(TASKS)  # the web form's choices
+    for name in TASKS:
+        assert load_recipe(None, ["pretrain.enabled=true", f"task={name}"]).task == name
+    with pytest.raises(UsageError, match=r"recipe key 'task': unknown task 'seq2sq' \(did you mean 'seq2seq'"):
+        load_recipe(None, ["pretrain.enabled=true", "task=seq2sq"])
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_every_task_is_complete_in_every_layer(name: str) -> None:
     spec = get_task(name)
     assert issubclass(getattr(transformers, spec.auto_class), transformers.models.auto.auto_factory._BaseAutoModelClass)
-    assert PEFT_TASK_TYPES[name] is TaskType[spec.peft_task_type]
+    assert peft_task_type(name) is TaskType[spec.peft_task_type]
     assert set(spec.formats) <= set(typing.get_args(DataFormat))
-    assert name in ENCODERS and name in COLLATORS and name in EVALUATORS
+    assert name in train_tasks.ENCODERS and name in train_tasks.COLLATORS
+    assert name in eval_tasks.EVALUATORS and name in eval_tasks.PROMPTS
+
+
+def test_the_facts_are_consistent() -> None:
+    for name in TASKS:
+        spec = get_task(name)
+        assert not (spec.label_map and spec.generative), name  # a label, or generated text
+        assert not (spec.next_token and not spec.generative), name
 
 
 def test_methods_support_every_task_unless_they_narrow_it() -> None:
     full = available_methods()["full"]
-    assert set(full.tasks) == set(TASKS)
+    assert set(full.supported_tasks()) == set(TASKS)
 
 
 def test_an_unknown_task_names_the_closest() -> None:
     with pytest.raises(UsageError, match="did you mean 'seq2seq'"):
         get_task("seq2sq")
+
+
+def test_no_module_outside_the_registrations_names_a_task() -> None:
+    """Stages read a task's facts; only the registrations (and the methods' own task lists) name tasks."""
+    registrations = {"tasks.py", "train/tasks.py", "eval/tasks.py"}
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if str(path.relative_to(SRC)) in registrations:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if any(f"task {op} " in line for op in ("==", "!=")) or "task in (" in line or "task not in (" in line:
+                offenders.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+TOY = TaskSpec("toy_topic", "A toy label-per-text task registered by a test.", "AutoModelForSequenceClassification",
+               "SEQ_CLS", ("classification",), generative=False, label_map=True)
+
+
+@pytest.fixture()
+def toy_task() -> Iterator[dict[str, int]]:
+    """A task declared from outside ayar: its facts, its training behaviour, its evaluation; nothing else."""
+    calls = {"encode": 0, "evaluate": 0}
+    encode_classification = train_tasks.ENCODERS["classification"]
+    evaluate_classification = eval_tasks.EVALUATORS["classification"]
+
+    def encode(record: dict, tokenizer: object, recipe: Recipe, labels: object) -> dict:
+        calls["encode"] += 1
+        return encode_classification(record, tokenizer, recipe, labels)
+
+    def evaluate(*args: object) -> dict:
+        calls["evaluate"] += 1
+        return evaluate_classification(*args)
+
+    register_task(TOY)
+    train_tasks.register_train_task(TOY.name, encode, train_tasks.COLLATORS["classification"])
+    eval_tasks.register_eval_task(TOY.name, evaluate, lambda record, recipe: "toy: " + str(record["text"]))
+    try:
+        yield calls
+    finally:
+        unregister_task(TOY.name)
+        train_tasks.unregister_train_task(TOY.name)
+        eval_tasks.unregister_eval_task(TOY.name)
+
+
+def test_a_new_task_runs_every_stage_without_an_edit_elsewhere(toy_task: dict[str, int], tiny_model_dir: Path,
+                                                               tmp_path: Path) -> None:
+    from ayar.pipeline import run_all
+
+    recipe = load_recipe(None, [
+        "task=toy_topic", f"model.name_or_path={tiny_model_dir}", f"run.output_dir={tmp_path}", "run.name=toy",
+        "data.format=classification", "data.max_length=32",
+        "data.synthetic={num_records: 60, languages: [en], tasks: [topic]}", "method.name=full",
+        "train.max_steps=2", "train.batch_size=4", "train.precision=fp32", "train.logging_steps=1",
+        "eval.compare_base=true"])
+    metrics = run_all(recipe)
+    run = tmp_path / "toy"
+    assert toy_task["encode"] > 0 and toy_task["evaluate"] == 1  # the toy's own behaviour, found by name
+    model_config = json.loads((run / "model" / "config.json").read_text())
+    assert model_config["architectures"] == ["LlamaForSequenceClassification"]  # the toy's Auto class
+    train_labels = {json.loads(line)["label"] for line in (run / "data" / "train.jsonl").read_text().splitlines()}
+    assert set(model_config["id2label"].values()) == train_labels  # a label map from the training split
+    figures = metrics["eval"]
+    assert "base" not in figures and 0.0 <= figures["tuned"]["accuracy"] <= 1.0  # no untrained-head base figures
+    assert "skipped" in figures["risks"]["tuned"]  # not generative: no probe reads its answers
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(r["prompt"].startswith("toy: ") for r in rows)  # the toy's own prompt
+    assert {f.name for f in fields(TaskSpec)} >= {"generative", "label_map", "chat", "next_token"}

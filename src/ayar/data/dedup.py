@@ -29,7 +29,7 @@ MINHASH_SEED = 1
 MINHASH_SCHEME = "affine32"
 LSH_WEIGHTS = (0.05, 0.95)  # (false positive, false negative) weights for choosing bands and rows
 BATCH_RECORDS = 16  # records per numpy block when signing: (128, ~1000 shingles) uint32 stays in cache
-_HASH_SHINGLE = xxhash.xxh32_intdigest  # ~2x faster than datasketch's default sha1
+_HASH_SHINGLE = xxhash.xxh32_intdigest  # faster than datasketch's default sha1 (docs/data.md, step 8)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
 _FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
 
@@ -148,8 +148,8 @@ class Deduplicator:
 
     Signatures come from datasketch's MinHash and the bands and rows from its MinHashLSH; the band
     index itself is a dict per band holding only ints, because datasketch's dict storage keeps a
-    set and a list of byte strings per record (~5 KB each, measured), which at a million records
-    would not fit the 4 GB budget. Here a kept record costs ~1.2 KB plus its signature.
+    set and a list of byte strings per record, which at a million records would not fit the 4 GB
+    budget (the figures per record are in docs/data.md, step 8).
 
     Keys (:meth:`keys`, :meth:`sign`) need no state and can be made in worker processes, in
     batches; :meth:`admit` must see the records one by one in input order.

@@ -21,10 +21,11 @@ from ayar.errors import UsageError
 from ayar.eval.compare import compare_per_example
 from ayar.eval.error_analysis import analyze_errors
 from ayar.eval.preference import instruction_records, preference_scores
-from ayar.eval.tasks import evaluate_model
+from ayar.eval.tasks import evaluate_model, record_prompt
 from ayar.methods.preference import PREFERENCE_FORMATS
 from ayar.models.load import load_for_inference
 from ayar.recipe import Recipe
+from ayar.tasks import get_task
 
 SCORE_KEYS = ("nll", "exact_match", "chrf", "rouge1", "rouge2", "rougeL", "correct", "judge_score")
 
@@ -46,19 +47,10 @@ def check_eval_split(split: str, used_for_training: set[str], force: bool) -> No
         )
 
 
-def _record_prompt(record: dict[str, Any], recipe: Recipe) -> str:
-    if recipe.task == "classification":
-        return str(record.get("text", ""))
-    if recipe.task == "seq2seq":
-        return str(record.get("source", ""))
-    messages = record_to_messages(record, recipe.data.system_prompt)
-    return messages[-2]["content"] if len(messages) > 1 else ""
-
-
 def _load(path: str | Path, recipe: Recipe, template: bool) -> tuple[Any, Any]:
     model, tokenizer = load_for_inference(path, recipe.task, recipe.model.trust_remote_code)
     # the base is asked in the same format as the tuned model (whose tokenizer saved its template)
-    if recipe.task == "causal_lm" and (template or not tokenizer.chat_template):
+    if get_task(recipe.task).chat and (template or not tokenizer.chat_template):
         set_template(tokenizer, recipe.data.template)
     return model, tokenizer
 
@@ -67,10 +59,8 @@ def _train_texts(prepared: PreparedData, recipe: Recipe, tokenizer: Any) -> list
     """Training records as the model saw them (chat-formatted), for the memorisation probe."""
     texts = []
     for record in prepared.read_split("train"):
-        if recipe.task != "causal_lm":
+        if not get_task(recipe.task).renders_chat(recipe.data.format):
             texts.append(str(record.get("text") or record.get("source") or ""))
-        elif recipe.data.format == "text":
-            texts.append(str(record["text"]))
         else:
             messages = record_to_messages(record, recipe.data.system_prompt)
             texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
@@ -151,15 +141,16 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
         pairs, records = records, instruction_records(records)
         if not records:
             raise UsageError(f"the '{cfg.split}' split holds no preferred answer to evaluate against")
-    prompts = [_record_prompt(r, recipe) for r in records]
+    prompts = [record_prompt(r, recipe) for r in records]
     sources = {"tuned": tuned_dir}
     # A classification base model has an untrained head: its figures would be noise.
-    if base_dir is not None and cfg.compare_base and recipe.task != "classification":
+    task = get_task(recipe.task)
+    if base_dir is not None and cfg.compare_base and not task.label_map:
         sources = {"base": base_dir, "tuned": tuned_dir}
     models: dict[str, dict[str, Any]] = {}
     risks: dict[str, Any] = {}
     forgetting: dict[str, Any] = {}  # general-material probes per model, when base and tuned are both here
-    measure_forgetting = cfg.forgetting.enabled and recipe.task == "causal_lm" and "base" in sources
+    measure_forgetting = cfg.forgetting.enabled and task.chat and "base" in sources  # chat-formatted probes
     for name, path in sources.items():
         model, tokenizer = _load(path, recipe, template=name == "base")
         models[name] = evaluate_model(model, tokenizer, records, prompts, recipe)
@@ -191,7 +182,7 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
         result["comparison"] = compare_per_example(scores["base"], scores["tuned"], ("base", "tuned"),
                                                    {"nll": tokens}, cfg.bootstrap_resamples, cfg.confidence,
                                                    recipe.run.seed)
-    metric = "correct" if recipe.task == "classification" else cfg.error_metric
+    metric = "correct" if task.label_map else cfg.error_metric
     result["error_analysis"] = {
         name: analyze_errors(block["rows"], metric, cfg.error_k, block.get("true_labels"), block.get("pred_labels"))
         for name, block in models.items()}

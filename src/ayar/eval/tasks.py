@@ -1,8 +1,12 @@
-"""One model on one split, per task: per-example rows (output, loss, scores) and the corpus summary."""
+"""One model on one split, per task: per-example rows (output, loss, scores) and the corpus summary.
+
+Each task registers its evaluation and the prompt of a record here by name (``register_eval_task``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +19,7 @@ from ayar.eval.metrics import classification_metrics, text_metrics
 from ayar.eval.perplexity import perplexity
 from ayar.eval.tool_calls import tool_call_scores
 from ayar.recipe import Recipe
+from ayar.tasks import get_task
 
 
 def _base_rows(records: list[dict[str, Any]], prompts: list[str], references: list[str], tokenizer: Any,
@@ -137,5 +142,37 @@ def evaluate_model(model: Any, tokenizer: Any, records: list[dict[str, Any]], pr
     return EVALUATORS[recipe.task](model, tokenizer, records, prompts, recipe)
 
 
-# The task registry (ayar/tasks.py) names the tasks; each one's evaluation, registered by name.
-EVALUATORS = {"causal_lm": evaluate_causal_lm, "seq2seq": evaluate_seq2seq, "classification": evaluate_classification}
+def chat_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    """The last user turn of a conversation record, as trained (system prompt included)."""
+    messages = record_to_messages(record, recipe.data.system_prompt)
+    return messages[-2]["content"] if len(messages) > 1 else ""
+
+
+def record_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    """What the model is asked for one eval record (shown in the report, fed to generation)."""
+    return PROMPTS[recipe.task](record, recipe)
+
+
+Evaluator = Callable[[Any, Any, list[dict], list[str], Recipe], dict]  # (model, tokenizer, records, prompts, recipe)
+Prompt = Callable[[dict[str, Any], Recipe], str]
+
+# Each task's evaluation and eval prompt, by the name the task registry (ayar/tasks.py) gives it.
+EVALUATORS: dict[str, Evaluator] = {}
+PROMPTS: dict[str, Prompt] = {}
+
+
+def register_eval_task(name: str, evaluate: Evaluator, prompt: Prompt) -> None:
+    """Give a registered task its evaluation (summary + per-example rows) and the prompt of a record."""
+    get_task(name)  # a clear error for a task the registry does not know
+    EVALUATORS[name], PROMPTS[name] = evaluate, prompt
+
+
+def unregister_eval_task(name: str) -> None:
+    """Forget a task's evaluation (tests that register a toy task clean up with it)."""
+    EVALUATORS.pop(name, None)
+    PROMPTS.pop(name, None)
+
+
+register_eval_task("causal_lm", evaluate_causal_lm, chat_prompt)
+register_eval_task("classification", evaluate_classification, lambda record, recipe: str(record.get("text", "")))
+register_eval_task("seq2seq", evaluate_seq2seq, lambda record, recipe: str(record.get("source", "")))

@@ -91,4 +91,3 @@ def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool
 # the built-in formats register themselves on import (kept last: they import the helpers above)
 from ayar.export import gguf, hf, onnx, triton  # noqa: E402,F401
 
-FORMATS = formats()

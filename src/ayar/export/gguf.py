@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.export import export_name, load_merged, register_format
 
@@ -215,11 +216,11 @@ def export_gguf(source: Path, out_dir: Path, gguf_dtype: str = "f16", verify: bo
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     check = info.get("llama_cpp_check", {})
     if "prompts" in check:
-        print(f"llama.cpp check: {check['tokens_equal']}/{check['conversations']} reference conversations tokenize "
+        say(f"llama.cpp check: {check['tokens_equal']}/{check['conversations']} reference conversations tokenize "
               f"as in transformers; greedy answers agree on {check['answers_agree']}/{check['prompts']} held-out "
               f"prompts (first tokens {check['first_tokens_agree']}/{check['prompts']})")
     elif "skipped" in check:
-        print(f"llama.cpp check skipped: {check['skipped']}")
+        say(f"llama.cpp check skipped: {check['skipped']}")
     if check.get("loaded") is False:
         raise AyarError(f"GGUF written to {path} but llama.cpp cannot load it (an architecture variant its "
                         "converter writes and its loader rejects); verbose llama.cpp output says why")

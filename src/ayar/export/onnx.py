@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.export import load_merged, register_format
 
@@ -228,7 +229,7 @@ def export_onnx_folder(source: Path, out_dir: Path, verify: bool = True) -> Path
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     check = info.get("verification")
     if check:
-        print(f"onnx check: max |logits difference| {check['max_abs_logits_diff']:.1e} (limit {LOGITS_ATOL}) on "
+        say(f"onnx check: max |logits difference| {check['max_abs_logits_diff']:.1e} (limit {LOGITS_ATOL}) on "
               f"{check['prompts']} held-out prompts; greedy generation "
               f"{'matches' if check['greedy_match'] else 'DIFFERS'} ({check['greedy_tokens']} tokens each)")
     if check and not check["passed"]:

@@ -10,6 +10,7 @@ import pkgutil
 
 from ayar.errors import UsageError
 from ayar.methods.base import Method
+from ayar.recipe import MethodConfig
 
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
@@ -48,6 +49,17 @@ def get_method(name: str) -> type[Method]:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UsageError(f"unknown method '{name}'{hint}; available: {', '.join(methods)}")
     return methods[name]
+
+
+def check_method(cfg: MethodConfig) -> type[Method]:
+    """The method a recipe's ``method`` section names, with its own parameters checked.
+
+    A mistake raises the UsageError the recipe's own keys raise (``unknown recipe key 'method.rank'``).
+    Whoever loads a recipe to run it calls this (the CLI, the web app), so a typo fails before any stage.
+    """
+    method = get_method(cfg.name)
+    method.check_params(cfg.params())
+    return method
 
 
 def build_method(name: str, params: dict | None = None) -> Method:

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from ayar.errors import UsageError
+from ayar.recipe import params_error
 from ayar.tasks import task_names
 
 
@@ -42,20 +43,33 @@ class Method:
     name: ClassVar[str]
     summary: ClassVar[str] = ""  # one line on when to use it, shown in `ayar train --help`
     params_model: ClassVar[type[BaseModel]] = NoParams
-    tasks: ClassVar[tuple[str, ...]] = task_names()  # every registered task unless a method narrows it
+    tasks: ClassVar[tuple[str, ...] | None] = None  # None: every registered task; a method may narrow it
     is_adapter: ClassVar[bool] = False  # saves an adapter rather than full weights
     # The frozen weights are read only by matmuls, so under bf16 autocast they may be stored in bf16
     # (``ayar.train.precision``): true for LoRA, not for DoRA, whose weight norm reads them directly.
     frozen_weights_matmul_only: ClassVar[bool] = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
-        self.params = self.params_model.model_validate(params or {})
+        self.params = self.check_params(params)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any] | None) -> BaseModel:
+        """The method's validated parameters; a UsageError naming the recipe key (``method.r``) otherwise."""
+        try:
+            return cls.params_model.model_validate(params or {})
+        except ValidationError as exc:
+            raise params_error(exc, "method", cls.params_model) from None
 
     def preflight(self, task: str) -> None:
         """Check the task and the machine before anything is loaded; raise UsageError if they cannot work."""
-        if task not in self.tasks:
+        if task not in self.supported_tasks():
             raise UsageError(f"method '{self.name}' does not support task '{task}'; it supports: "
-                             f"{', '.join(self.tasks)}")
+                             f"{', '.join(self.supported_tasks())}")
+
+    @classmethod
+    def supported_tasks(cls) -> tuple[str, ...]:
+        """The tasks this method trains: its own list, or every task registered now."""
+        return cls.tasks if cls.tasks is not None else task_names()
 
     def model_load_kwargs(self, task: str) -> dict[str, Any]:
         """Extra keyword arguments for ``from_pretrained`` (e.g. a quantization config)."""

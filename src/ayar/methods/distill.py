@@ -21,11 +21,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ayar.console import say
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import AyarError, UsageError
 from ayar.methods import get_method, register
 from ayar.methods.structure import block_stacks, parse_block_spec
 from ayar.methods.wrapping import WrappedParams, WrappingMethod
+from ayar.tasks import get_task
 
 CACHE_FILE = "teacher_logits.safetensors"
 
@@ -114,7 +116,7 @@ def drop_blocks(model: nn.Module, spec: int | str | list[int]) -> list[int]:
 
 def label_positions(logits: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, targets) of the items that carry a label: next-token positions for causal LMs, rows otherwise."""
-    if task == "causal_lm":
+    if get_task(task).next_token:
         logits, labels = logits[:, :-1], labels[:, 1:]
     keep = labels != IGNORE_INDEX
     return logits[keep], labels[keep]
@@ -148,7 +150,7 @@ def check_same_vocab(student_tok: Any, teacher_tok: Any, student: Any, teacher: 
         diff = sorted(set(s_vocab.items()) ^ set(t_vocab.items()))[:3]
         raise UsageError(f"method 'distill': teacher and student tokenizers differ ({len(t_vocab)} vs "
                          f"{len(s_vocab)} tokens; e.g. {diff}); distillation needs one shared vocabulary")
-    if task == "classification":
+    if get_task(task).label_map:
         s_labels, t_labels = student.config.id2label, teacher.config.id2label
         if {int(k): v for k, v in s_labels.items()} != {int(k): v for k, v in t_labels.items()}:
             raise UsageError(f"method 'distill': teacher labels {dict(t_labels)} differ from the student's "
@@ -172,7 +174,7 @@ class Distill(WrappingMethod):
 
         super().setup(model, tokenizer, train_dataset, run_dir)
         if self.labels_only:
-            print("distill: alpha is 1, so the student trains on the labels alone (no teacher is loaded)")
+            say("distill: alpha is 1, so the student trains on the labels alone (no teacher is loaded)")
             return
         teacher, teacher_tok = load_for_inference(resolve_teacher(self.params.teacher), self.task)
         check_same_vocab(tokenizer, teacher_tok, model, teacher, self.task)
@@ -188,7 +190,7 @@ class Distill(WrappingMethod):
             before = sum(p.numel() for p in model.parameters())
             keep = drop_blocks(model, self.params.student_layers)
             after = sum(p.numel() for p in model.parameters())
-            print(f"distill: the student keeps blocks {keep} of the loaded model ({after:,} of {before:,} "
+            say(f"distill: the student keeps blocks {keep} of the loaded model ({after:,} of {before:,} "
                   "parameters)")
         return super().prepare_model(model, task)
 
@@ -254,7 +256,7 @@ def cache_teacher_logits(teacher: torch.nn.Module, dataset: Any, task: str, top_
         width = max(len(ids) for ids in rows["input_ids"])
         ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows["input_ids"]], device=device)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows["input_ids"]], device=device)
-        if task == "causal_lm":
+        if not get_task(task).label_map:  # one label per token, padded
             labels = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in rows["labels"]], device=device)
         else:
             labels = torch.tensor(rows["labels"], device=device)

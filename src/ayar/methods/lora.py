@@ -14,9 +14,12 @@ from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
 from ayar.methods.structure import task_head_names
-from ayar.tasks import get_task, task_names
+from ayar.tasks import get_task
 
-PEFT_TASK_TYPES = {name: TaskType[get_task(name).peft_task_type] for name in task_names()}
+
+def peft_task_type(task: str) -> TaskType:
+    """peft's task type for a task, as the task registry names it."""
+    return TaskType[get_task(task).peft_task_type]
 
 
 class LoraParams(BaseModel):
@@ -44,7 +47,7 @@ def target_modules_for(model: PreTrainedModel, choice: list[str] | str) -> list[
 
 def modules_to_save_for(model: PreTrainedModel, task: str, choice: list[str] | None) -> list[str] | None:
     """The recipe's list, else the new head of a classifier (peft alone knows only 'classifier' and 'score')."""
-    if choice is not None or task != "classification":
+    if choice is not None or not get_task(task).label_map:
         return choice
     return task_head_names(model) or None
 
@@ -68,7 +71,7 @@ def lora_config(model: PreTrainedModel, task: str, params: LoraParams, use_dora:
         target_modules=target_modules_for(model, params.target_modules),
         bias=params.bias,
         modules_to_save=modules_to_save_for(model, task, params.modules_to_save),
-        task_type=PEFT_TASK_TYPES[task],
+        task_type=peft_task_type(task),
         use_dora=use_dora,
     )
 

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
-from ayar.methods.lora import PEFT_TASK_TYPES, modules_to_save_for, wrap_peft
+from ayar.methods.lora import modules_to_save_for, peft_task_type, wrap_peft
 
 
 class IA3Params(BaseModel):
@@ -64,7 +64,7 @@ class IA3(Method):
             target_modules=targets,
             feedforward_modules=feedforward,
             modules_to_save=modules_to_save_for(model, task, self.params.modules_to_save),
-            task_type=PEFT_TASK_TYPES[task],
+            task_type=peft_task_type(task),
         )
         return wrap_peft(model, config, self.name)
 
@@ -113,7 +113,7 @@ class _PromptMethod(Method):
         raise NotImplementedError
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
-        config = self.peft_config(model, PEFT_TASK_TYPES[task])
+        config = self.peft_config(model, peft_task_type(task))
         config.modules_to_save = modules_to_save_for(model, task, None)  # a classifier's new head trains in full
         return wrap_peft(model, config, self.name)
 

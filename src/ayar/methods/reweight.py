@@ -25,6 +25,7 @@ from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.wrapping import WrappedParams, WrappingMethod
+from ayar.tasks import get_task
 
 WEIGHTS_FILE = "example_weights.jsonl"
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -66,7 +67,7 @@ class LastLayerTap:
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(errors p - y, last-layer inputs, row of each item, per-item loss) of the labelled items."""
         feats = self.inputs.float()
-        if task == "causal_lm":
+        if get_task(task).next_token:
             logits, labels, feats = logits[:, :-1], labels[:, 1:], feats[:, :-1]
         elif feats.dim() == 3:  # decoder classifiers score every position, then keep one per row
             pos = (self.outputs == logits.detach()[:, None]).all(-1).float().argmax(1)
@@ -169,7 +170,7 @@ class Reweight(WrappingMethod):
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         model = super().prepare_model(model, task)
-        out = model.config.num_labels if task == "classification" else model.get_output_embeddings().weight.shape[0]
+        out = model.config.num_labels if get_task(task).label_map else model.get_output_embeddings().weight.shape[0]
         self.tap = LastLayerTap(model, out)
         return model
 

@@ -14,6 +14,7 @@ from ayar.methods import register
 from ayar.methods.base import Method
 from ayar.methods.gradual_unfreeze import UnfreezeSchedule
 from ayar.methods.structure import ParamGroup, head_modules, optimizer_groups, reinit_modules, set_trainable
+from ayar.tasks import get_task
 
 
 class TransferParams(BaseModel):
@@ -44,9 +45,10 @@ class Transfer(Method):
 
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         heads = head_modules(model)
-        reinit = self.params.reinit_head if self.params.reinit_head is not None else task == "classification"
+        new_head = get_task(task).label_map  # a classifier's head is new; an LM head is pretrained
+        reinit = self.params.reinit_head if self.params.reinit_head is not None else new_head
         if reinit:
-            if task != "classification" and getattr(model.config, "tie_word_embeddings", False):
+            if not new_head and getattr(model.config, "tie_word_embeddings", False):
                 raise UsageError("method.reinit_head would redraw the embeddings tied to this model's LM head; "
                                  "use reinit_head: false")
             reinit_modules(model, [m for _, m in heads])

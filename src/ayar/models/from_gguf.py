@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ayar.console import say
 from ayar.errors import AyarError, UsageError
 
 MANIFEST = "ayar-gguf-source.json"
@@ -88,7 +89,7 @@ def converted_folder(gguf_path: str | Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the cache folder is an ordinary one
     try:
-        print(f"model: converting {gguf_path.name} to a Hugging Face folder in {target} (once)", flush=True)
+        say(f"model: converting {gguf_path.name} to a Hugging Face folder in {target} (once)")
         _convert(gguf_path, staging)
         _write_manifest(staging, gguf_path)
         _move_into_place(staging, target)

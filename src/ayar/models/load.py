@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,19 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+HEAD_FILE = "head_config.json"  # beside an adapter: the base-config fields its task head was built with
+HEAD_FIELDS = ("id2label", "label2id", "pad_token_id")
+
+
+def save_head_config(model: Any, folder: str | Path) -> None:
+    """Write, beside an adapter, what its base needs to be rebuilt with the same head: a classifier's labels
+    (their number sizes the head) and the pad id a decoder classifier finds the last token by. peft's
+    adapter files carry the head's weights but not these, and without them the base gets a 2-label head."""
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    fields = {name: getattr(config, name) for name in HEAD_FIELDS if getattr(config, name, None) is not None}
+    (Path(folder) / HEAD_FILE).write_text(json.dumps(fields, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a full model folder or a peft adapter folder (its base is loaded first)."""
     from peft import PeftConfig, PeftModel
@@ -150,7 +164,8 @@ def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_c
         return load_model(str(path), task, trust_remote_code), tokenizer
     require_safetensors(path, "adapter_model", "adapter folder")
     base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
-    base = load_model(base_name, task, trust_remote_code)
+    head = json.loads((path / HEAD_FILE).read_text(encoding="utf-8")) if (path / HEAD_FILE).is_file() else {}
+    base = load_model(base_name, task, trust_remote_code, **head)
     return PeftModel.from_pretrained(base, str(path)), tokenizer
 
 

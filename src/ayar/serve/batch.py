@@ -1,7 +1,9 @@
 """Batch inference: a JSONL file of prompts in, one JSONL line per input line out; resumable after a crash.
 
 Each input line is ``{"id": ..., "prompt": "raw text"}``, ``{"id": ..., "messages": [...]}`` or an alpaca
-record (``instruction``/``input``); the chat forms are rendered with the model's saved chat template.
+record (``instruction``/``input``); the chat forms are rendered with the model's saved chat template,
+with the record's ``tools`` (function schemas) as training rendered them. A record that offers tools gets
+the calls parsed from its answer as ``tool_calls`` too (the parser ``ayar serve`` uses).
 A line without an id gets ``line-<n>``. Every answered line is flushed to disk at once, so a rerun skips
 the ids already in the output. Malformed lines get an ``error`` line in the output and a row in
 ``<output>.rejects.jsonl`` (source, line, reason), as the data pipeline reports them.
@@ -13,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ayar.errors import UsageError
 
@@ -35,7 +37,9 @@ class BatchSummary:
 
 def _record_text(record: Any, tokenizer: Any) -> str:
     """The prompt text of one input record; ValueError names what is wrong with it."""
-    from ayar.data.templates import record_to_messages, render_prompt
+    from ayar.data.chat import RecordError
+    from ayar.data.templates import record_to_messages, record_tools, render_prompt
+    from ayar.data.tokenize import check_tools_rendered
 
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
@@ -46,12 +50,29 @@ def _record_text(record: Any, tokenizer: Any) -> str:
             raise ValueError("chat records need a model with a chat template; send 'prompt' text instead")
         try:
             messages = record_to_messages({**record, "output": ""})
+            tools = record_tools(record)
+        except RecordError as exc:
+            raise ValueError(str(exc)) from None
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed messages: {exc}") from None
-        if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        last = messages[-1] if messages else None
+        if last and last["role"] == "assistant" and not last["content"] and not last.get("tool_calls"):
             messages = messages[:-1]  # the empty answer record_to_messages adds to alpaca records
-        return render_prompt(tokenizer, messages)
+        try:  # a template that drops the tools would answer without them: refuse the line instead
+            check_tools_rendered(tokenizer, messages, tools)
+        except UsageError as exc:
+            raise ValueError(str(exc).replace("Set data.template", "Train with data.template")) from None
+        return render_prompt(tokenizer, messages, tools)
     raise ValueError("missing field: one of 'prompt' (text), 'messages' or 'instruction'")
+
+
+def _record_tools(record: Any) -> list[dict[str, Any]] | None:
+    """The tools a valid input record offers (None for prompt-text records and records without tools)."""
+    from ayar.data.templates import record_tools
+
+    if not isinstance(record, dict) or isinstance(record.get("prompt"), str):
+        return None
+    return record_tools(record)
 
 
 def _done_ids(output: Path) -> set[str]:
@@ -72,15 +93,24 @@ def _done_ids(output: Path) -> set[str]:
     return ids
 
 
+class _Line(NamedTuple):
+    """One non-blank input line: its id, prompt text (None when rejected), line number and offered tools."""
+
+    id: str
+    text: str | None
+    line: int
+    tools: list[dict[str, Any]] | None = None
+
+
 def _read_inputs(path: Path, tokenizer: Any, context: int, max_new_tokens: int,
-                 rejects: list[dict]) -> list[tuple[str, str | None, int]]:
-    """(id, prompt text or None when rejected, line number) for every non-blank input line."""
+                 rejects: list[dict]) -> list[_Line]:
+    """Every non-blank input line, read and checked (rejects are added to ``rejects``)."""
     items, seen = [], set()
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            record_id = f"line-{line_no}"
+            record_id, tools = f"line-{line_no}", None
             try:
                 record = json.loads(raw.decode("utf-8"))
                 if isinstance(record, dict) and record.get("id") is not None:
@@ -88,6 +118,7 @@ def _read_inputs(path: Path, tokenizer: Any, context: int, max_new_tokens: int,
                 if record_id in seen:
                     raise ValueError(f"duplicate id '{record_id}'")
                 text = _record_text(record, tokenizer)
+                tools = _record_tools(record)
                 n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
                 if n_tokens + max_new_tokens > context:
                     raise ValueError(f"prompt is {n_tokens} tokens; with max_new_tokens {max_new_tokens} that is "
@@ -97,7 +128,7 @@ def _read_inputs(path: Path, tokenizer: Any, context: int, max_new_tokens: int,
                                 "reason": f"{type(exc).__name__}: {exc}"})
                 text = None
             seen.add(record_id)
-            items.append((record_id, text, line_no))
+            items.append(_Line(record_id, text, line_no, tools))
     return items
 
 
@@ -135,7 +166,7 @@ def run_batch(
     rejects: list[dict] = []
     items = _read_inputs(input_path, tokenizer, context, max_new_tokens, rejects)
     done = _done_ids(output_path)
-    todo = [item for item in items if item[0] not in done]
+    todo = [item for item in items if item.id not in done]
     cfg = EvalConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                      temperature=temperature or 1.0, top_p=top_p, stop=stop or [])
     rejects_path = output_path.with_name(output_path.name + ".rejects.jsonl")
@@ -146,20 +177,31 @@ def run_batch(
     with output_path.open("a", encoding="utf-8") as out, _progress(len(todo)) as advance:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            valid = [(rid, text) for rid, text, _ in chunk if text is not None]
-            answers = dict(zip([rid for rid, _ in valid],
-                               generate(model, tokenizer, [t for _, t in valid], cfg, seed=seed + start)
+            valid = [item for item in chunk if item.text is not None]
+            answers = dict(zip([item.id for item in valid],
+                               generate(model, tokenizer, [item.text for item in valid], cfg, seed=seed + start)
                                if valid else [], strict=True))
-            for rid, text, line_no in chunk:
-                row = {"id": rid, "output": answers[rid]} if text is not None else {
-                    "id": rid, "error": reasons[line_no], "line": line_no}
+            for item in chunk:
+                row = _answer_row(item, answers[item.id]) if item.text is not None else {
+                    "id": item.id, "error": reasons[item.line], "line": item.line}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             os.fsync(out.fileno())  # what is written survives a crash; a rerun resumes after it
             answered += len(valid)
             advance(len(chunk))
-    return BatchSummary(lines_in=len(items), answered=answered, rejected=sum(1 for i in todo if i[1] is None),
+    return BatchSummary(lines_in=len(items), answered=answered, rejected=sum(1 for i in todo if i.text is None),
                         skipped=len(items) - len(todo), output=str(output_path), rejects=str(rejects_path))
+
+
+def _answer_row(item: _Line, output: str) -> dict[str, Any]:
+    """The output line of an answered input; with tools offered, the calls parsed from the answer too."""
+    row: dict[str, Any] = {"id": item.id, "output": output}
+    if item.tools:
+        from ayar.data.templates import parse_tool_calls
+
+        content, calls = parse_tool_calls(output, item.tools)
+        row["content"], row["tool_calls"] = content, calls
+    return row
 
 
 class _progress:  # noqa: N801 - used like a function: `with _progress(n) as advance`

@@ -1,6 +1,11 @@
-"""The generation engine: the loaded model (and its LoRA adapters), a bounded job queue, one worker thread.
+"""Generation engines: a bounded job queue and one worker thread in front of a model.
 
-One worker thread runs ``model.generate``: peft's active adapter is process-wide state, and on a CPU torch
+:class:`QueuedEngine` is what the HTTP API talks to (submit a job, hear its events); the engines behind it
+are this module's :class:`Engine` (transformers: adapters by name, exact parity with training),
+``ayar.serve.llamacpp_engine`` (an exported GGUF in llama.cpp, for CPUs) and ``ayar.serve.vllm_engine``
+(vLLM, for GPUs); ``serve.engine`` in the recipe chooses one.
+
+The transformers engine: one worker thread runs ``model.generate``: peft's active adapter is process-wide state, and on a CPU torch
 already spreads one call over every core, so parallel calls would add contention, not throughput. Instead
 the worker batches the queued jobs that decode alike (same model and sampling settings) into one left-padded
 call, each row with its own stop strings, token budget, deadline and cancel flag (dynamic batching).
@@ -16,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -26,7 +31,14 @@ from ayar.errors import UsageError
 from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
 
-Event = tuple[Any, ...]  # ("delta", text) | ("done", finish_reason, completion_tokens) | ("error", message)
+
+class Event(NamedTuple):
+    """What a job hears from an engine: ``Event("delta", text)``, ``Event("done", finish_reason, completion_tokens)``
+    or ``Event("error", message)``."""
+
+    kind: Literal["delta", "done", "error"]
+    value: str  # the new text, the finish reason (stop, length, cancelled, timeout) or the error message
+    tokens: int = 0  # completion tokens, on "done"
 
 
 class QueueFullError(Exception):
@@ -75,7 +87,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-class _JobStreamer:
+class TokenStreamer:
     """One job's tokens: decodes as they come, cuts at stop strings, emits only text no stop string can claim."""
 
     def __init__(self, tokenizer: Any, job: Job, stop_ids: set[int]) -> None:
@@ -101,14 +113,20 @@ class _JobStreamer:
         self.text = text
         safe = len(text) if self.done else max(self.sent, len(text) - self._hold)
         if safe > self.sent:
-            self.job.emit(("delta", text[self.sent : safe]))
+            self.job.emit(Event("delta", text[self.sent : safe]))
             self.sent = safe
+
+    def flush(self) -> None:
+        """Emit the text held back (a possible stop string's start, half a character) once decoding ended."""
+        if len(self.text) > self.sent:
+            self.job.emit(Event("delta", self.text[self.sent :]))
+            self.sent = len(self.text)
 
 
 class _BatchStreamer(BaseStreamer):
     """Hands each row of a batched ``generate`` its own token."""
 
-    def __init__(self, rows: list[_JobStreamer]) -> None:
+    def __init__(self, rows: list[TokenStreamer]) -> None:
         self.rows, self._prompt_seen = rows, False
 
     def put(self, value: torch.Tensor) -> None:
@@ -120,15 +138,13 @@ class _BatchStreamer(BaseStreamer):
 
     def end(self) -> None:
         for row in self.rows:
-            if len(row.text) > row.sent:
-                row.job.emit(("delta", row.text[row.sent :]))
-                row.sent = len(row.text)
+            row.flush()
 
 
 class _StopRows(StoppingCriteria):
     """Per row: stop on its own stop string or token budget, a cancelled job (client gone) or its deadline."""
 
-    def __init__(self, rows: list[_JobStreamer], prompt_length: int) -> None:
+    def __init__(self, rows: list[TokenStreamer], prompt_length: int) -> None:
         self.rows, self.prompt_length = rows, prompt_length
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -138,17 +154,15 @@ class _StopRows(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class Engine:
-    """Serves one model under one or several names (a base and its LoRA adapters)."""
+class QueuedEngine:
+    """The part every engine shares: served names, the tokenizer that renders prompts as training did, the
+    bounded queue, the worker thread and batching; a subclass says how a batch of jobs is generated."""
 
-    def __init__(self, model: Any, tokenizer: Any, names: dict[str, str | None], max_queue: int = 64,
-                 max_batch: int = 32) -> None:
-        """names maps each served model name to its peft adapter name (None: the base weights)."""
-        self.model, self.tokenizer, self.names = model.eval(), tokenizer, names
-        self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-        self.max_batch = max_batch
-        self.stop_ids = set(stop_token_ids(model, tokenizer))  # eos and the chat template's end of turn
-        self.defaults = sampling_defaults(model)
+    def __init__(self, tokenizer: Any, names: dict[str, str | None], context_length: int, stop_ids: set[int],
+                 defaults: dict[str, float], max_queue: int = 64, max_batch: int = 32) -> None:
+        """names maps each served model name to what the engine knows it by (a peft adapter name, or None)."""
+        self.tokenizer, self.names, self.context_length = tokenizer, names, context_length
+        self.max_batch, self.stop_ids, self.defaults = max_batch, stop_ids, defaults
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._held: list[Job] = []  # taken from the queue but not batchable with the batch that ran
         self._running = 0
@@ -159,7 +173,7 @@ class Engine:
 
     # ------------------------------------------------------------- lifecycle
 
-    def start(self) -> Engine:
+    def start(self) -> QueuedEngine:
         """Start the worker thread."""
         self._thread = threading.Thread(target=self._work, name="ayar-generate", daemon=True)
         self._thread.start()
@@ -219,7 +233,7 @@ class Engine:
                 self._run_batch(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch must not kill the worker
                 for job in batch:
-                    job.emit(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+                    job.emit(Event("error", f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self._running = 0
                 per_job = (time.monotonic() - started) / len(batch)
@@ -263,19 +277,55 @@ class Engine:
         return batch
 
     def _run_batch(self, jobs: list[Job]) -> None:
+        """Generate the jobs of one batch; every job hears Event("done", ...) or Event("error", ...) at its end."""
+        raise NotImplementedError
+
+    def _live(self, jobs: list[Job]) -> list[Job]:
+        """The jobs still wanted; cancelled and expired ones are finished here without generating."""
         live = []
         for job in jobs:
             if job.cancel.is_set():
                 self.cancelled_jobs += 1
-                self._finish(job, ("done", "cancelled", 0))
+                self._finish(job, Event("done", "cancelled", 0))
             elif time.monotonic() > job.deadline:
-                self._finish(job, ("done", "timeout", 0))
+                self._finish(job, Event("done", "timeout", 0))
             else:
                 live.append(job)
+        return live
+
+    def _finish(self, job: Job, event: Event) -> None:
+        """Count the job as no longer running before its caller hears that it is done."""
+        self._running = max(0, self._running - 1)
+        job.emit(event)
+
+    def _finish_reason(self, job: Job, streamer: TokenStreamer) -> str:
+        if job.cancel.is_set():
+            self.cancelled_jobs += 1
+            return "cancelled"
+        if streamer.hit_stop or (streamer.ids and streamer.ids[-1] in self.stop_ids):
+            return "stop"
+        if len(streamer.ids) >= job.params.max_tokens:
+            return "length"
+        return "timeout" if time.monotonic() > job.deadline else "stop"
+
+
+class Engine(QueuedEngine):
+    """The transformers engine: one model under one or several names (a base and its LoRA adapters)."""
+
+    def __init__(self, model: Any, tokenizer: Any, names: dict[str, str | None], max_queue: int = 64,
+                 max_batch: int = 32) -> None:
+        """names maps each served model name to its peft adapter name (None: the base weights)."""
+        self.model = model.eval()
+        super().__init__(tokenizer, names, int(getattr(model.config, "max_position_embeddings", 0) or 2048),
+                         set(stop_token_ids(model, tokenizer)),  # eos and the chat template's end of turn
+                         sampling_defaults(model), max_queue, max_batch)
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        live = self._live(jobs)
         if not live:
             return
         params = live[0].params  # all jobs of a batch decode alike
-        rows = [_JobStreamer(self.tokenizer, job, self.stop_ids) for job in live]
+        rows = [TokenStreamer(self.tokenizer, job, self.stop_ids) for job in live]
         width = max(len(job.prompt_ids) for job in live)
         pad = self.tokenizer.pad_token_id
         # left padding: every row continues from the right edge
@@ -302,22 +352,7 @@ class Engine:
                 eos_token_id=sorted(self.stop_ids),
             )
         for row in rows:
-            self._finish(row.job, ("done", self._finish_reason(row.job, row), len(row.ids)))
-
-    def _finish(self, job: Job, event: Event) -> None:
-        """Count the job as no longer running before its caller hears that it is done."""
-        self._running = max(0, self._running - 1)
-        job.emit(event)
-
-    def _finish_reason(self, job: Job, streamer: _JobStreamer) -> str:
-        if job.cancel.is_set():
-            self.cancelled_jobs += 1
-            return "cancelled"
-        if streamer.hit_stop or (streamer.ids and streamer.ids[-1] in self.stop_ids):
-            return "stop"
-        if len(streamer.ids) >= job.params.max_tokens:
-            return "length"
-        return "timeout" if time.monotonic() > job.deadline else "stop"
+            self._finish(row.job, Event("done", self._finish_reason(row.job, row), len(row.ids)))
 
     @contextlib.contextmanager
     def _use(self, name: str) -> Iterator[None]:

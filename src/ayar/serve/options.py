@@ -17,10 +17,13 @@ def option_name(field: str) -> str:
 
 
 def option_type(field: str) -> type:
-    """The plain type of a ServeConfig field for a command-line parser (``Path | None`` -> ``Path``)."""
+    """The plain type of a ServeConfig field for a command-line parser (``Path | None`` -> ``Path``,
+    ``Literal[...]`` -> ``str``)."""
     annotation = ServeConfig.model_fields[field].annotation
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:  # the schema names the allowed values in its error
+        return str
     return annotation
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -17,8 +18,10 @@ from pydantic import ValidationError
 from ayar.errors import UsageError
 from ayar.recipe import ServeConfig, load_recipe
 from ayar.serve.app import ServeSettings, create_app
-from ayar.serve.engine import load_engine
+from ayar.serve.engine import QueuedEngine, load_engine
+from ayar.serve.llamacpp_engine import find_gguf, load_llamacpp_engine, require_llama_cpp, tokenizer_folder
 from ayar.serve.options import option_name
+from ayar.serve.vllm_engine import load_vllm_engine, require_vllm
 
 API_KEY_ENV = "AYAR_API_KEY"
 _DEFAULTS = ServeConfig()
@@ -57,7 +60,7 @@ def set_cpu_threads(threads: int | None) -> int:
     """torch's CPU threads: by default one core fewer than the machine has, left to the HTTP event loop.
 
     torch's OpenMP threads spin while they wait; when they take every core the event loop and the
-    generation thread fight them for CPU (on a busy 2-core machine that cut throughput by 40x).
+    generation thread fight them for CPU (the throughput it cost is in docs/serving.md, "Threads").
     """
     import torch
 
@@ -100,6 +103,23 @@ def check_serve_contract(model_path: Path, adapters: dict[str, Path] | None, for
         check_contract(folder, tokenizer, force)
 
 
+def engine_loader(engine: str, model_path: Path, adapters: dict[str, Path] | None, served_name: str | None,
+                  max_queue: int, max_batch: int, threads: int | None) -> Callable[[], QueuedEngine]:
+    """The function that loads the chosen engine in the background; what can be checked without loading
+    the model (the engine installed, a GGUF to serve, no adapters where they cannot be) fails here, at once."""
+    if engine != "transformers" and adapters:
+        raise UsageError(f"--adapter serves LoRA adapters by name with --engine transformers only; for --engine "
+                         f"{engine}, export each fine-tune merged and serve it on its own")
+    if engine == "llamacpp":
+        require_llama_cpp()
+        find_gguf(model_path)
+        return lambda: load_llamacpp_engine(model_path, served_name, max_queue, threads)
+    if engine == "vllm":
+        require_vllm()
+        return lambda: load_vllm_engine(model_path, served_name, max_queue, max_batch)
+    return lambda: load_engine(model_path, adapters, served_name, max_queue, max_batch)
+
+
 def serve(
     model_path: Path,
     host: str = _DEFAULTS.host,
@@ -112,8 +132,10 @@ def serve(
     max_batch: int = _DEFAULTS.max_batch,
     threads: int | None = None,
     force: bool = False,
+    engine: str = _DEFAULTS.engine,
 ) -> None:
-    """Serve a run, model or adapter folder until SIGTERM/SIGINT (loads the model in the background).
+    """Serve a run, model or adapter folder (or, with the llamacpp engine, a GGUF file) until SIGTERM/SIGINT
+    (loads the model in the background).
 
     First, before the port opens: the folder (and each adapter) must render its training conversations as
     training did (ayar.models.template_contract), unless force.
@@ -128,9 +150,10 @@ def serve(
     settings = settings or ServeSettings()
     if settings.log_requests and settings.log_db is None:
         raise UsageError("request logging needs a database path (--log-db requests.sqlite)")
-    check_serve_contract(model_path, adapters, force)
-    app = create_app(settings, loader=lambda: load_engine(model_path, adapters, served_name, max_queue,
-                                                                          max_batch))
+    loader = engine_loader(engine, model_path, adapters, served_name, max_queue, max_batch, threads)
+    if engine != "llamacpp" or tokenizer_folder(model_path) is not None:  # a bare .gguf has no training folder
+        check_serve_contract(model_path, adapters, force)
+    app = create_app(settings, loader=loader)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
                             access_log=False)
     DrainingServer(config, app, drain_timeout).run()
@@ -175,4 +198,4 @@ def serve_target(target: Path, overrides: dict[str, Any] | None = None, adapters
     log_db = resolved.run_dir / "requests.sqlite" if resolved.run_dir is not None else None
     settings = ServeSettings.from_config(cfg, api_keys_from(api_keys), default_log_db=log_db)
     serve(resolved.model, cfg.host, cfg.port, parse_adapters(adapters), served_name, settings, cfg.max_queue,
-          cfg.drain_timeout, cfg.max_batch, threads, force)
+          cfg.drain_timeout, cfg.max_batch, threads, force, cfg.engine)

@@ -1,8 +1,8 @@
 """Atomic, pickle-free checkpoints.
 
 A checkpoint is written into a temporary folder, every file is flushed to disk, a manifest
-(names, sizes, sha256) is written last, and only then is the folder renamed into place and the
-``latest`` pointer moved. A crash at any moment leaves either the previous checkpoints untouched
+(names, sizes, sha256) is written last, and only then is the folder renamed into place. A resume
+takes the newest complete one (``find_resumable``). A crash at any moment leaves either the previous checkpoints untouched
 or a complete new one; leftover temporary folders are removed on the next resume.
 
 State that the Trainer keeps as pickles (optimizer, scheduler, scaler, RNG) is stored as
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ayar.console import warn
 from ayar.errors import AyarError
 from ayar.safety import pickle_files, refuse_pickles
 
 FORMAT = "ayar-checkpoint/1"
 MANIFEST = "manifest.json"
-LATEST = "latest"
 PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -229,14 +229,10 @@ def write_atomically(parent: Path, name: str, write: Callable[[Path], None],
 
 def write_checkpoint(parent: Path, step: int, write: Callable[[Path], None], is_main: bool = True,
                      barrier: Callable[[], None] | None = None) -> Path:
-    """Write ``checkpoint-<step>`` atomically from the main process, then move ``latest``; others wait."""
+    """Write ``checkpoint-<step>`` atomically from the main process; the others wait."""
     name = f"{PREFIX}{step}"
     if is_main:
         write_atomically(parent, name, write, {"step": step})
-        pointer = parent / f"{TMP_PREFIX}{LATEST}-{os.getpid()}"
-        pointer.write_text(name + "\n", encoding="utf-8")
-        os.replace(pointer, parent / LATEST)
-        _fsync_dir(parent)
     if barrier is not None:
         barrier()
     return parent / name
@@ -273,7 +269,7 @@ def clean_temporary(parent: Path) -> list[Path]:
     return removed
 
 
-def find_resumable(parent: Path, warn: Callable[[str], None] = print) -> Path | None:
+def find_resumable(parent: Path, warn: Callable[[str], None] = warn) -> Path | None:
     """The newest complete checkpoint; incomplete ones are skipped with a warning, temporaries removed.
 
     Raises :class:`~ayar.safety.UnsafeFileError` when the newest complete checkpoint holds a pickle.
@@ -289,12 +285,6 @@ def find_resumable(parent: Path, warn: Callable[[str], None] = print) -> Path | 
         note = f" (it holds pickle files {', '.join(p.name for p in pickles)}, never loaded)" if pickles else ""
         warn(f"skipping checkpoint {path.name}: {reason}{note}")
     return None
-
-
-def latest_pointer(parent: Path) -> str | None:
-    """The checkpoint name the ``latest`` file points at, if any."""
-    path = parent / LATEST
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 def rotate(parent: Path, keep: int, protect: str | None = None) -> list[Path]:

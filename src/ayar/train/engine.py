@@ -25,9 +25,10 @@ from ayar.data.templates import set_template
 from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters
 from ayar.methods.preference import PreferenceMethod
-from ayar.models.load import load_model, load_tokenizer
+from ayar.models.load import is_adapter_dir, load_model, load_tokenizer, save_head_config
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe
+from ayar.tasks import get_task
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
@@ -93,10 +94,13 @@ def train(
     method = build_method(recipe.method.name, recipe.method.params())
     method.preflight(recipe.task)  # before anything loads; this object trains (a fresh one after out-of-memory)
     tokenizer = load_tokenizer(base_model, recipe.model.trust_remote_code, recipe.model.revision)
-    if recipe.task == "causal_lm":
+    task = get_task(recipe.task)
+    if task.chat:
         set_template(tokenizer, recipe.data.template)
     train_records = prepared.read_split("train")
-    labels = LabelMap.from_records(train_records) if recipe.task == "classification" else None
+    if recipe.data.rehearsal is not None:
+        train_records = train_records + _rehearsal(prepared)
+    labels = LabelMap.from_records(train_records) if task.label_map else None
     train_set = tokenize_split(train_records, tokenizer, recipe, labels, method)
     val_records = prepared.read_split("validation")
     eval_set = tokenize_split(val_records, tokenizer, recipe, labels, method) if val_records else None
@@ -150,6 +154,8 @@ def train(
         def write_model(folder: Path) -> None:
             trainer.model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
+            if labels is not None and is_adapter_dir(folder):  # the adapter's head needs its labels to load again
+                save_head_config(trainer.model, folder)
             write_contract(folder, tokenizer, tools_used=any(r.get("tools") for r in train_records))  # checked by serve/batch/export
 
         ckpt.write_atomically(run_dir, "model", write_model)
@@ -174,6 +180,17 @@ def train(
     return result
 
 
+def _rehearsal(prepared: PreparedData) -> list[dict[str, Any]]:
+    """The base model's answers that ``data.rehearsal`` mixes into training (written by prepare)."""
+    records = prepared.read_rehearsal()
+    if records is None:  # e.g. `ayar iterate`'s v2 data, which holds feedback records only
+        warn(f"data.rehearsal is set but {prepared.root} holds no rehearsal records (`ayar prepare` writes "
+             "them): training without rehearsal")
+        return []
+    say(f"rehearsal: {len(records)} rows of the base model's own answers mixed into {prepared.root.name}/train")
+    return records
+
+
 def _resume_point(checkpoints: Path) -> Path | None:
     """The newest complete checkpoint, or None (with a note) when there is none."""
     last = ckpt.find_resumable(checkpoints, warn=warn)
@@ -195,7 +212,8 @@ def _build_trainer(recipe: Recipe, method: Method, base_model: str, tokenizer: A
     say(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / max(total, 1):.2f}%)")
     packed, why_not = resolve_packing(recipe.train.packing, recipe.task, model, method.model_inputs_extra())
-    if recipe.task == "causal_lm":
+    next_token = get_task(recipe.task).next_token
+    if next_token:
         say("packing: on" if packed else f"packing: off ({why_not or 'train.packing: false'})")
     cfg = recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum, "packing": packed})
     trainer = build_trainer(
@@ -203,7 +221,7 @@ def _build_trainer(recipe: Recipe, method: Method, base_model: str, tokenizer: A
         data_collator=(collator_for_packing(recipe, tokenizer, model) if packed
                        else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
         processing_class=tokenizer, method=method, callbacks=extra_callbacks or (), history=history, faults=faults,
-        reporters=tracking_callbacks(recipe, run_dir), chunked_loss=recipe.task == "causal_lm" and recipe.train.chunked_loss,
+        reporters=tracking_callbacks(recipe, run_dir), chunked_loss=next_token and recipe.train.chunked_loss,
     )
     return trainer, (trainable, total)
 

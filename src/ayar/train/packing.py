@@ -23,6 +23,7 @@ import torch
 
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
+from ayar.tasks import get_task, tasks_where
 from ayar.train.tasks import collator_for
 
 
@@ -57,8 +58,8 @@ class PackingCollator:
         flatten: one row for the whole batch (the varlen path of flash-attention backends).
         pad_to_multiple_of: round the row length up (tensor-core friendly shapes on a GPU).
         unpacked: the plain padding collator, for a batch in which no two examples fit one row: it gives
-            the same rows without a block-diagonal mask, which costs time for nothing (the quickstart's
-            batches of similar lengths trained 3-7% slower through it).
+            the same rows without a block-diagonal mask, which costs time for nothing (measured in
+            docs/performance.md, "Packing is the default").
     """
 
     def __init__(self, pad_token_id: int, pack_length: int | None = None, flatten: bool = False,
@@ -116,8 +117,8 @@ def padding_fraction(batch: dict[str, torch.Tensor], real_tokens: int) -> float:
 def packing_refusal(task: str, attn_implementation: str | None, method_inputs: Sequence[str] = (),
                     model: Any = None) -> str | None:
     """Why packing would change what is learned in this run, or None where it is safe."""
-    if task != "causal_lm":
-        return f"train.packing works for task causal_lm only, not '{task}'"
+    if not get_task(task).next_token:  # a packed row is a run of next-token documents told apart by position ids
+        return f"train.packing works for task {' or '.join(tasks_where('next_token'))} only, not '{task}'"
     if attn_implementation not in (None, "sdpa", "eager", "flex_attention") and \
             not str(attn_implementation).startswith("flash_attention"):
         return (f"train.packing needs an attention backend that reads position ids (sdpa, eager, "

@@ -25,7 +25,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, cpu_bf16: bool = True) -> str:
-    """fp32/bf16/fp16 for this machine; fp16 only on CUDA (it is ~1000x slower than fp32 on CPUs).
+    """fp32/bf16/fp16 for this machine; fp16 only on CUDA (CPUs have no fast fp16 matmul: docs/performance.md).
 
     ``auto`` is bf16 on a GPU that has it and on a CPU with native bf16 units (AVX-512 BF16, AMX),
     where bf16 autocast trains faster at the same held-out loss (docs/performance.md); fp32 elsewhere,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, set_seed
 
-from ayar.console import say
+from ayar.console import say, warn
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import set_template
 from ayar.errors import UsageError
@@ -26,22 +26,21 @@ from ayar.methods.preference import PREFERENCE_FORMATS, PreferenceMethod
 from ayar.models.load import load_model, load_tokenizer
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe, TrainConfig
+from ayar.tasks import get_task, tasks_where
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
-from ayar.train.faults import FaultGuard
+from ayar.train.faults import FaultGuard, TrainingStopped
 from ayar.train.trainer import build_trainer
 
 
-def check_preference_recipe(recipe: Recipe, resume: bool = False) -> None:
+def check_preference_recipe(recipe: Recipe) -> None:
     """A clear error for what a preference run cannot do."""
-    if recipe.task != "causal_lm":
-        raise UsageError(f"method '{recipe.method.name}' needs task causal_lm, not {recipe.task}")
+    if not get_task(recipe.task).chat:
+        raise UsageError(f"method '{recipe.method.name}' needs task {' or '.join(tasks_where('chat'))}, "
+                         f"not {recipe.task}")
     if recipe.data.format not in PREFERENCE_FORMATS:
         raise UsageError(f"method '{recipe.method.name}' trains on data.format {' or '.join(PREFERENCE_FORMATS)} "
                          f"(prompt, chosen, rejected), not '{recipe.data.format}'")
-    if resume:
-        raise UsageError(f"--resume is not available for method '{recipe.method.name}' yet (resuming a TRL "
-                         "trainer is untested in ayar); rerun without --resume")
     if recipe.train.load_best_model_at_end or recipe.train.early_stopping_patience:
         raise UsageError(f"train.load_best_model_at_end and early_stopping_patience select on eval_loss, which "
                          f"method '{recipe.method.name}' does not compute as the other methods do")
@@ -77,7 +76,7 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
     """
     from ayar.train.tracking import tracking_callbacks
 
-    check_preference_recipe(recipe, resume)
+    check_preference_recipe(recipe)
     method.preflight(recipe.task)
     set_seed(recipe.run.seed)
     if recipe.train.num_threads:
@@ -87,7 +86,11 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
     model = load_model(base_model, recipe.task, recipe.model.trust_remote_code, recipe.model.revision,
                        recipe.model.dtype)
     history, faults = LossHistory(), FaultGuard(recipe.train.on_nonfinite)
-    ckpt.clean_temporary(run_dir / "checkpoints")
+    last = ckpt.find_resumable(run_dir / "checkpoints", warn=warn) if resume else None
+    if resume:
+        say(f"resuming from {last}" if last else "no complete checkpoint to resume from: starting from the beginning")
+    else:
+        ckpt.clean_temporary(run_dir / "checkpoints")
     trainer = build_preference_trainer(
         method, model, tokenizer, prepared.read_split("train"), prepared.read_split("validation") or None,
         recipe.train, run_dir / "checkpoints", recipe.data.max_length, seed=recipe.run.seed,
@@ -98,8 +101,13 @@ def train_preference(recipe: Recipe, base_model: str, prepared: PreparedData, ru
           f"of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
     start = time.perf_counter()
     with faults.signals():
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     wall = time.perf_counter() - start
+    step = int(trainer.state.global_step)
+    if faults.signal_name and step < trainer.state.max_steps:
+        where = trainer.saved_checkpoints[-1] if trainer.saved_checkpoints else run_dir / "checkpoints"
+        raise TrainingStopped(f"stopped by {faults.signal_name} at step {step}; checkpoint written to {where}; "
+                              "continue with `ayar train --resume` (same recipe)")
     model_dir = run_dir / "model"
     if trainer.args.should_save:
         def write_model(folder: Path) -> None:

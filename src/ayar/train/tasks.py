@@ -1,12 +1,14 @@
-"""What differs between tasks: how records become tensors, the collator, and model-loading arguments.
+"""What differs between tasks in training: how records become tensors, the collator, model-loading arguments.
 
-causal_lm: chat/instruction records (prompt masked) or plain text. classification: ``text`` and
-``label`` (strings or ints). seq2seq: ``source`` and ``target`` for encoder-decoder models.
+Each task registers its encoding and collator here by name (``register_train_task``); everything else
+reads the task's facts (``ayar.tasks``). causal_lm: chat/instruction records (prompt masked) or plain
+text. classification: ``text`` and ``label`` (strings or ints). seq2seq: ``source`` and ``target`` for
+encoder-decoder models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,6 @@ from ayar.tasks import get_task
 
 if TYPE_CHECKING:
     from ayar.methods.base import Method
-
 
 
 @dataclass
@@ -45,6 +46,10 @@ class LabelMap:
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_labels": len(self.names), "id2label": dict(enumerate(self.names)),
                 "label2id": {n: i for i, n in enumerate(self.names)}}
+
+
+Encoder = Callable[[dict[str, Any], Any, Recipe, LabelMap | None], dict]  # (record, tokenizer, recipe, labels)
+CollatorFactory = Callable[[Any, Any], Any]  # (tokenizer, model) -> a collator
 
 
 def check_task_format(recipe: Recipe) -> None:
@@ -84,7 +89,7 @@ def _encode_causal_lm(record: dict[str, Any], tokenizer: Any, recipe: Recipe, la
 def record_as_trained(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """The record as a method's ``encode_extra`` sees it: a chat record gains the messages exactly as
     trained (system prompt included) under ``messages``."""
-    if recipe.task != "causal_lm" or recipe.data.format == "text":
+    if not get_task(recipe.task).renders_chat(recipe.data.format):
         return record
     return {**record, "messages": record_to_messages(record, recipe.data.system_prompt)}
 
@@ -101,7 +106,7 @@ def tokenize_split(records: list[dict[str, Any]], tokenizer: Any, recipe: Recipe
         extra = method.encode_extra(record_as_trained(record, recipe), encoded, tokenizer, recipe.task) \
             if method is not None else {}
         rows.append({**encoded, **extra, "example_index": index})
-    if recipe.task == "causal_lm" and recipe.data.format != "text":
+    if get_task(recipe.task).renders_chat(recipe.data.format):
         check_learned_tokens(rows, "this split", recipe.data.max_length)
     return Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])})
 
@@ -148,7 +153,7 @@ def collator_for(recipe: Recipe, tokenizer: Any, model: Any, method_columns: Seq
 
 def model_kwargs_for(recipe: Recipe, tokenizer: Any, labels: LabelMap | None) -> dict[str, Any]:
     """Extra from_pretrained arguments for the task (label maps, pad token for decoder classifiers)."""
-    if recipe.task != "classification":
+    if not get_task(recipe.task).label_map:
         return {}
     kwargs = labels.model_kwargs()
     if recipe.model.num_labels and recipe.model.num_labels != kwargs["num_labels"]:
@@ -158,13 +163,27 @@ def model_kwargs_for(recipe: Recipe, tokenizer: Any, labels: LabelMap | None) ->
     return kwargs
 
 
-# The task registry (ayar/tasks.py) names the tasks; each one's encoding and collator, registered by name.
-ENCODERS = {"causal_lm": _encode_causal_lm, "classification": _encode_classification, "seq2seq": _encode_seq2seq}
-COLLATORS = {
-    "causal_lm": lambda tokenizer, model: DataCollatorForSeq2Seq(tokenizer, padding=True,
-                                                                 label_pad_token_id=IGNORE_INDEX),
-    "classification": lambda tokenizer, model: DataCollatorWithPadding(tokenizer),
-    # the model makes the decoder inputs from the padded labels
-    "seq2seq": lambda tokenizer, model: DataCollatorForSeq2Seq(tokenizer, model=model, padding=True,
-                                                               label_pad_token_id=IGNORE_INDEX),
-}
+# Each task's encoding and collator, by the name the task registry (ayar/tasks.py) gives it.
+ENCODERS: dict[str, Encoder] = {}
+COLLATORS: dict[str, CollatorFactory] = {}
+
+
+def register_train_task(name: str, encode: Encoder, collator: CollatorFactory) -> None:
+    """Give a registered task its training behaviour: how a record becomes ids/labels, and how a batch pads."""
+    get_task(name)  # a clear error for a task the registry does not know
+    ENCODERS[name], COLLATORS[name] = encode, collator
+
+
+def unregister_train_task(name: str) -> None:
+    """Forget a task's training behaviour (tests that register a toy task clean up with it)."""
+    ENCODERS.pop(name, None)
+    COLLATORS.pop(name, None)
+
+
+register_train_task("causal_lm", _encode_causal_lm, lambda tokenizer, model: DataCollatorForSeq2Seq(
+    tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
+register_train_task("classification", _encode_classification,
+                    lambda tokenizer, model: DataCollatorWithPadding(tokenizer))
+# the model makes the decoder inputs from the padded labels
+register_train_task("seq2seq", _encode_seq2seq, lambda tokenizer, model: DataCollatorForSeq2Seq(
+    tokenizer, model=model, padding=True, label_pad_token_id=IGNORE_INDEX))

@@ -27,7 +27,6 @@ from ayar.errors import UsageError
 from ayar.recipe import Recipe
 from ayar.train.callbacks import tensorboard_callback
 
-REPORTERS = ("tensorboard", "mlflow", "wandb")
 RECORD_FILE = "tracking.json"  # which MLflow/W&B run belongs to this run folder
 ARTIFACTS = ("report.md", "report.html", "loss_curve.png", "metrics.json", "recipe.yaml")
 DEFAULT_PROJECT = "ayar"  # MLflow experiment and W&B project unless MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT

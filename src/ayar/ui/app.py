@@ -15,8 +15,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ayar.console import say
 from ayar.errors import UsageError
-from ayar.serve.gate import key_matches
+from ayar.serve.middleware import key_matches
 from ayar.ui import forms, pages
 from ayar.ui import runs as R
 from ayar.ui.i18n import COOKIE, pick_language
@@ -226,9 +227,11 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
         changes = {str(k): str(v) for k, v in (body.get("changes") or {}).items()}
         data = forms.apply_changes(forms.load_example(example), changes)
         data.setdefault("run", {})["output_dir"] = str(runs_root)  # so that the run shows in this UI
+        from ayar.methods import check_method
         from ayar.recipe import validate_recipe
 
         recipe = validate_recipe(data)
+        check_method(recipe.method)
         return data, recipe, changes
 
     def _shown_example(body: dict[str, Any]) -> Path | None:
@@ -289,6 +292,6 @@ def serve_ui(runs_root: Path, host: str = "127.0.0.1", port: int = 7860, api_key
                          "(or AYAR_API_KEY), or keep the default 127.0.0.1")
     app = create_ui_app(Path(runs_root), api_keys, shown_root=str(runs_root).rstrip("/") or ".",
                         allowed_hosts=LOCAL_HOSTS if local else None)
-    print(f"ayar ui: http://{host}:{port}/  (runs from {Path(runs_root).resolve()})", flush=True)
+    say(f"ayar ui: http://{host}:{port}/  (runs from {Path(runs_root).resolve()})")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=3)  # open page polls and streams must not hold Ctrl-C up

@@ -41,3 +41,27 @@ def test_risk_probes_skip_a_classifier(tiny_model_dir: Path) -> None:
     recipe = load_recipe(None, [f"model.name_or_path={tiny_model_dir}", "task=classification",
                                 "data.format=classification"])
     assert "skipped" in run_risk_probes(None, None, [], [], recipe)
+
+
+def test_a_lora_classifier_is_evaluated_with_its_own_labels(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The adapter folder keeps the label names its new head was trained with; the base is rebuilt with them
+    (without them it got a 2-label head: a size mismatch for 4 topics, and LABEL_0/LABEL_1 for 2)."""
+    import json
+
+    from ayar.models.load import HEAD_FILE
+    from ayar.pipeline import run_all
+
+    recipe = load_recipe(None, [
+        "task=classification", f"model.name_or_path={tiny_model_dir}", f"run.output_dir={tmp_path}", "run.name=cls",
+        "data.format=classification", "data.max_length=32",
+        "data.synthetic={num_records: 60, languages: [en], tasks: [topic]}", "method.name=lora",
+        "train.max_steps=2", "train.batch_size=4", "train.precision=fp32"])
+    metrics = run_all(recipe)
+    run = tmp_path / "cls"
+    train_labels = {json.loads(line)["label"] for line in (run / "data" / "train.jsonl").read_text().splitlines()}
+    assert len(train_labels) > 2
+    head = json.loads((run / "model" / HEAD_FILE).read_text())
+    assert set(head["id2label"].values()) == train_labels and head["pad_token_id"] is not None
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert {r["tuned_output"] for r in rows} <= train_labels  # predictions are the task's label names
+    assert metrics["eval"]["tuned"]["labels"] == sorted(train_labels)

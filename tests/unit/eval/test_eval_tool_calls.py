@@ -30,8 +30,19 @@ def test_scores_name_json_and_arguments() -> None:
     assert rows["tool_name"][:4] == [1.0, 1.0, 0.0, 1.0]  # the name is read from a broken call too
     assert rows["tool_args"][:4] == [1.0, 0.0, 0.0, 0.0]
     assert summary == {"tool_json_accuracy": 0.75, "tool_name_accuracy": 0.75, "tool_args_accuracy": 0.25,
-                       "tool_call_examples": 4}
+                       "tool_none_accuracy": 1.0, "tool_call_examples": 4, "tool_none_examples": 1}
     assert tool_call_scores(["a"], [{"role": "assistant", "content": "a"}], [None]) == ({}, {})
+
+
+def test_tool_none_scores_direct_answers_where_no_tool_is_needed() -> None:
+    """Tools offered, the reference answers in text: an answer that calls a tool (even a broken call) scores 0."""
+    answer = {"role": "assistant", "content": "42"}
+    outputs = ["42", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Van"}}\n</tool_call>',
+               "<tool_call>\n{broken\n</tool_call>", '{"name": "get_weather", "arguments": {}}', "42"]
+    summary, rows = tool_call_scores(outputs, [answer] * 5, [TOOLS, TOOLS, TOOLS, TOOLS, None])
+    assert rows["tool_none"][:4] == [1.0, 0.0, 0.0, 0.0] and math.isnan(rows["tool_none"][4])
+    assert all(math.isnan(v) for v in rows["tool_name"])  # no reference calls a tool
+    assert summary == {"tool_none_accuracy": 0.25, "tool_none_examples": 4}
 
 
 def test_causal_lm_eval_renders_tools_and_scores_calls(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -140,10 +140,11 @@ def test_teacher_with_another_vocabulary_is_a_usage_error(tiny_model_dir: Path, 
     ({"base": "lorra"}, "did you mean 'lora'"),
 ])
 def test_bad_student_method_is_a_usage_error(extra: dict, message: str) -> None:
+    from ayar.methods import check_method
     from ayar.recipe import MethodConfig
 
     with pytest.raises(UsageError, match=message):
-        MethodConfig.model_validate({"name": "distill", "teacher": "x", **extra})
+        check_method(MethodConfig.model_validate({"name": "distill", "teacher": "x", **extra}))
 
 
 ANSWER_PROBS = torch.tensor([0.55, 0.25, 0.15, 0.05])  # answers are uncertain, as a language model's next token
@@ -272,11 +273,13 @@ def test_dropped_blocks_keep_their_weights_and_the_folder_reloads(tmp_path: Path
 
 
 def test_student_layers_need_a_whole_model_base() -> None:
+    from ayar.methods import check_method
     from ayar.recipe import MethodConfig
 
     with pytest.raises(UsageError, match="student_layers needs a base method that saves the whole model"):
-        MethodConfig.model_validate({"name": "distill", "teacher": "x", "student_layers": "::2", "base": "lora"})
-    MethodConfig.model_validate({"name": "distill", "teacher": "x", "student_layers": 3, "base": "layers"})
+        check_method(MethodConfig.model_validate({"name": "distill", "teacher": "x", "student_layers": "::2",
+                                                  "base": "lora"}))
+    check_method(MethodConfig.model_validate({"name": "distill", "teacher": "x", "student_layers": 3, "base": "layers"}))
 
 
 def test_alpha_one_loads_no_teacher_and_trains_on_labels(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ from ayar.data.prepare import PreparedData
 from ayar.data.synthetic import generate_records, write_jsonl
 from ayar.data.templates import set_template
 from ayar.errors import UsageError
-from ayar.methods import build_method
+from ayar.methods import build_method, check_method
 from ayar.methods.gate import COLUMNS, guide_kl, guide_mass
 from ayar.models.load import load_model, load_tokenizer
-from ayar.recipe import load_recipe
+from ayar.recipe import MethodConfig, load_recipe
 from ayar.train.engine import AyarTrainer, train
 from ayar.train.tasks import collator_for, tokenize_split
 
@@ -89,7 +89,7 @@ def test_clear_errors_for_wrong_task_missing_spans_and_bad_indices(tiny_model_di
         with pytest.raises(UsageError, match=f"{what} .* out of range"):
             build_method("gate", params).prepare_model(load_model(str(tiny_model_dir)), "causal_lm")
     with pytest.raises(UsageError, match="method.lambda"):
-        load_recipe(None, ["method.name=gate", "method.lambda=-1"])
+        check_method(MethodConfig(name="gate", **{"lambda": -1}))
 
 
 def test_guide_kl_matches_torch_kl_div() -> None:

@@ -15,7 +15,7 @@ from method_helpers import (
 )
 
 from ayar.errors import UsageError
-from ayar.methods import build_method
+from ayar.methods import build_method, check_method
 from ayar.methods.base import count_parameters
 from ayar.recipe import MethodConfig
 
@@ -88,4 +88,4 @@ def test_layers_mistakes_are_usage_errors(params: dict, message: str) -> None:
 
 def test_layers_bad_regex_fails_in_the_recipe() -> None:
     with pytest.raises(UsageError, match="method.modules"):
-        MethodConfig(name="layers", modules=["("])
+        check_method(MethodConfig(name="layers", modules=["("]))

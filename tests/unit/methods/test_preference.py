@@ -114,12 +114,13 @@ def test_records_become_trl_conversational_shapes() -> None:
 
 
 def test_preference_params_are_checked() -> None:
+    from ayar.methods import check_method
     from ayar.recipe import load_recipe
 
     with pytest.raises(UsageError, match="method.base"):
-        load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "method.base=qlora"])
+        check_method(load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "method.base=qlora"]).method)
     with pytest.raises(UsageError, match="method.bta"):
-        load_recipe(None, ["model.name_or_path=x", "method.name=simpo", "method.bta=2"])
+        check_method(load_recipe(None, ["model.name_or_path=x", "method.name=simpo", "method.bta=2"]).method)
     recipe = load_recipe(None, ["model.name_or_path=x", "method.name=kto", "method.base=full"])
     assert build_method(recipe.method.name, recipe.method.params()).is_adapter is False
 
@@ -131,9 +132,10 @@ def test_a_preference_method_refuses_instruction_data(tmp_path: Path) -> None:
     recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=alpaca"])
     with pytest.raises(UsageError, match="data.format preference"):
         check_preference_recipe(recipe)
-    recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=preference"])
-    with pytest.raises(UsageError, match="--resume"):
-        check_preference_recipe(recipe, resume=True)
+    recipe = load_recipe(None, ["model.name_or_path=x", "method.name=dpo", "data.format=preference",
+                                "train.load_best_model_at_end=true"])
+    with pytest.raises(UsageError, match="load_best_model_at_end"):
+        check_preference_recipe(recipe)
 
 
 def test_preference_methods_have_recipes_summaries_and_docs() -> None:

@@ -9,7 +9,7 @@ import torch
 from method_helpers import assert_overfits, changed_names, linear_dims, modules_matching, snapshot, tiny_batch
 
 from ayar.errors import UsageError
-from ayar.methods import build_method
+from ayar.methods import build_method, check_method
 from ayar.methods.base import count_parameters
 from ayar.methods.qlora import quantization_config
 from ayar.recipe import MethodConfig
@@ -40,7 +40,7 @@ def test_quantization_configs() -> None:
 
 def test_recipe_rejects_other_bit_widths() -> None:
     with pytest.raises(UsageError, match="method.bits"):
-        MethodConfig(name="qlora", bits=3)
+        check_method(MethodConfig(name="qlora", bits=3))
 
 
 @pytest.mark.gpu

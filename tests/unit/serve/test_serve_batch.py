@@ -91,3 +91,89 @@ def test_bad_paths_and_over_long_prompts(chat_model_dir: Path, tmp_path: Path) -
     summary = run_batch(chat_model_dir, source, tmp_path / "o.jsonl", max_new_tokens=4)
     assert summary.rejected == 1 and "over the context window of 512" in _rows(tmp_path / "o.jsonl")[0]["error"]
     assert batch_module.BatchSummary(1, 0, 1, 0, "o", "r").as_dict()["rejected"] == 1
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+ASK = {"role": "user", "content": "Ankara'da hava nasıl?"}
+CALL = {"role": "assistant", "content": "", "tool_calls": [
+    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Ankara"}}}]}
+
+
+@pytest.fixture(scope="module")
+def tools_model_dir(chat_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny chat model with the chatml_tools template (the model's weights do not matter here)."""
+    import shutil
+
+    from ayar.data.templates import set_template
+    from ayar.models.load import load_tokenizer
+
+    out = tmp_path_factory.mktemp("tools_model") / "model"
+    shutil.copytree(chat_model_dir, out)
+    tokenizer = load_tokenizer(str(out))
+    set_template(tokenizer, "chatml_tools")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _prompts_sent(monkeypatch: pytest.MonkeyPatch, answer: str | None = None) -> list[str]:
+    """Record the prompts batch sends to generation (and answer each with ``answer`` when given)."""
+    import ayar.eval.generate as gen
+
+    real, seen = gen.generate, []
+
+    def spy(model, tokenizer, prompts, cfg, seed=0):
+        seen.extend(prompts)
+        return [answer] * len(prompts) if answer is not None else real(model, tokenizer, prompts, cfg, seed)
+
+    monkeypatch.setattr(gen, "generate", spy)
+    return seen
+
+
+def test_tool_records_render_their_tools_as_training_does(tools_model_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prompt of a tools record is the prompt training learned the call after: the tools' schemas included."""
+    from ayar.data.tokenize import IGNORE_INDEX, tokenize_chat
+    from ayar.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tools_model_dir))
+    trained = tokenize_chat(tokenizer, [ASK, CALL], 512, tools=TOOLS)
+    first_learned = next(i for i, label in enumerate(trained["labels"]) if label != IGNORE_INDEX)
+    prompt_ids = trained["input_ids"][:first_learned]
+    source = tmp_path / "in.jsonl"
+    after_call = [ASK, CALL, {"role": "tool", "content": '{"derece": 12}'}]
+    source.write_text(json.dumps({"id": "ask", "tools": TOOLS, "messages": [ASK]}) + "\n"
+                      + json.dumps({"id": "after", "tools": json.dumps(TOOLS), "messages": after_call}) + "\n",
+                      encoding="utf-8")
+    seen = _prompts_sent(monkeypatch)
+    summary = run_batch(tools_model_dir, source, tmp_path / "out.jsonl", max_new_tokens=3)
+    assert summary.answered == 2 and summary.rejected == 0
+    assert tokenizer(seen[0], add_special_tokens=False)["input_ids"] == prompt_ids
+    assert '"name": "get_weather"' in seen[0] and "<tools>" in seen[0]
+    # a conversation whose last assistant turn is a call (empty content) keeps that call
+    assert "<tool_call>" in seen[1] and seen[1].endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_answers_to_tool_records_carry_the_parsed_calls(tools_model_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "t", "tools": TOOLS, "messages": [ASK]}) + "\n"
+                      + json.dumps({"id": "p", "messages": [ASK]}) + "\n", encoding="utf-8")
+    _prompts_sent(monkeypatch, answer='<tool_call>\n{"name": "get_weather", "arguments": {"city": "Ankara"}}\n'
+                                      '</tool_call>')
+    run_batch(tools_model_dir, source, tmp_path / "out.jsonl", max_new_tokens=3)
+    rows = {r["id"]: r for r in _rows(tmp_path / "out.jsonl")}
+    assert rows["t"]["tool_calls"] == [CALL["tool_calls"][0]] and rows["t"]["content"] == ""
+    assert "tool_calls" not in rows["p"] and rows["p"]["output"].startswith("<tool_call>")
+
+
+def test_tool_records_need_a_template_with_tool_support(chat_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "t", "tools": TOOLS, "messages": [ASK]}) + "\n"
+                      + json.dumps({"id": "bad", "tools": [{"description": "no name"}], "messages": [ASK]}) + "\n",
+                      encoding="utf-8")
+    summary = run_batch(chat_model_dir, source, tmp_path / "out.jsonl", max_new_tokens=3)
+    errors = {r["id"]: r["error"] for r in _rows(tmp_path / "out.jsonl")}
+    assert summary.rejected == 2 and "no tool support" in errors["t"] and "Train with data.template" in errors["t"]
+    assert "tools[0] must be a function schema" in errors["bad"]

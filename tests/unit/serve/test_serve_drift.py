@@ -100,3 +100,25 @@ def test_mistakes_are_usage_errors(reference: Path, tmp_path: Path) -> None:
         check_drift(reference, few)
     with pytest.raises(UsageError, match="no training prompts"):
         check_drift(tmp_path / "nothing", few)
+
+
+def test_tool_calling_records_give_their_user_text(tmp_path: Path) -> None:
+    """Serve logs a chat request's user text (never its tools or tool outputs): the reference side reads the
+    same from tool-calling records, OpenAI and sharegpt shapes, with the tools as a list or a JSON string."""
+    import json
+
+    from ayar.serve.drift import reference_prompts
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    openai = {"tools": tools, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Ankara'da hava nasıl?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Ankara"}'}}]},
+        {"role": "tool", "content": {"derece": 12}}, {"role": "assistant", "content": "12 derece."}]}
+    sharegpt = {"tools": json.dumps(tools), "conversations": [
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+        {"from": "observation", "value": '{"temp": 9}'}, {"from": "gpt", "value": "9 degrees."}]}
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (openai, sharegpt)), encoding="utf-8")
+    assert reference_prompts(path) == ["Ankara'da hava nasıl?", "Weather in Paris?"]

@@ -8,7 +8,7 @@ import time
 
 from ayar.serve.app import ServeSettings
 from ayar.serve.engine import Job, SamplingParams
-from ayar.serve.gate import OPEN_PATHS, key_matches
+from ayar.serve.middleware import OPEN_PATHS, key_matches
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ayar.recipe import Recipe
+from ayar.tasks import get_task
 
 
 def run_risk_probes(model: Any, tokenizer: Any, rows: list[dict[str, Any]], train_texts: list[str],
@@ -12,9 +13,10 @@ def run_risk_probes(model: Any, tokenizer: Any, rows: list[dict[str, Any]], trai
     """Bias, hallucination, security and privacy results for one model's eval rows."""
     cfg = recipe.eval.risks
     result: dict[str, Any] = {}
-    if recipe.task == "classification":
+    task = get_task(recipe.task)
+    if not task.generative:
         return {"skipped": "risk probes need a model that writes text; a classifier only picks labels"}
-    generative = recipe.task == "causal_lm"  # the chat-formatted probes need a decoder-only chat model
+    generative = task.chat  # the chat-formatted probes need a decoder-only chat model
     if cfg.bias and generative:
         from ayar.eval.risks.bias import bias_probe
 
