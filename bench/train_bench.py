@@ -66,6 +66,8 @@ PEER_VARIANTS = {
     "baseline-bf16": {"bf16": True},
     "baseline-bf16-group": {"bf16": True, "group_by_length": True},
     "trl": {"packing": True},  # SFTTrainer with its packing (bfd), fp32
+    "trl-nopack": {"packing": False},  # fp32 without bf16 units: per-batch padding
+    "trl-padfree": {"packing": False, "padding_free": True},  # fp32, padding-free without packing
     "trl-bf16": {"bf16": True, "packing": True},
     "trl-bf16-nopack": {"bf16": True, "packing": False},
     "trl-bf16-padfree": {"bf16": True, "packing": False, "padding_free": True},
