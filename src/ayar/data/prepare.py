@@ -37,6 +37,7 @@ from ayar.data.dedup import Deduplicator, normalize_words
 from ayar.data.load import Reject, iter_items, map_texts, prose_texts, record_texts, response_texts, to_record
 from ayar.data.pii import redact_pii, redact_pii_into
 from ayar.data.quality import QualityFilter
+from ayar.data.rehearsal import REHEARSAL_FILE
 from ayar.data.split import SPLITS, assign_splits
 from ayar.data.synthetic import as_preference, generate_records
 from ayar.data.synthetic_tools import synthetic_tool_records, uses_tool_tasks
@@ -66,6 +67,14 @@ class PreparedData:
         path = self.split_path(split)
         if not path.is_file():
             raise UsageError(f"prepared split not found: {path} (run `ayar prepare` first)")
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def read_rehearsal(self) -> list[dict[str, Any]] | None:
+        """The rehearsal records beside the splits (``data.rehearsal``), or None when prepare wrote none."""
+        path = self.root / REHEARSAL_FILE
+        if not path.is_file():
+            return None
         with path.open(encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
