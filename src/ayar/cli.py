@@ -213,7 +213,8 @@ def serve(
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Require this Bearer key (repeatable; or "
                                                            "AYAR_API_KEY).", show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: cores - 1).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of torch, or of llama.cpp with --engine "
+                                                    "llamacpp (default: cores - 1).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Use the model even when its chat template or tokenizer "
                                         "no longer matches training (ayar_contract.json).")] = False,
     **settings: object,

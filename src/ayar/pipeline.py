@@ -14,6 +14,7 @@ from typing import Any
 
 from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
+from ayar.data.rehearsal import REHEARSAL_FILE
 from ayar.errors import GateError, UsageError
 from ayar.recipe import Recipe, dump_recipe
 
@@ -85,7 +86,14 @@ def stage_prepare(recipe: Recipe) -> PreparedData:
         from ayar.models.load import resolve_model_name
 
         tokenizer = resolve_model_name(base_model_path(recipe))
-    return prepare(recipe.data, run_dir / "data", recipe.run.seed, tokenizer=tokenizer)
+    prepared = prepare(recipe.data, run_dir / "data", recipe.run.seed, tokenizer=tokenizer)
+    if recipe.data.rehearsal is None:
+        (prepared.root / REHEARSAL_FILE).unlink(missing_ok=True)  # a stale set from an earlier recipe
+    else:
+        from ayar.eval.rehearsal import build_rehearsal  # the base model answers the rehearsal prompts
+
+        build_rehearsal(recipe, base_model_path(recipe), prepared)
+    return prepared
 
 
 def prepared_data(recipe: Recipe) -> PreparedData:

@@ -105,10 +105,14 @@ class SyntheticConfig(Section):
     languages: list[Literal["tr", "en"]] = Field(default_factory=lambda: ["tr", "en"])
     tasks: list[str] = Field(
         default_factory=lambda: ["add", "reverse", "upper", "date"],
-        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification).",
+        description="Subset of: add, reverse, upper, date, month, parity (instructions) or topic (classification); "
+        "or of the tool-calling tasks get_weather, convert_currency, get_local_time, create_reminder, "
+        "convert_units, no_tool (format messages).",
     )
     guide_spans: bool = Field(False, description="Give each record with an input a guide_spans field: where its "
                               "answer's evidence lies in the user message (for method gate).")
+    tool_results: float = Field(0.25, ge=0, le=1, description="Tool-calling tasks: the share of calls followed by "
+                                "the tool's output and a final answer.")
 
 
 class CleanConfig(Section):
@@ -181,6 +185,21 @@ class LongTextConfig(Section):
         "document", description="A .txt file is one document (split into windows), or one record per paragraph.")
 
 
+class RehearsalConfig(Section):
+    """Rehearsal against forgetting: general instructions answered by the base model itself (greedy), mixed
+    into the training split, so the fine-tune keeps the base's general behaviour while it learns the task."""
+
+    prompts: str = Field("builtin", description="'builtin' (ayar's general instructions, EN and TR, none of them a "
+                         "forgetting probe) or a file: .txt (one instruction a line) or .jsonl (an 'instruction' "
+                         "field each). Prompts that match a forgetting probe are dropped.")
+    share: float = Field(0.15, gt=0, lt=1, description="Fraction of the training examples that are rehearsal "
+                         "(the base's answers repeat to reach it).")
+    max_prompts: int | None = Field(None, ge=1, description="Use at most this many prompts (the first ones).")
+    max_new_tokens: int = Field(48, ge=1, description="Answer length; an answer the base does not finish within it "
+                                "is dropped (a cut-off answer would teach the model to stop mid-sentence).")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+
+
 class DataConfig(Section):
     inputs: list[InputConfig] = Field(default_factory=list, description="Files to read; see also 'synthetic'.")
     synthetic: SyntheticConfig | None = Field(None, description="Generate data instead of reading files.")
@@ -206,6 +225,8 @@ class DataConfig(Section):
     save_arrow: bool = Field(True, description="Also save each split as a datasets Arrow folder (arrow/<split>).")
     card_examples: int = Field(3, ge=0, description="Examples shown per removal reason in the data card.")
     long_text: LongTextConfig = Field(default_factory=LongTextConfig)
+    rehearsal: RehearsalConfig | None = Field(
+        None, description="Mix the base model's own answers to general instructions into training (forgets less).")
 
 
 class MethodConfig(BaseModel):

@@ -205,6 +205,12 @@ def render_markdown(data: dict[str, Any]) -> str:
             lines += ["", f"{mask['records_without_learned_tokens']} records have no learned token."]
     if data.get("histograms"):
         lines += ["", "![length histograms](length_hist.png)"]
+    if data.get("rehearsal"):
+        r = data["rehearsal"]
+        lines += ["", "## Rehearsal (the base model's own answers, mixed into training)", "",
+                  f"{r['answered']} of {r['asked']} general instructions ({r['prompts']}) answered by the base within "
+                  f"{r['max_new_tokens']} tokens, {r['records']} rows ({r['share']:.0%} of training); "
+                  f"{len(r['probes_dropped'])} prompts dropped as forgetting probes."]
     lines += ["", "## Removal examples", ""]
     for reason, examples in data["removed_examples"].items():
         lines.append(f"- **{reason}**")

@@ -156,6 +156,46 @@ def response_texts(record: dict[str, Any], fmt: str) -> list[str] | None:
     return None if fields is None else [record.get(name) or "" for name in fields]
 
 
+def _leaf_values(value: Any) -> str:
+    """The strings and numbers inside a JSON value (text that is not JSON is itself), space-separated."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return _leaf_values(parsed) if isinstance(parsed, dict | list) else value
+    if isinstance(value, dict):
+        return " ".join(_leaf_values(v) for v in value.values())
+    if isinstance(value, list):
+        return " ".join(_leaf_values(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def prose_texts(record: dict[str, Any], fmt: str) -> list[str] | None:
+    """What the quality filters judge in a chat record with tool calls or tool outputs (None: a record without,
+    judged on :func:`record_texts`). Calls and outputs are JSON, whose braces, quotes and snake_case keys would
+    read as symbols and drop every tool record as ``symbol_ratio``: they count by their values instead."""
+    if fmt == "sharegpt":
+        turns = record["conversations"]
+        if not any(t["from"] in ("function_call", "observation", "tool") for t in turns):
+            return None
+        return [_leaf_values(t["value"]) if t["from"] in ("function_call", "observation", "tool") else t["value"]
+                for t in turns]
+    if fmt == "messages":
+        messages = record["messages"]
+    elif fmt in CONVERSATION_FIELDS:
+        messages = _pair_messages(record, fmt)
+    else:
+        return None
+    if not any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        return None
+    texts = []
+    for message in messages:
+        texts.append(_leaf_values(message["content"]) if message["role"] == "tool" else message["content"])
+        texts += [_leaf_values(call["function"]["arguments"]) for call in message.get("tool_calls") or ()]
+    return texts
+
+
 def map_texts(record: dict[str, Any], fmt: str, fn: Callable[[str], str]) -> None:
     """Apply ``fn`` to every text of a record, in place."""
     if fmt == "messages":

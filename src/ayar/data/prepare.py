@@ -34,11 +34,13 @@ from ayar.data.card import DataCard
 from ayar.data.clean import TextCleaner
 from ayar.data.consent import ConsentFilter
 from ayar.data.dedup import Deduplicator, normalize_words
-from ayar.data.load import Reject, iter_items, map_texts, record_texts, response_texts, to_record
+from ayar.data.load import Reject, iter_items, map_texts, prose_texts, record_texts, response_texts, to_record
 from ayar.data.pii import redact_pii, redact_pii_into
 from ayar.data.quality import QualityFilter
+from ayar.data.rehearsal import REHEARSAL_FILE
 from ayar.data.split import SPLITS, assign_splits
 from ayar.data.synthetic import as_preference, generate_records
+from ayar.data.synthetic_tools import synthetic_tool_records, uses_tool_tasks
 from ayar.data.windows import Windower, window_records
 from ayar.errors import AyarError, UsageError
 from ayar.recipe import DataConfig
@@ -65,6 +67,14 @@ class PreparedData:
         path = self.split_path(split)
         if not path.is_file():
             raise UsageError(f"prepared split not found: {path} (run `ayar prepare` first)")
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def read_rehearsal(self) -> list[dict[str, Any]] | None:
+        """The rehearsal records beside the splits (``data.rehearsal``), or None when prepare wrote none."""
+        path = self.root / REHEARSAL_FILE
+        if not path.is_file():
+            return None
         with path.open(encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
@@ -169,7 +179,9 @@ class RecordProcessor:
         responses = response_texts(record, fmt)
         # "\n".join(texts).split() is the fields' words one after another: split once, use twice.
         quality = self.text_quality if fmt == "text" else self.quality
-        reason = quality.reason("\n".join(texts), responses, [w for words in field_words for w in words])
+        prose = prose_texts(record, fmt)  # tool calls and outputs are judged by their values, not their JSON
+        reason = quality.reason("\n".join(texts), responses, [w for words in field_words for w in words]) \
+            if prose is None else quality.reason("\n".join(prose), responses)
         changed_steps = self._in_step_order(changed)
         pii_counts = dict(pii) if pii else None
         if reason:
@@ -239,7 +251,11 @@ def _stream(cfg: DataConfig, sources: list[dict[str, Any]], seed: int, raw: bool
     for index, source in enumerate(sources):
         if source["path"] == "synthetic":
             syn = cfg.synthetic
-            records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks), syn.guide_spans)
+            if uses_tool_tasks(list(syn.tasks)):  # conversations with tools, in the OpenAI messages shape
+                records = synthetic_tool_records(cfg, seed)
+            else:
+                records = generate_records(syn.num_records, seed, list(syn.languages), list(syn.tasks),
+                                           syn.guide_spans)
             if cfg.format == "preference":  # pairs for the preference methods: the right answer against a wrong one
                 records = (as_preference(r, seed) for r in records)
             items: Iterator = enumerate(records, start=1)

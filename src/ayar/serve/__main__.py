@@ -26,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", action="append", help="name=path (repeatable)")
     parser.add_argument("--served-model-name")
     parser.add_argument("--api-key", action="append")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: CPU cores - 1)")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch, or of llama.cpp with --engine llamacpp "
+                        "(default: CPU cores - 1)")
     parser.add_argument("--force", action="store_true", help="serve even when the template no longer matches training")
     return parser
 

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ayar.recipe import ServeConfig
-from ayar.serve.engine import Engine, Job, QueueFullError, SamplingParams
+from ayar.serve.engine import Job, QueuedEngine, QueueFullError, SamplingParams
 from ayar.serve.feedback import add_feedback_route
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
@@ -60,8 +60,8 @@ class ApiError(HTTPException):
         self.param, self.code = param, code
 
 
-def create_app(settings: ServeSettings | None = None, engine: Engine | None = None,
-               loader: Callable[[], Engine] | None = None) -> FastAPI:
+def create_app(settings: ServeSettings | None = None, engine: QueuedEngine | None = None,
+               loader: Callable[[], QueuedEngine] | None = None) -> FastAPI:
     """The API over a started engine, or over ``loader()`` run in the background (readyz waits for it)."""
     settings = settings or ServeSettings()
 
@@ -89,7 +89,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
     return app
 
 
-def _load(app: FastAPI, loader: Callable[[], Engine]) -> None:
+def _load(app: FastAPI, loader: Callable[[], QueuedEngine]) -> None:
     try:
         app.state.engine = loader().start()
     except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request instead of a dead thread
@@ -117,7 +117,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
 
 
-def _engine(request: Request) -> Engine:
+def _engine(request: Request) -> QueuedEngine:
     engine = request.app.state.engine
     if engine is None or not engine.alive:
         reason = request.app.state.load_error or "the model is still loading"
@@ -125,7 +125,7 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-def _check_model(engine: Engine, name: str) -> None:
+def _check_model(engine: QueuedEngine, name: str) -> None:
     if name not in engine.names:
         raise ApiError(404, f"model '{name}' does not exist; served: {', '.join(engine.names)}", "model",
                        "model_not_found")
@@ -194,7 +194,7 @@ def _add_routes(app: FastAPI) -> None:
     add_feedback_route(app, ApiError)
 
 
-def _encode_with_tools(engine: Engine, body: ChatCompletionRequest, tools: list[dict[str, Any]] | None) -> list[int]:
+def _encode_with_tools(engine: QueuedEngine, body: ChatCompletionRequest, tools: list[dict[str, Any]] | None) -> list[int]:
     """Token ids of a conversation with tools, tool calls or tool outputs, rendered by the template's tool
     support as training rendered it; a template without tool support is the client's 400."""
     from ayar.data.chat import RecordError, normalize_message
@@ -228,7 +228,7 @@ def _model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "ayar"}
 
 
-def _token_budget(engine: Engine, prompt_tokens: int, requested: int | None, default: int) -> int:
+def _token_budget(engine: QueuedEngine, prompt_tokens: int, requested: int | None, default: int) -> int:
     """max_tokens for the job; a prompt that leaves no room is the client's 400, told by how much."""
     ctx = engine.context_length
     if requested is None:
@@ -244,7 +244,7 @@ def _token_budget(engine: Engine, prompt_tokens: int, requested: int | None, def
     return requested
 
 
-async def _complete(request: Request, engine: Engine, body: Any, ids: list[int], user_text: str, chat: bool,
+async def _complete(request: Request, engine: QueuedEngine, body: Any, ids: list[int], user_text: str, chat: bool,
                     max_tokens: int | None, tools: list[dict[str, Any]] | None = None) -> Response:
     """Queue the job and answer in one piece or as server-sent events."""
     state, settings = request.app.state, request.app.state.settings

@@ -98,6 +98,8 @@ def train(
     if task.chat:
         set_template(tokenizer, recipe.data.template)
     train_records = prepared.read_split("train")
+    if recipe.data.rehearsal is not None:
+        train_records = train_records + _rehearsal(prepared)
     labels = LabelMap.from_records(train_records) if task.label_map else None
     train_set = tokenize_split(train_records, tokenizer, recipe, labels, method)
     val_records = prepared.read_split("validation")
@@ -176,6 +178,17 @@ def train(
     if trainer.is_world_process_zero():  # in multi-process runs only rank 0 writes
         (run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
     return result
+
+
+def _rehearsal(prepared: PreparedData) -> list[dict[str, Any]]:
+    """The base model's answers that ``data.rehearsal`` mixes into training (written by prepare)."""
+    records = prepared.read_rehearsal()
+    if records is None:  # e.g. `ayar iterate`'s v2 data, which holds feedback records only
+        warn(f"data.rehearsal is set but {prepared.root} holds no rehearsal records (`ayar prepare` writes "
+             "them): training without rehearsal")
+        return []
+    say(f"rehearsal: {len(records)} rows of the base model's own answers mixed into {prepared.root.name}/train")
+    return records
 
 
 def _resume_point(checkpoints: Path) -> Path | None:

@@ -220,3 +220,37 @@ def test_a_template_writing_tool_outputs_through_tojson_passes_the_check(tiny_mo
     record = check_shape(openai_record("Rize"), "messages")
     encoded = tokenize_chat(llama_like, record_to_messages(record), 2048)  # no tools given: none to render
     assert any(label != IGNORE_INDEX for label in encoded["labels"])
+
+
+def test_symbol_filter_judges_tool_calls_by_their_values(tmp_path: Path) -> None:
+    """A short call's JSON (braces, quotes, snake_case keys) is mostly symbols: judged as text, every such record
+    was removed as symbol_ratio. Calls and tool outputs count by their values; symbol-heavy prose still goes."""
+    from ayar.data.load import prose_texts
+
+    def unit_call(value: int, fmt: str) -> dict:
+        args = {"value": value, "from_unit": "km", "to_unit": "mi"}
+        if fmt == "messages":
+            return {"messages": [{"role": "user", "content": f"{value} km?"}, {"role": "assistant", "content": None,
+                    "tool_calls": [{"type": "function", "function": {"name": "convert_units",
+                                                                     "arguments": json.dumps(args)}}]},
+                                 {"role": "tool", "content": json.dumps({"result_mi": value * 0.62})},
+                                 {"role": "assistant", "content": f"{value * 0.62} mi."}]}
+        return {"conversations": [{"from": "human", "value": f"{value} km?"},
+                                  {"from": "function_call", "value": json.dumps({"name": "convert_units",
+                                                                                 "arguments": args})},
+                                  {"from": "observation", "value": json.dumps({"result_mi": value * 0.62})},
+                                  {"from": "gpt", "value": f"{value * 0.62} mi."}]}
+
+    record = check_shape(unit_call(5, "messages"), "messages")
+    assert prose_texts(record, "messages") == ["5 km?", "", "5 km mi", "3.1", "3.1 mi."]
+    assert prose_texts(check_shape(openai_record("Van"), "messages") | {"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages") is None
+    for fmt in ("messages", "sharegpt"):
+        path = tmp_path / f"{fmt}.jsonl"
+        symbols = {"messages": [{"role": "user", "content": "{[(<>)]} !!"}, {"role": "assistant", "content": "?!"}]} \
+            if fmt == "messages" else {"conversations": [{"from": "human", "value": "{[(<>)]} !!"},
+                                                         {"from": "gpt", "value": "?!"}]}
+        rows = [unit_call(v, fmt) for v in (5, 12, 40)] + [symbols]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        card = prepare_files([path], fmt, tmp_path / f"out-{fmt}", dedup={"near": False}, save_arrow=False).card
+        assert card["kept"] == 3 and card["removed"] == {"symbol_ratio": 1}, (fmt, card["removed"])
