@@ -254,11 +254,16 @@ def feedback_eval(v1_model: Path, v2_model: Path, held: dict[str, list[dict[str,
 
     result: dict[str, Any] = {"pairs": len(held["pairs"]), "corrections": len(held["sft"]),
                               "ratings": len(held["kto"])}
+    targets = held_out_targets(held)
+    right: dict[str, list[bool]] = {}
     for name, path in (("v1", v1_model), ("v2", v2_model)):
         model, tokenizer = load_for_inference(path)
         if not tokenizer.chat_template:
             set_template(tokenizer, recipe.data.template)
         block: dict[str, Any] = {}
+        if targets:
+            right[name] = greedy_hits(model, tokenizer, targets, recipe)
+            block["answers_right"] = sum(right[name])
         if held["pairs"]:
             scores = preference_scores(model, tokenizer, held["pairs"], recipe.data.system_prompt)
             block["preference"] = {k: v for k, v in scores.items() if k != "margins"}
@@ -269,7 +274,32 @@ def feedback_eval(v1_model: Path, v2_model: Path, held: dict[str, list[dict[str,
             block["correction_logp_mean"] = sum(logps) / len(logps)
         result[name] = block
         del model
+    if targets:
+        wins = sum(b and not a for a, b in zip(right["v1"], right["v2"], strict=True))
+        losses = sum(a and not b for a, b in zip(right["v1"], right["v2"], strict=True))
+        result["answers"] = {"requests": len(targets), "v2_wins": wins, "v2_losses": losses,
+                             "win_rate": (wins + (len(targets) - wins - losses) / 2) / len(targets)}
     return result
+
+
+def held_out_targets(held: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
+    """(prompt, the answer the user wanted) for each held-out prompt that has one: its correction, or the
+    served answer the user rated up."""
+    targets = {r["instruction"]: r["output"] for r in held["sft"]}
+    for r in held["kto"]:
+        if r["label"]:
+            targets.setdefault(r["prompt"], r["completion"])
+    return sorted(targets.items())
+
+
+def greedy_hits(model: Any, tokenizer: Any, targets: list[tuple[str, str]], recipe: Recipe) -> list[bool]:
+    """Whether the model's greedy answer to each prompt is the wanted answer (whitespace stripped): the
+    user's own verdict, where preference accuracy is only a log-probability proxy for it."""
+    from ayar.eval.generate import generate_chat
+
+    cfg = recipe.eval.model_copy(update={"do_sample": False})
+    outputs = generate_chat(model, tokenizer, [[{"role": "user", "content": p}] for p, _ in targets], cfg)
+    return [o.strip() == want.strip() for o, (_, want) in zip(outputs, targets, strict=True)]
 
 
 RISK_RATES = (  # (name, path in the risk report, True when a higher value is worse)
@@ -306,6 +336,12 @@ def gate(evals: dict[str, Any], feedback: dict[str, Any], cfg: IterateConfig,
     p1 = _dig(feedback, ("v1", "preference", "accuracy"))
     p2 = _dig(feedback, ("v2", "preference", "accuracy"))
     c1, c2 = _dig(feedback, ("v1", "correction_logp_mean")), _dig(feedback, ("v2", "correction_logp_mean"))
+    answers = feedback.get("answers")
+    if answers:  # the user's verdict on greedy answers: v2 must win more held-out requests than it loses
+        check("held-out requests: answers the user wanted", _dig(feedback, ("v1", "answers_right")),
+              _dig(feedback, ("v2", "answers_right")), answers["v2_wins"] > answers["v2_losses"],
+              f"v2 wins more than it loses (won {answers['v2_wins']}, lost {answers['v2_losses']} "
+              f"of {answers['requests']})")
     if p1 is not None and p2 is not None:
         check("held-out feedback preference accuracy", p1, p2, p2 - p1 > cfg.min_feedback_gain,
               f"v2 - v1 > {cfg.min_feedback_gain:g}")
@@ -348,7 +384,8 @@ def iteration_blocks(metrics: dict[str, Any]) -> list[Any]:
     fb = metrics.get("feedback_eval") or {}
     rows = []
     for label, path in (("preference accuracy", ("preference", "accuracy")), ("margin (chosen - rejected)",
-                        ("preference", "margin_mean")), ("correction log-prob", ("correction_logp_mean",))):
+                        ("preference", "margin_mean")), ("correction log-prob", ("correction_logp_mean",)),
+                        ("greedy answers the user wanted", ("answers_right",))):
         v1, v2 = _dig(fb, ("v1", *path)), _dig(fb, ("v2", *path))
         if v1 is not None or v2 is not None:
             rows.append([label, _fmt(v1), _fmt(v2)])

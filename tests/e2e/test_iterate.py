@@ -11,7 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ayar.errors import UsageError
-from ayar.iterate import deduplicate, feedback_records, hold_out, iterate, next_run_name
+from ayar.iterate import (
+    deduplicate,
+    feedback_records,
+    gate,
+    held_out_targets,
+    hold_out,
+    iterate,
+    next_run_name,
+)
 
 WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music", "planet",
          "orange", "silver", "forest", "island", "market", "doctor", "engine", "letter", "winter", "spring",
@@ -177,3 +185,19 @@ def test_cli_iterate_reports_a_mistake_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("ayar: error:") and "not a trained ayar run" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_gate_wants_the_users_verdict_not_only_the_log_probability_proxy() -> None:
+    from ayar.recipe import IterateConfig
+
+    evals = {"base": {"exact_match": 0.5}, "tuned": {"exact_match": 0.5}}
+    proxy_rose = {"v1": {"preference": {"accuracy": 0.3}, "answers_right": 52},
+                  "v2": {"preference": {"accuracy": 0.6}, "answers_right": 52}}
+    tied = gate(evals, {**proxy_rose, "answers": {"requests": 80, "v2_wins": 9, "v2_losses": 9}}, IterateConfig())
+    assert tied["decision"] == "block" and "held-out requests" in tied["reasons"][0]
+    won = gate(evals, {**proxy_rose, "answers": {"requests": 80, "v2_wins": 10, "v2_losses": 9}}, IterateConfig())
+    assert won["decision"] == "promote"
+    held = {"sft": [{"instruction": "p1", "output": "good"}], "pairs": [],
+            "kto": [{"prompt": "p2", "completion": "fine", "label": True},
+                    {"prompt": "p3", "completion": "bad", "label": False}]}
+    assert held_out_targets(held) == [("p1", "good"), ("p2", "fine")]  # a down-rating names no wanted answer

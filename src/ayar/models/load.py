@@ -185,7 +185,20 @@ def untie_embeddings(model: Any) -> None:
     base.config.tie_word_embeddings = False
 
 
+def _adapter_on_tied_layers(model: Any) -> bool:
+    """Whether an adapter wraps the input embeddings or the output layer (peft's wrappers keep the original
+    as ``base_layer``, or ``original_module`` for ``modules_to_save``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = (base.get_input_embeddings(), base.get_output_embeddings())
+    return any(hasattr(layer, "base_layer") or hasattr(layer, "original_module") for layer in layers)
+
+
 def merge_adapter(model: Any) -> Any:
-    """The plain model with the adapter merged in, computing what the adapted model computes."""
-    untie_embeddings(model)
+    """The plain model with the adapter merged in, computing what the adapted model computes.
+
+    Tied embeddings are untied only when an adapter sits on one of them: otherwise the merged model keeps
+    one shared matrix, as its base did (SmolLM2's is 28M parameters, a fifth of the model).
+    """
+    if _adapter_on_tied_layers(model):
+        untie_embeddings(model)
     return model.merge_and_unload()
