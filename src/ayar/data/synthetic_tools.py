@@ -198,22 +198,22 @@ def _offered(rng: random.Random, needed: str | None) -> list[dict[str, Any]]:
     return [tool_schema(name) for name in names]
 
 
-def tool_conversation(rng: random.Random, task: str, lang: str, with_result: bool, call_id: str) -> dict[str, Any]:
-    """One record: ``tools`` and OpenAI ``messages`` (user, then a call or a plain answer; with ``with_result``,
+def tool_conversation(rng: random.Random, function: str, lang: str, with_result: bool, call_id: str) -> dict[str, Any]:
+    """One record for the generated task ``function`` (a tool's name, or ``no_tool``): ``tools`` and OpenAI ``messages`` (user, then a call or a plain answer; with ``with_result``,
     the tool's output and a final answer after the call). Arguments are JSON text, as OpenAI sends them."""
-    if task == NO_TOOL:
+    if function == NO_TOOL:
         ask, answer = _no_tool(rng, lang)
         return {"tools": _offered(rng, None), "messages": [{"role": "user", "content": ask},
                                                            {"role": "assistant", "content": answer}]}
-    ask, args, result, final = TOOL_TASKS[task](rng, lang)
+    ask, args, result, final = TOOL_TASKS[function](rng, lang)
     call = {"id": call_id, "type": "function",
-            "function": {"name": task, "arguments": json.dumps(args, ensure_ascii=False)}}
+            "function": {"name": function, "arguments": json.dumps(args, ensure_ascii=False)}}
     messages: list[dict[str, Any]] = [{"role": "user", "content": ask},
                                       {"role": "assistant", "content": None, "tool_calls": [call]}]
     if with_result:
         messages += [{"role": "tool", "tool_call_id": call_id, "content": json.dumps(result, ensure_ascii=False)},
                      {"role": "assistant", "content": final}]
-    return {"tools": _offered(rng, task), "messages": messages}
+    return {"tools": _offered(rng, function), "messages": messages}
 
 
 def _request_key(messages: list[dict[str, Any]]) -> str:
@@ -238,14 +238,14 @@ def generate_tool_records(num_records: int, seed: int, languages: list[str], tas
     for _ in range(num_records * 50):  # bounded: a small task space cannot loop forever
         if len(seen) == num_records:
             return
-        task, lang = rng.choice(tasks), rng.choice(languages)
-        record = tool_conversation(rng, task, lang, task != NO_TOOL and rng.random() < tool_results,
+        function, lang = rng.choice(tasks), rng.choice(languages)
+        record = tool_conversation(rng, function, lang, function != NO_TOOL and rng.random() < tool_results,
                                    f"call_{len(seen):06d}")
         key = _request_key(record["messages"])
         if key in seen:
             continue
         seen.add(key)
-        yield {"id": f"tool-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
+        yield {"id": f"tool-{len(seen) - 1:06d}", "task": function, "lang": lang, **record}
 
 
 def synthetic_tool_records(cfg: DataConfig, seed: int) -> Iterator[dict[str, Any]]:

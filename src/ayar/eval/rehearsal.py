@@ -27,6 +27,7 @@ from ayar.errors import UsageError
 from ayar.eval.forgetting import GENERAL_QUESTIONS
 from ayar.eval.generate import generate_chat
 from ayar.recipe import Recipe
+from ayar.tasks import get_task, task_names
 
 PROBE_SIMILARITY = 0.5  # word-set Jaccard at or above which a prompt counts as a forgetting probe
 FINISH_MARGIN = 2  # tokens: re-tokenizing decoded text can merge a token or two
@@ -54,8 +55,9 @@ def build_rehearsal(recipe: Recipe, base_model: str, prepared: PreparedData) -> 
     path = prepared.root / REHEARSAL_FILE
     if cfg is None:
         return None
-    if recipe.task != "causal_lm" or recipe.data.format not in CHAT_FORMATS:
-        raise UsageError("data.rehearsal needs task causal_lm and a chat data.format "
+    if not (get_task(recipe.task).chat and recipe.data.format in CHAT_FORMATS):
+        chat_tasks = ", ".join(name for name in task_names() if get_task(name).chat)
+        raise UsageError(f"data.rehearsal needs a chat task ({chat_tasks}) and a chat data.format "
                          f"({', '.join(CHAT_FORMATS)}); this recipe has {recipe.task} / {recipe.data.format}")
     pairs, probes = [], []
     for prompt, answer in load_prompts(cfg):
