@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 
 from ayar.data.templates import alpaca_user_message
@@ -261,19 +261,35 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
     if unknown:
         raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {sorted(TASKS)}")
     rng = random.Random(seed)
-    seen: set[tuple] = set()
-    for _ in range(num_records * 50):  # bounded: a small task space cannot loop forever
-        if len(seen) == num_records:
-            return
+
+    def draw(_: int) -> tuple[str, str, dict]:
         task, lang = rng.choice(tasks), rng.choice(languages)
-        record = TASKS[task](rng, lang)
-        key = tuple(sorted(record.items()))
-        if key in seen:
-            continue
-        seen.add(key)
+        return task, lang, TASKS[task](rng, lang)
+
+    drawn = distinct_draws(draw, lambda record: tuple(sorted(record.items())), num_records)
+    for index, (task, lang, record) in enumerate(drawn):
         if guide_spans and record.get("input"):
             record["guide_spans"] = input_guide_span(record, task)
-        yield {"id": f"syn-{len(seen) - 1:06d}", "task": task, "lang": lang, **record}
+        yield {"id": f"syn-{index:06d}", "task": task, "lang": lang, **record}
+
+
+def distinct_draws(draw: Callable[[int], tuple[str, str, dict]], key: Callable[[dict], Hashable],
+                   count: int) -> Iterator[tuple[str, str, dict]]:
+    """Up to ``count`` (task, lang, record) draws whose records differ by ``key``, in draw order.
+
+    ``draw`` gets the index the record takes if it is new. The tries are bounded, so a task space smaller
+    than ``count`` ends the stream early instead of looping forever.
+    """
+    seen: set[Hashable] = set()
+    for _ in range(count * 50):
+        if len(seen) == count:
+            return
+        task, lang, record = draw(len(seen))
+        identity = key(record)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        yield task, lang, record
 
 
 def as_preference(record: dict, seed: int) -> dict:

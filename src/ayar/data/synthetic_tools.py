@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ayar.data.synthetic import distinct_draws
 from ayar.errors import UsageError
 from ayar.recipe import DataConfig
 
@@ -234,18 +235,15 @@ def generate_tool_records(num_records: int, seed: int, languages: list[str], tas
     if unknown:
         raise UsageError(f"unknown tool-calling task(s) {unknown}; choose from {list(ALL_TOOL_TASKS)}")
     rng = random.Random(seed)
-    seen: set[str] = set()
-    for _ in range(num_records * 50):  # bounded: a small task space cannot loop forever
-        if len(seen) == num_records:
-            return
+
+    def draw(index: int) -> tuple[str, str, dict[str, Any]]:
         function, lang = rng.choice(tasks), rng.choice(languages)
-        record = tool_conversation(rng, function, lang, function != NO_TOOL and rng.random() < tool_results,
-                                   f"call_{len(seen):06d}")
-        key = _request_key(record["messages"])
-        if key in seen:
-            continue
-        seen.add(key)
-        yield {"id": f"tool-{len(seen) - 1:06d}", "task": function, "lang": lang, **record}
+        with_result = function != NO_TOOL and rng.random() < tool_results
+        return function, lang, tool_conversation(rng, function, lang, with_result, f"call_{index:06d}")
+
+    drawn = distinct_draws(draw, lambda record: _request_key(record["messages"]), num_records)
+    for index, (function, lang, record) in enumerate(drawn):
+        yield {"id": f"tool-{index:06d}", "task": function, "lang": lang, **record}
 
 
 def synthetic_tool_records(cfg: DataConfig, seed: int) -> Iterator[dict[str, Any]]:
