@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ SETTINGS = [
 ]
 
 
-def recipe_for(tmp: Path, model_dir: Path, name: str, *extra: str) -> Any:
+def recipe_for(tmp: Path, model_dir: Path, name: str, *extra: str, settings: list[str] = SETTINGS) -> Any:
     return load_recipe(None, [f"model.name_or_path={model_dir}", f"run.output_dir={tmp}", f"run.name={name}",
-                              *SETTINGS, *extra])
+                              *settings, *extra])
 
 
 class StopAt(TrainerCallback):
@@ -91,3 +93,25 @@ class _Payload:
 
 def plant(path: Path, marker: Path) -> None:
     torch.save({"state": _Payload(marker)}, path)
+
+
+class AtStep(TrainerCallback):
+    """Runs ``action(model, args)`` when optimizer step ``step`` begins; ``undo`` when it ends."""
+
+    def __init__(self, step: int, action, undo=None) -> None:  # noqa: ANN001
+        self.step, self.action, self.undo, self.handles = step, action, undo, []
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+        if state.global_step + 1 == self.step:
+            self.handles.append(self.action(model, args))
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        if state.global_step == self.step:
+            for handle in self.handles:
+                if handle is not None:
+                    handle.remove()
+
+
+def send_sigterm(model, args):  # noqa: ANN001, ANN201
+    """An ``AtStep`` action: SIGTERM to this process (ayar's fault guard finishes the step, then stops)."""
+    os.kill(os.getpid(), signal.SIGTERM)

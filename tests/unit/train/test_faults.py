@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch
-from resume_helpers import assert_same_weights, recipe_for, step_losses
+from resume_helpers import AtStep, assert_same_weights, recipe_for, send_sigterm, step_losses
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -23,23 +22,6 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     recipe = recipe_for(tmp, tiny_model_dir, "straight", "method.dropout=0.0")
     prepared = prepare(recipe.data, tmp / "data", recipe.run.seed)
     return {"tmp": tmp, "prepared": prepared, "full": train(recipe, str(tiny_model_dir), prepared, recipe.run_dir)}
-
-
-class AtStep(TrainerCallback):
-    """Runs ``action(model, args)`` when optimizer step ``step`` begins; ``undo`` when it ends."""
-
-    def __init__(self, step: int, action, undo=None) -> None:  # noqa: ANN001
-        self.step, self.action, self.undo, self.handles = step, action, undo, []
-
-    def on_step_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
-        if state.global_step + 1 == self.step:
-            self.handles.append(self.action(model, args))
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-        if state.global_step == self.step:
-            for handle in self.handles:
-                if handle is not None:
-                    handle.remove()
 
 
 def nan_weights(model, args):  # noqa: ANN001, ANN201
@@ -102,9 +84,6 @@ def test_skip_drops_a_step_with_a_non_finite_gradient(setup, tiny_model_dir) -> 
 
 
 def test_sigterm_finishes_the_step_checkpoints_and_resume_is_exact(setup, tiny_model_dir) -> None:  # noqa: ANN001
-    def send_sigterm(model, args):  # noqa: ANN001, ANN202
-        os.kill(os.getpid(), signal.SIGTERM)
-
     recipe, run = _run(setup, tiny_model_dir, "sigterm", AtStep(2, send_sigterm), "train.save_steps=100")
     with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 2.*--resume") as err:
         run()

@@ -3,16 +3,12 @@ resumed run ends with the weights and losses of a run that was never stopped."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
-from resume_helpers import SETTINGS, assert_same_weights, step_losses
-from transformers import TrainerCallback
+from resume_helpers import SETTINGS, AtStep, assert_same_weights, recipe_for, send_sigterm, step_losses
 
 from ayar.data.prepare import prepare
-from ayar.recipe import Recipe, load_recipe
 from ayar.train.engine import train
 from ayar.train.faults import EXIT_STOPPED, TrainingStopped
 
@@ -22,31 +18,15 @@ DPO = [*(s for s in SETTINGS if not s.startswith(("method.", "train.epochs"))), 
        "data.format=preference"]
 
 
-def recipe_for(tmp: Path, model_dir: Path, name: str, *extra: str) -> Recipe:
-    return load_recipe(None, [f"model.name_or_path={model_dir}", f"run.output_dir={tmp}", f"run.name={name}",
-                              *DPO, *extra])
-
-
-class SigtermAt(TrainerCallback):
-    """Sends this process SIGTERM as optimizer step ``step`` begins (ayar's fault guard finishes the step)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-        if state.global_step + 1 == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_a_stopped_dpo_run_resumes_exactly(tiny_model_dir: Path, tmp_path: Path) -> None:
-    full_recipe = recipe_for(tmp_path, tiny_model_dir, "full")
+    full_recipe = recipe_for(tmp_path, tiny_model_dir, "full", settings=DPO)
     prepared = prepare(full_recipe.data, tmp_path / "data", full_recipe.run.seed)
     full = train(full_recipe, str(tiny_model_dir), prepared, full_recipe.run_dir)
     assert full.steps == 3
 
-    recipe = recipe_for(tmp_path, tiny_model_dir, "stopped", "train.save_steps=100")
+    recipe = recipe_for(tmp_path, tiny_model_dir, "stopped", "train.save_steps=100", settings=DPO)
     with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 2.*--resume") as err:
-        train(recipe, str(tiny_model_dir), prepared, recipe.run_dir, extra_callbacks=[SigtermAt(2)])
+        train(recipe, str(tiny_model_dir), prepared, recipe.run_dir, extra_callbacks=[AtStep(2, send_sigterm)])
     assert err.value.exit_code == EXIT_STOPPED
     assert not (recipe.run_dir / "model").exists()
     assert [p.name for p in (recipe.run_dir / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]
