@@ -35,8 +35,9 @@ class BatchSummary:
         return asdict(self)
 
 
-def _record_text(record: Any, tokenizer: Any) -> str:
-    """The prompt text of one input record; ValueError names what is wrong with it."""
+def _record_prompt(record: Any, tokenizer: Any) -> tuple[str, list[dict[str, Any]] | None]:
+    """The prompt text of one input record and the tools it offers (None for prompt text and records without
+    tools); ValueError names what is wrong with the record."""
     from ayar.data.chat import RecordError
     from ayar.data.templates import record_to_messages, record_tools, render_prompt
     from ayar.data.tokenize import check_tools_rendered
@@ -44,7 +45,7 @@ def _record_text(record: Any, tokenizer: Any) -> str:
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     if isinstance(record.get("prompt"), str):
-        return record["prompt"]
+        return record["prompt"], None
     if "messages" in record or "instruction" in record:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat records need a model with a chat template; send 'prompt' text instead")
@@ -62,17 +63,8 @@ def _record_text(record: Any, tokenizer: Any) -> str:
             check_tools_rendered(tokenizer, messages, tools)
         except UsageError as exc:
             raise ValueError(str(exc).replace("Set data.template", "Train with data.template")) from None
-        return render_prompt(tokenizer, messages, tools)
+        return render_prompt(tokenizer, messages, tools), tools
     raise ValueError("missing field: one of 'prompt' (text), 'messages' or 'instruction'")
-
-
-def _record_tools(record: Any) -> list[dict[str, Any]] | None:
-    """The tools a valid input record offers (None for prompt-text records and records without tools)."""
-    from ayar.data.templates import record_tools
-
-    if not isinstance(record, dict) or isinstance(record.get("prompt"), str):
-        return None
-    return record_tools(record)
 
 
 def _done_ids(output: Path) -> set[str]:
@@ -117,8 +109,7 @@ def _read_inputs(path: Path, tokenizer: Any, context: int, max_new_tokens: int,
                     record_id = str(record["id"])
                 if record_id in seen:
                     raise ValueError(f"duplicate id '{record_id}'")
-                text = _record_text(record, tokenizer)
-                tools = _record_tools(record)
+                text, tools = _record_prompt(record, tokenizer)
                 n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
                 if n_tokens + max_new_tokens > context:
                     raise ValueError(f"prompt is {n_tokens} tokens; with max_new_tokens {max_new_tokens} that is "
