@@ -6,7 +6,7 @@ knows each right answer: a right answer gets a thumbs up, a wrong one a thumbs d
 the correction (a consistent preference). On the held-out requests the user prefers the model whose
 greedy answer is right; the win rate of v2 over v1 counts ties as half.
 
-    python bench/iterate_demo.py --run runs/quickstart --requests 400 [--set train.epochs=3 ...]
+    python bench/iterate_demo.py --run runs/quickstart --requests 400 [--new-tasks parity] [--set ...]
 
 Writes ``<run>-v2/`` (through `ayar iterate`) and ``<run>-v2/demo.json`` with the figures.
 """
@@ -29,8 +29,13 @@ from ayar.iterate import iterate, record_prompt
 from ayar.recipe import load_recipe
 
 
-def user_requests(run: Path, count: int, seed: int) -> list[dict[str, str]]:
-    """New task instances (prompt, answer) whose prompts are in neither the run's train nor its test split."""
+def user_requests(run: Path, count: int, seed: int, new_tasks: list[str] | None = None,
+                  new_share: float = 0.0) -> list[dict[str, str]]:
+    """New task instances (prompt, answer) whose prompts are in neither the run's train nor its test split.
+
+    With ``new_tasks``, a ``new_share`` of the requests asks for tasks the run never trained on: the need
+    that production traffic shows and the training data did not have.
+    """
     recipe = load_recipe(run / "recipe.yaml")
     syn = recipe.data.synthetic
     seen = set()
@@ -38,10 +43,20 @@ def user_requests(run: Path, count: int, seed: int) -> list[dict[str, str]]:
         path = run / "data" / f"{split}.jsonl"
         if path.is_file():
             seen |= {record_prompt(json.loads(line)) for line in path.open(encoding="utf-8") if line.strip()}
+    new_count = round(count * new_share) if new_tasks else 0
+    out = _unseen(list(syn.tasks), list(syn.languages), count - new_count, seed, seen)
+    if new_count:
+        out += _unseen(list(new_tasks), list(syn.languages), new_count, seed + 1, seen)
+        random.Random(seed).shuffle(out)
+    return out
+
+
+def _unseen(tasks: list[str], languages: list[str], count: int, seed: int, seen: set) -> list[dict[str, str]]:
     out = []
-    for record in generate_records(count * 4, seed, list(syn.languages), list(syn.tasks)):
+    for record in generate_records(count * 4, seed, languages, tasks):
         prompt = alpaca_user_message(record["instruction"], record.get("input"))
         if prompt not in seen:
+            seen.add(prompt)
             out.append({"prompt": prompt, "answer": record["output"], "task": record["task"]})
         if len(out) == count:
             break
@@ -142,6 +157,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7, help="seed of the user's requests (not the run's)")
+    parser.add_argument("--new-tasks", nargs="*", default=[],
+                        help="synthetic tasks the run never trained on, asked by part of the users")
+    parser.add_argument("--new-share", type=float, default=0.5, help="share of requests for --new-tasks")
     parser.add_argument("--users", type=int, default=16, help="scripted users asking at once")
     parser.add_argument("--reuse-log", action="store_true",
                         help="keep the request log of an earlier demo run (same --requests and --seed): iterate only")
@@ -149,7 +167,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     db = args.run.parent / f"{args.run.name}-feedback.sqlite"
-    requests = user_requests(args.run, args.requests, args.seed)
+    requests = user_requests(args.run, args.requests, args.seed, args.new_tasks, args.new_share)
     if args.reuse_log and db.is_file():
         counts = logged_verdicts(db)
     else:
@@ -162,7 +180,8 @@ def main() -> None:
     answers = {r["prompt"]: r["answer"] for r in requests}
     tasks = {r["prompt"]: r["task"] for r in requests}
     forgetting = metrics.get("forgetting") or {}
-    result = {"v1_run": str(args.run), "requests": len(requests), "feedback": counts,
+    result = {"v1_run": str(args.run), "requests": len(requests), "new_tasks": args.new_tasks,
+              "new_share": args.new_share if args.new_tasks else 0.0, "feedback": counts,
               "card": metrics["iterate"]["card"], "method": metrics["iterate"]["method"],
               "v2_overrides": args.overrides, "v2_train": {k: metrics["train"].get(k) for k in
                                                            ("steps", "final_loss", "wall_time_s")},

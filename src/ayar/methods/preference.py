@@ -52,6 +52,9 @@ class PreferenceParams(BaseModel):
 class DpoParams(PreferenceParams):
     loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ...")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust/conservative DPO: assumed label noise.")
+    sft_weight: float = Field(0.0, ge=0, description="Weight of an SFT (negative log-likelihood) term on the chosen "
+                              "answers beside the preference term (RPO; TRL's 'sft' loss type): keeps DPO from "
+                              "lowering the chosen answers' likelihood along with the rejected ones'.")
 
 
 class OrpoParams(PreferenceParams):
@@ -214,8 +217,11 @@ class Dpo(PreferenceMethod):
         return DPOTrainer, DPOConfig
 
     def trl_config_kwargs(self) -> dict[str, Any]:
-        return {"beta": self.params.beta, "loss_type": [self.params.loss_type],
-                "label_smoothing": self.params.label_smoothing}
+        kwargs: dict[str, Any] = {"beta": self.params.beta, "loss_type": [self.params.loss_type],
+                                  "label_smoothing": self.params.label_smoothing}
+        if self.params.sft_weight:
+            kwargs |= {"loss_type": [self.params.loss_type, "sft"], "loss_weights": [1.0, self.params.sft_weight]}
+        return kwargs
 
 
 @register

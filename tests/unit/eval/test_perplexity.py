@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from peft import PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from ayar.eval.perplexity import _nll_sum
+from ayar.eval import perplexity as perplexity_module
+from ayar.eval.perplexity import _nll_sum, _nll_sums
 
 
 def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
@@ -24,3 +26,28 @@ def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
     expected = F.cross_entropy(logits[0, 5 + 2:-1], torch.tensor([11, 13, 15]), reduction="sum")
     assert count == 3
     assert abs(nll - float(expected)) < 1e-4
+
+
+def _one_at_a_time(model: torch.nn.Module, ids: list[int], labels: list[int]) -> float:
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits
+    logits = logits[0, logits.shape[1] - len(ids):-1]
+    return float(F.cross_entropy(logits, torch.tensor(labels[1:]), ignore_index=-100, reduction="sum"))
+
+
+def test_batched_sums_equal_one_sequence_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=32, max_position_embeddings=64)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    gen = torch.Generator().manual_seed(1)
+    pieces = []
+    for length in [3, 17, 9, 30, 9, 2, 25]:
+        ids = torch.randint(0, 40, (length,), generator=gen).tolist()
+        pieces.append((ids, [-100] * (length // 2) + ids[length // 2:]))
+    # a budget of 40 tokens per forward: several batches of mixed widths, padding in most rows
+    monkeypatch.setattr(perplexity_module, "_LOGIT_BUDGET", 40 * 40)
+    batched = _nll_sums(model, pieces)
+    for (ids, labels), (nll, count) in zip(pieces, batched, strict=True):
+        assert count == sum(1 for label in labels[1:] if label != -100)
+        assert nll == pytest.approx(_one_at_a_time(model, ids, labels), rel=1e-5)

@@ -36,11 +36,11 @@ def _model_and_tokenizer(tiny_model_dir: Path) -> tuple[torch.nn.Module, object]
 
 
 def _train(method_name: str, base: str, tiny_model_dir: Path, tmp_path: Path, records: list[dict] = TRAIN,
-           steps: int = 20) -> tuple[object, object, dict, dict[str, torch.Tensor]]:
+           steps: int = 20, **params: object) -> tuple[object, object, dict, dict[str, torch.Tensor]]:
     model, tokenizer = _model_and_tokenizer(tiny_model_dir)
     before = preference_scores(model, tokenizer, HELD_OUT)
     weights = {name: p.detach().clone() for name, p in model.named_parameters()}
-    method = build_method(method_name, {"base": base, "base_params": LORA if base == "lora" else {}})
+    method = build_method(method_name, {"base": base, "base_params": LORA if base == "lora" else {}, **params})
     cfg = TrainConfig(max_steps=steps, batch_size=8, learning_rate=5e-3, logging_steps=5, precision="fp32",
                       warmup_ratio=0)
     trainer = build_preference_trainer(method, model, tokenizer, records, None, cfg, tmp_path, max_length=64)
@@ -64,6 +64,18 @@ def test_lora_preference_training_raises_held_out_accuracy_and_margin(name: str,
     with trainer.model.disable_adapter():
         reference = preference_scores(trainer.model, tokenizer, HELD_OUT)
     assert reference["margins"] == before["margins"]
+
+
+def test_dpo_sft_term_keeps_the_chosen_answers_likely(tiny_model_dir: Path, tmp_path: Path) -> None:
+    plain, tokenizer, before, _ = _train("dpo", "lora", tiny_model_dir, tmp_path / "plain", steps=30)
+    rpo, _, _, _ = _train("dpo", "lora", tiny_model_dir, tmp_path / "rpo", steps=30, sft_weight=1.0)
+    assert rpo.args.loss_type == ["sigmoid", "sft"] and rpo.args.loss_weights == [1.0, 1.0]
+    plain_after = preference_scores(plain.model, tokenizer, HELD_OUT)
+    rpo_after = preference_scores(rpo.model, tokenizer, HELD_OUT)
+    # both learn the preference; only the one with the SFT term also raises the chosen answers' likelihood
+    assert rpo_after["accuracy"] == 1.0 and plain_after["accuracy"] == 1.0
+    assert rpo_after["chosen_logp_mean"] > plain_after["chosen_logp_mean"] + 1.0
+    assert rpo_after["chosen_logp_mean"] > before["chosen_logp_mean"]
 
 
 def test_lora_reference_is_the_base_not_a_second_copy(tiny_model_dir: Path, tmp_path: Path) -> None:
