@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from ayar.data.tokenize import IGNORE_INDEX
 
-
 # Logit elements per forward (tokens x vocabulary, fp32): 512 MB, about 2,700 tokens of a 49k vocabulary.
 _LOGIT_BUDGET = 2**27
 
