@@ -258,7 +258,8 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on a GPU or CPU with native bf16 units, fp32 elsewhere. fp16 needs CUDA."
     )
-    eval_steps: int | None = Field(None, ge=1, description="Validate every N steps (default: once per epoch).")
+    eval_steps: int | None = Field(None, ge=0, description="Validate every N steps, and once at the end (default: "
+                                   "once per epoch); 0: no validation pass during training.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: at the end).")
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(10, ge=1)

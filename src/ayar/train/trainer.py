@@ -291,11 +291,13 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, has_eval: 
                        args_class: type[TrainingArguments] = TrainingArguments, **extra: Any) -> TrainingArguments:
     """Map the recipe's train section onto TrainingArguments (or ``args_class``); ``extra`` fields win."""
     precision = resolve_precision(cfg.precision)
-    eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
+    validates = has_eval and cfg.eval_steps != 0
+    eval_strategy = "no" if not validates else ("steps" if cfg.eval_steps else "epoch")
     save_strategy = "steps" if cfg.save_steps else "no"
     if cfg.load_best_model_at_end or cfg.early_stopping_patience:
-        if not has_eval:
-            raise UsageError("train.early_stopping_patience and load_best_model_at_end need a validation split")
+        if not validates:
+            raise UsageError("train.early_stopping_patience and load_best_model_at_end need a validation split "
+                             "and validation passes (train.eval_steps other than 0)")
         save_strategy = eval_strategy
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),

@@ -105,3 +105,27 @@ def test_at_most_two_private_trainer_overrides_each_explained() -> None:
     assert private == {"_save_checkpoint", "_get_train_sampler"}
     for name in private:
         assert "Private, because" in inspect.getsource(getattr(AyarTrainerMixin, name))
+
+
+@pytest.mark.parametrize(("eval_steps", "validated"), [(5, True), (0, False)])
+def test_eval_steps_zero_skips_the_validation_pass_at_the_end(tmp_path: Path, eval_steps: int,
+                                                              validated: bool) -> None:
+    tok = tokenizer()
+    train_cfg = TrainConfig(batch_size=2, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1, precision="fp32",
+                            packing=False, max_steps=2, eval_steps=eval_steps)
+    trainer = build_trainer(tiny_model("llama", "sdpa").train(), train_cfg, tmp_path / "checkpoints",
+                            Dataset.from_list(examples() * 2), eval_dataset=Dataset.from_list(examples()),
+                            processing_class=tok, chunked_loss=True,
+                            data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE_INDEX))
+    trainer.train()
+    # a step-based strategy validates once at the end even when no multiple of eval_steps is reached
+    assert any("eval_loss" in entry for entry in trainer.state.log_history) is validated
+
+
+def test_best_model_selection_needs_validation_passes(tmp_path: Path) -> None:
+    from ayar.errors import UsageError
+    from ayar.train.trainer import training_arguments
+
+    cfg = TrainConfig(max_steps=2, eval_steps=0, load_best_model_at_end=True)
+    with pytest.raises(UsageError, match="eval_steps"):
+        training_arguments(cfg, tmp_path, seed=0, has_eval=True)
