@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 import shutil
 import sqlite3
@@ -182,6 +183,20 @@ def training_records(method: str, records: dict[str, list[dict[str, Any]]]) -> l
     if method == "kto":
         return records["pairs"] + records["kto"]
     return records["sft"]
+
+
+def replay_records(v1_train: list[dict[str, Any]], feedback_count: int, share: float, seed: int
+                   ) -> list[dict[str, Any]]:
+    """A seeded sample of v1's training records, ``share`` of v2's rows beside ``feedback_count`` feedback rows.
+
+    Training v2 on feedback alone moved the quickstart's model off what v1 had learned (test exact match
+    51% -> 39% after 24 steps on 233 corrections, most of them a task v1 never saw); replaying v1's own data
+    is the usual guard against that forgetting.
+    """
+    if share <= 0 or not v1_train:
+        return []
+    wanted = min(len(v1_train), round(share / (1 - share) * feedback_count))
+    return random.Random(seed).sample(v1_train, wanted)
 
 
 # ---------------------------------------------------------------- v2 recipe and base
@@ -465,17 +480,20 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
     recipe = v2_recipe(v1, name, base.resolve(), method, overrides or [])
     dump_recipe(recipe, v2_dir / "recipe.yaml")
     data_dir = v2_dir / "data"
-    _write_jsonl(trained, data_dir / "train.jsonl")
+    same_format = recipe.data.format == v1.data.format  # v1's rows train v2 as they are (SFT after SFT)
+    replayed = replay_records(v1_data.read_split("train"), len(trained), cfg.replay if same_format else 0.0,
+                              v1.run.seed)
+    _write_jsonl(trained + replayed, data_dir / "train.jsonl")
     _write_jsonl([], data_dir / "validation.jsonl")
     _write_jsonl(v1_data.read_split("test"), data_dir / "test.jsonl")  # the original test split, untouched
     _write_jsonl([r for items in held.values() for r in items], data_dir / "feedback_heldout.jsonl")
     card = {"feedback_rows": sum(len(v) for v in records.values()) + skipped["no_text"], "skipped": skipped,
             "dropped": dropped, "usable": {k: len(v) for k, v in usable.items()},
             "train": {k: len(v) for k, v in train_part.items()}, "held_out": {k: len(v) for k, v in held.items()},
-            "trained_records": len(trained), "method": method}
+            "trained_records": len(trained), "replayed_v1_records": len(replayed), "method": method}
     (data_dir / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     say(f"iterate: {card['usable']} usable feedback records; v2 trains {method} on {len(trained)} "
-          f"(held out {card['held_out']}); dropped {dropped}")
+          f"(held out {card['held_out']}) and {len(replayed)} of v1's training records; dropped {dropped}")
     drift = _drift(run, db, v1)
     update_metrics(v2_dir, "iterate", {"v1_run": str(run), "v2_run": str(v2_dir), "db": str(db), "method": method,
                                        "base": str(base), "card": card, "drift": drift})

@@ -407,6 +407,9 @@ class IterateConfig(Section):
                                "else dpo for pairs, kto for ratings alone, the SFT method for corrections alone.")
     holdout: float = Field(0.2, ge=0, lt=1, description="Share of feedback prompts held out to evaluate v1 vs v2.")
     min_records: int = Field(4, ge=1, description="Fewer usable feedback records than this: stop with an error.")
+    replay: float = Field(0.5, ge=0, lt=1, description="Share of v2's training rows drawn from v1's own training "
+                          "split (a seeded sample), so v2 keeps what v1 learned while it learns the feedback; used "
+                          "when v2 trains on v1's record format (SFT after SFT), else 0. 0: feedback only.")
     gate_metric: str = Field("exact_match", description="Test-split metric the gate guards (a key of eval's "
                              "summary: exact_match, chrf, rougeL...).")
     max_test_drop: float = Field(0.02, ge=0, description="Largest allowed fall of gate_metric on the original "

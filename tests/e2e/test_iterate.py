@@ -19,6 +19,7 @@ from ayar.iterate import (
     hold_out,
     iterate,
     next_run_name,
+    replay_records,
 )
 
 WORDS = ["apple", "river", "light", "window", "garden", "bridge", "teacher", "pencil", "school", "music", "planet",
@@ -90,6 +91,7 @@ def test_iterate_trains_a_gated_v2_from_served_feedback(tiny_model_dir: Path, tm
     assert metrics["iterate"]["method"] == "dpo"  # pairs call for a preference method
     assert card["dropped"]["test_prompt"] == 2  # the leaky correction: its SFT record and its pair
     assert card["usable"] == {"sft": sent["pairs"], "pairs": sent["pairs"], "kto": sent["ratings"]}
+    assert card["replayed_v1_records"] == 0  # v1's rows are instructions, DPO trains on pairs: nothing to replay
     assert card["held_out"]["pairs"] > 0 and card["train"]["pairs"] + card["held_out"]["pairs"] == sent["pairs"]
     trained = [json.loads(line) for line in (v2 / "data" / "train.jsonl").open()]
     held = [json.loads(line) for line in (v2 / "data" / "feedback_heldout.jsonl").open()]
@@ -128,6 +130,16 @@ def _rows() -> list[dict]:
         {**base, "feedback_id": 4, "completion_id": "e", "rating": "down", "correction": None, "prompt": None,
          "completion": None, "correction_chars": 9},
     ]
+
+
+def test_replay_is_a_seeded_share_of_v1s_training_rows() -> None:
+    v1_train = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(50)]
+    replayed = replay_records(v1_train, feedback_count=10, share=0.5, seed=3)
+    assert len(replayed) == 10 and all(r in v1_train for r in replayed)  # half of the 20 rows v2 trains on
+    assert len({r["instruction"] for r in replayed}) == 10 and replayed == replay_records(v1_train, 10, 0.5, 3)
+    assert replayed != replay_records(v1_train, 10, 0.5, 4)
+    assert len(replay_records(v1_train, feedback_count=30, share=0.75, seed=3)) == 50  # capped at what v1 has
+    assert replay_records(v1_train, feedback_count=10, share=0.0, seed=3) == []
 
 
 def test_feedback_rules_corrections_pairs_ratings() -> None:
