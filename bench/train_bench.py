@@ -46,6 +46,7 @@ AYAR_VARIANTS = {  # what the ayar path can do; the goals judge "ayar-default", 
     "ayar-default-ckpt": {"packing": "auto", "precision": "auto", "gradient_checkpointing": True},
     "ayar-nopack": {"precision": "auto"},  # the defaults with packing off
     "ayar-fp32": {},  # fp32, no packing, chunked loss
+    "ayar-default-compile": {"packing": "auto", "precision": "auto", "torch_compile": True},  # fuses elementwise ops
     "ayar-pack-bf16": {"packing": True, "precision": "bf16"},
     # Rows as long as the context, widths rounded to 64: fewer, fuller rows and few distinct shapes
     # (each new shape costs oneDNN a kernel build in bf16).
