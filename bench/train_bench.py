@@ -66,6 +66,7 @@ PEER_VARIANTS = {
     "baseline": {},  # the seed's example: plain Trainer, fp32, per-batch padding
     "baseline-bf16": {"bf16": True},
     "baseline-bf16-group": {"bf16": True, "group_by_length": True},
+    "baseline-group": {"group_by_length": True},  # fp32 with length grouping: the best plain-Trainer setting without bf16 units
     "trl": {"packing": True},  # SFTTrainer with its packing (bfd), fp32
     "trl-nopack": {"packing": False},  # fp32 without bf16 units: per-batch padding
     "trl-padfree": {"packing": False, "padding_free": True},  # fp32, padding-free without packing
