@@ -465,7 +465,8 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
     cfg = v1.iterate
     v1_data = PreparedData(run / "data")
     records, skipped = feedback_records(read_feedback(db))
-    usable, dropped = deduplicate(records, v1_data.read_split("train"), v1_data.read_split("test"))
+    v1_train, v1_test = v1_data.read_split("train"), v1_data.read_split("test")
+    usable, dropped = deduplicate(records, v1_train, v1_test)
     train_part, held = hold_out(usable, cfg.holdout, v1.run.seed)
     method = choose_method(v1, {k: len(v) for k, v in train_part.items()}, cfg.method)
     trained = training_records(method, train_part)
@@ -481,11 +482,10 @@ def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str
     dump_recipe(recipe, v2_dir / "recipe.yaml")
     data_dir = v2_dir / "data"
     same_format = recipe.data.format == v1.data.format  # v1's rows train v2 as they are (SFT after SFT)
-    replayed = replay_records(v1_data.read_split("train"), len(trained), cfg.replay if same_format else 0.0,
-                              v1.run.seed)
+    replayed = replay_records(v1_train, len(trained), cfg.replay if same_format else 0.0, v1.run.seed)
     _write_jsonl(trained + replayed, data_dir / "train.jsonl")
     _write_jsonl([], data_dir / "validation.jsonl")
-    _write_jsonl(v1_data.read_split("test"), data_dir / "test.jsonl")  # the original test split, untouched
+    _write_jsonl(v1_test, data_dir / "test.jsonl")  # the original test split, untouched
     _write_jsonl([r for items in held.values() for r in items], data_dir / "feedback_heldout.jsonl")
     card = {"feedback_rows": sum(len(v) for v in records.values()) + skipped["no_text"], "skipped": skipped,
             "dropped": dropped, "usable": {k: len(v) for k, v in usable.items()},

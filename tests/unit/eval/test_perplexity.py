@@ -9,7 +9,7 @@ from peft import PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from ayar.eval import perplexity as perplexity_module
-from ayar.eval.perplexity import _nll_sum, _nll_sums
+from ayar.eval.perplexity import _nll_sums
 
 
 def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
@@ -19,7 +19,7 @@ def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
     model = get_peft_model(AutoModelForCausalLM.from_config(cfg),
                            PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5)).eval()
     ids, labels = [3, 7, 9, 11, 13, 15], [-100, -100, -100, 11, 13, 15]
-    nll, count = _nll_sum(model, ids, labels)
+    [(nll, count)] = _nll_sums(model, [(ids, labels)])
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits
     assert logits.shape[1] == len(ids) + 5  # the virtual tokens' positions come first
