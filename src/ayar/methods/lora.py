@@ -27,7 +27,10 @@ class LoraParams(BaseModel):
 
     r: int = Field(8, ge=1, description="Rank of the update matrices.")
     alpha: float = Field(16, gt=0, description="Scaling: the update is multiplied by alpha / r.")
-    dropout: float = Field(0.05, ge=0, lt=1)
+    # 0.0 as in peft, torchtune and LLaMA-Factory: dropout on the adapter input keeps one more copy of every
+    # adapted layer's input for backward (memory) and costs a mask per layer per step (4% of a small Llama's
+    # LoRA step in the 2026-11-23 profile, docs/performance.md)
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] | Literal["all-linear", "auto"] = Field(
         "auto", description="Module names to adapt; 'auto' uses peft's choice for the architecture."
     )

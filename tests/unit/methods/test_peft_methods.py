@@ -97,6 +97,27 @@ def test_lora_target_modules_override() -> None:
     assert all("o_proj" in name for name, p in model.named_parameters() if p.requires_grad)
 
 
+def training_forward_is_deterministic(lora_params: dict) -> bool:
+    """Two training-mode forwards of a LoRA Llama with moved adapters, under different seeds, agree bitwise."""
+    import torch
+
+    model = build_method("lora", lora_params).prepare_model(tiny_model("llama"), "causal_lm")
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero, where dropout on A's input would change nothing
+            torch.nn.init.normal_(param, std=0.5)
+    model.train()
+    batch = tiny_batch("llama")
+    torch.manual_seed(0)
+    first = model(**batch).logits
+    torch.manual_seed(1)
+    return torch.equal(first, model(**batch).logits)
+
+
+def test_lora_defaults_train_without_adapter_dropout() -> None:
+    assert training_forward_is_deterministic({})
+    assert not training_forward_is_deterministic({"dropout": 0.5})  # the control: dropout shows here
+
+
 def test_peft_refusal_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="method 'lora' cannot wrap"):
         build_method("lora", {"target_modules": ["no_such_module"]}).prepare_model(tiny_model("llama"), "causal_lm")
