@@ -265,7 +265,6 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         trainer = ayar_trainer(model, tokenizer, train, method, batch, out_dir, spec, AYAR_VARIANTS[system])
     rss_before_train_mb = current_rss_mb()  # runtime, model, data: what training's own memory adds to
-    peak_before_train_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # loading's own peak
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     clock = FirstStepClock()
@@ -286,7 +285,6 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         "train_loss_last": losses[-1] if losses else None, "eval_loss": eval_loss(trainer.model, held_out,
                                                                                   tokenizer.pad_token_id),
         "peak_rss_mb": peak_rss_mb, "rss_before_train_mb": rss_before_train_mb,
-        "peak_rss_before_train_mb": peak_before_train_mb,
         "matmul_params": flops_params, "trainable_params": trainable,
     }
 
@@ -399,8 +397,7 @@ def derive(result: dict[str, Any], method: str, peak: dict[str, float], bf16: bo
     achieved = flops_per_token * tps / 1e9
     # A CPU without bf16 units emulates bf16 matmuls far below its fp32 rate; the reference is then the fp32
     # peak, the fastest matmul the machine has (an MFU above 100% of an emulated peak would mean nothing)
-    native_bf16 = peak["bfloat16"] >= peak["float32"]
-    reference_name = "bf16" if bf16 and native_bf16 else "fp32"
+    reference_name = "bf16" if bf16 and has_bf16_units(peak) else "fp32"
     reference = peak["bfloat16"] if reference_name == "bf16" else peak["float32"]
     return {**result, "real_tokens_per_s": tps, "real_tokens_per_cpu_s": result["real_tokens"] / result["cpu_s"], "s_per_step": result["wall_s"] / max(result["steps"], 1),
             "padding_fraction": 1 - result["real_tokens"] / max(result["slots"], 1),
@@ -427,8 +424,8 @@ def main() -> None:
         print(json.dumps(run_config(json.loads(args.worker))))
         return
     models = args.models or (["gpt2-tiny", "llama-tiny"] if args.quick else ["gpt2-distil", "llama-small", "smollm2"])
-    # The full run is sized for a 2-core CPU shared with other work (an 82M model trains at tens of
-    # real tokens per second there): 32 records of up to 256 tokens keep it under 15 minutes.
+    # The full run takes about 72 minutes on the 2-core AVX2 VM (an 82M model trains at 100-300 real tokens
+    # per second there); --models and --systems narrow it.
     peers = list(PEER_VARIANTS)
     systems = args.systems or ([*peers, "ayar-nopack", "ayar-default"] if args.quick
                                else [*peers, "ayar-default", "ayar-default-ckpt"])
@@ -473,6 +470,11 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
     print(markdown)
 
 
+def has_bf16_units(peak: dict[str, float]) -> bool:
+    """Whether the measured bf16 matmul peak is native (at least the fp32 one) rather than emulated."""
+    return peak["bfloat16"] >= peak["float32"]
+
+
 def is_bf16(system: str) -> bool:
     """Whether a system row multiplies in bf16 on this machine."""
     if system in AYAR_VARIANTS:
@@ -487,14 +489,13 @@ def bf16_rows_this_cpu_can_run(systems: list[str], peak: dict[str, float], chose
     VM), so bf16 is no peer's best setting there and its rows would take hours; rows named with
     ``--systems`` run anyway.
     """
-    if chosen or peak["bfloat16"] >= peak["float32"]:
+    left_out = [] if chosen or has_bf16_units(peak) else [s for s in systems if is_bf16(s)]
+    if not left_out:
         return systems, ""
-    left_out = [s for s in systems if is_bf16(s)]
     reason = (f"{', '.join(left_out)} not run: this CPU has no bf16 units (bf16 matmul {peak['bfloat16']:.1f} "
               f"against fp32 {peak['float32']:.0f} GFLOP/s), so fp32 is every system's best setting here")
-    if left_out:
-        print(reason)
-    return [s for s in systems if s not in left_out], reason if left_out else ""
+    print(reason)
+    return [s for s in systems if s not in left_out], reason
 
 
 def run_round(models: list[str], methods: list[str], systems: list[str], records: int, args: argparse.Namespace,
