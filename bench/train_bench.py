@@ -330,11 +330,12 @@ def trl_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str,
                       processing_class=tokenizer, peft_config=lora_config(model) if method == "lora" else None)
 
 
-def variant_precision(variant: dict) -> str:
-    """The precision a variant trains in on this machine (``auto`` resolved as the engine resolves it)."""
+def variant_precision(variant: dict, bf16_units: bool | None = None) -> str:
+    """The precision a variant trains in (``auto`` resolved as the engine resolves it) on a CPU with or
+    without bf16 units (None: this machine's)."""
     from ayar.train.precision import resolve_precision
 
-    return resolve_precision(variant.get("precision", "fp32"))
+    return resolve_precision(variant.get("precision", "fp32"), bf16_units)
 
 
 def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str, batch: int, out_dir: str,
@@ -475,10 +476,10 @@ def has_bf16_units(peak: dict[str, float]) -> bool:
     return peak["bfloat16"] >= peak["float32"]
 
 
-def is_bf16(system: str) -> bool:
-    """Whether a system row multiplies in bf16 on this machine."""
+def is_bf16(system: str, bf16_units: bool | None = None) -> bool:
+    """Whether a system row multiplies in bf16 on a CPU with or without bf16 units (None: this machine)."""
     if system in AYAR_VARIANTS:
-        return variant_precision(AYAR_VARIANTS[system]) == "bf16"
+        return variant_precision(AYAR_VARIANTS[system], bf16_units) == "bf16"
     return bool(PEER_VARIANTS[system].get("bf16", False))
 
 
@@ -489,7 +490,8 @@ def bf16_rows_this_cpu_can_run(systems: list[str], peak: dict[str, float], chose
     VM), so bf16 is no peer's best setting there and its rows would take hours; rows named with
     ``--systems`` run anyway.
     """
-    left_out = [] if chosen or has_bf16_units(peak) else [s for s in systems if is_bf16(s)]
+    units = has_bf16_units(peak)  # the measured peaks decide, not the host's flags: a test passes them in
+    left_out = [] if chosen or units else [s for s in systems if is_bf16(s, units)]
     if not left_out:
         return systems, ""
     reason = (f"{', '.join(left_out)} not run: this CPU has no bf16 units (bf16 matmul {peak['bfloat16']:.1f} "
@@ -521,7 +523,7 @@ def run_round(models: list[str], methods: list[str], systems: list[str], records
                 spec = {"model": model, "method": method, "system": system, "data": str(data_path),
                         "tokenizer": str(tokenizer_dir), "max_length": args.max_length,
                         "batch_size": args.batch_size, "threads": args.threads}
-                result = derive(run_child(spec), method, peak, is_bf16(system))
+                result = derive(run_child(spec), method, peak, is_bf16(system, has_bf16_units(peak)))
                 rows.append({"model": model, "method": method, "system": system, "round": round_index, **result})
                 print(format_row(rows[-1]), flush=True)
 

@@ -15,7 +15,7 @@ from gguf import GGUFReader
 
 from ayar.eval.generate import stop_token_ids
 from ayar.export import export_model, load_merged
-from ayar.export.llamacpp import REFERENCE_CONVERSATIONS, check_gguf, llama_tokens, open_gguf
+from ayar.export.llamacpp import REFERENCE_CONVERSATIONS, check_gguf, gguf_token_ids, in_llama_cpp
 
 
 def _tuned(base_dir: Path, out: Path, targets: list[str], scale: float) -> Path:
@@ -52,21 +52,18 @@ def test_tiny_fine_tune_in_llama_cpp_tokenizes_and_computes_as_transformers(tiny
     # the same logits at every position of a conversation (the adapter merged in, q/k layout right)
     model, tokenizer = load_merged(tiny_tuned)
     text = tokenizer.apply_chat_template(REFERENCE_CONVERSATIONS[1], tokenize=False)
-    llm = open_gguf(path)
-    ids = llama_tokens(llm, text)
-    llm.reset()
-    llm.eval(ids)
+    [ids] = gguf_token_ids(path, [text])
+    reply = in_llama_cpp(path, "the f32 test export", scores=ids, end_of_generation=True)
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0].numpy()
-    got, end = llm.scores[: len(ids)], tokenizer.convert_tokens_to_ids("<|im_end|>")
+    got, end = reply["scores"], tokenizer.convert_tokens_to_ids("<|im_end|>")
     others = np.arange(got.shape[1]) != end
     assert np.abs(got[:, others] - expected[:, others]).max() < 1e-3
     # the fixture's <|im_end|> output row is built huge (logits up to ~4e4, float32 rounding ~10): it is the
     # argmax at the same positions in both
     assert (got.argmax(1) == expected.argmax(1)).all()
     # llama.cpp itself (llama-server, Ollama) ends a generation at the template's end of turn, as ayar does
-    end_of_generation = [t for t in range(got.shape[1]) if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t)]
-    assert set(stop_token_ids(model, tokenizer)) <= set(end_of_generation)
+    assert set(stop_token_ids(model, tokenizer)) <= set(reply["end_of_generation"])
 
 
 def test_tiny_fine_tune_in_4_bit_loads_and_answers(tiny_tuned: Path, tmp_path: Path) -> None:

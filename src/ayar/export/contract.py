@@ -33,13 +33,7 @@ def check_exported(source: Path, written: Path, fmt: str, force: bool = False) -
         if importlib.util.find_spec("llama_cpp") is None:
             say("note: llama-cpp-python is not installed: the GGUF's token ids were not checked against the contract")
             return
-        from llama_cpp import Llama
+        from ayar.export.llamacpp import gguf_token_ids
 
-        from ayar.export.llamacpp import llama_tokens
-
-        vocab = Llama(str(written), vocab_only=True, verbose=False)  # the tokenizer alone, no weights
-        try:
-            check_token_ids(source, lambda text: llama_tokens(vocab, text), f"llama.cpp reading {written.name}",
-                            force)
-        finally:
-            vocab.close()  # now, not at interpreter exit (where llama-cpp-python's __del__ can fail)
+        check_token_ids(source, lambda texts: gguf_token_ids(written, texts), f"llama.cpp reading {written.name}",
+                        force)

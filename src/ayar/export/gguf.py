@@ -173,7 +173,7 @@ def verify_in_llama_cpp(path: Path, source: Path, model: Any, tokenizer: Any, dt
         return {"skipped": "llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)"}
     has_test_split = source.name == "model" and (source.parent / "data" / "test.jsonl").is_file()
     prompts = heldout_prompts(source, tokenizer, limit=10) if has_test_split else None  # None: built-in ones
-    check = check_gguf(path, model, tokenizer, prompts, max_new_tokens=16)
+    check = check_gguf(path, model, tokenizer, prompts, max_new_tokens=16, dtype=dtype)
     floor = AGREEMENT_FLOOR if dtype in ("f32", "f16") else None  # lower precision: reported, not required
     passed = check.loaded and check.tokens_equal == check.conversations and (floor is None or check.agreement >= floor)
     return {**check.as_dict(), "agreement_floor": floor, "passed": passed}

@@ -8,7 +8,6 @@ answers to held-out prompts are compared token for token with the Hugging Face m
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 
 from ayar.data.templates import render_prompt
 from ayar.eval.generate import stop_token_ids
+from ayar.export.isolated import run_isolated
 
 REFERENCE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},
@@ -65,27 +65,18 @@ class LlamaCppCheck:
         return {**asdict(self), "agreement": self.agreement}
 
 
-def open_gguf(gguf_file: Path, n_ctx: int = 512) -> Any:
-    """A llama.cpp model of the file, on the CPU, quiet, with the logits of every position kept."""
-    from llama_cpp import Llama
-
-    return Llama(str(gguf_file), n_ctx=n_ctx, n_threads=max(1, (os.cpu_count() or 2) - 1), logits_all=True,
-                 verbose=False, seed=0)
+WORKER = "ayar.export.llamacpp_worker"
 
 
-def llama_tokens(llm: Any, text: str) -> list[int]:
-    """llama.cpp's ids for the text, special tokens parsed, no BOS added (the template writes its own)."""
-    return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+def in_llama_cpp(gguf_file: Path, what: str, **request: Any) -> dict[str, Any]:
+    """Run a request of ayar.export.llamacpp_worker (tokenize, greedy, scores, end_of_generation) on the
+    file in a child process; ``what`` names the file and its type in a crash's error (ConsumerCrash)."""
+    return run_isolated(WORKER, {"gguf": str(gguf_file), **request}, "llama.cpp", what)
 
 
-def llama_greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int, stops: list[int]) -> list[int]:
-    """Greedy continuation in llama.cpp, up to a stop id (excluded) or max_new_tokens."""
-    out: list[int] = []
-    for token in llm.generate(prompt_ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
-        if token in stops or len(out) >= max_new_tokens:
-            break
-        out.append(token)
-    return out
+def gguf_token_ids(gguf_file: Path, texts: list[str]) -> list[list[int]]:
+    """llama.cpp's ids for each text (special tokens parsed, no BOS), read from the file's vocabulary only."""
+    return in_llama_cpp(gguf_file, f"the vocabulary of {gguf_file}", tokenize=texts)["tokens"]
 
 
 @torch.inference_mode()
@@ -98,35 +89,37 @@ def hf_greedy(model: Any, prompt_ids: list[int], max_new_tokens: int, stops: lis
 
 
 def check_gguf(gguf_file: Path, model: Any, tokenizer: Any, prompts: list[str] | None = None,
-               conversations: list[list[dict[str, str]]] | None = None, max_new_tokens: int = 16) -> LlamaCppCheck:
-    """Run both checks of the module docstring on ``gguf_file`` against ``model``/``tokenizer``.
+               conversations: list[list[dict[str, str]]] | None = None, max_new_tokens: int = 16,
+               dtype: str = "") -> LlamaCppCheck:
+    """Run both checks of the module docstring on ``gguf_file`` against ``model``/``tokenizer``; llama.cpp
+    runs in a child process, so its crash raises ConsumerCrash naming the file and ``dtype``.
 
     prompts are prompt texts as the model sees them (chat template applied); by default HELD_OUT_PROMPTS
     rendered with the tokenizer's chat template.
     """
-    try:
-        llm = open_gguf(gguf_file)
-    except ValueError as exc:  # llama.cpp refused the file (its log, when verbose, says why)
-        return LlamaCppCheck(mismatches=[{"load": str(exc)}], loaded=False)
     stops = stop_token_ids(model, tokenizer)
-    result = LlamaCppCheck()
     templated = bool(getattr(tokenizer, "chat_template", None))
-    for conversation in conversations or REFERENCE_CONVERSATIONS:
-        text = (tokenizer.apply_chat_template(conversation, tokenize=False) if templated  # else plain text
-                else "\n\n".join(m["content"] for m in conversation))
+    texts = [tokenizer.apply_chat_template(conversation, tokenize=False) if templated  # else plain text
+             else "\n\n".join(m["content"] for m in conversation)
+             for conversation in conversations or REFERENCE_CONVERSATIONS]
+    if prompts is None:
+        prompts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) if templated else p
+                   for p in HELD_OUT_PROMPTS]
+    prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    reply = in_llama_cpp(gguf_file, f"{gguf_file} ({dtype or 'GGUF'})", tokenize=texts,
+                         greedy={"prompts": prompt_ids, "max_new_tokens": max_new_tokens, "stops": stops})
+    if "load_error" in reply:
+        return LlamaCppCheck(mismatches=[{"load": reply["load_error"]}], loaded=False)
+    result = LlamaCppCheck()
+    for text, got in zip(texts, reply["tokens"], strict=True):
         expected = tokenizer(text, add_special_tokens=False)["input_ids"]
-        got = llama_tokens(llm, text)
         result.conversations += 1
         result.tokens_equal += got == expected
         if got != expected:
             result.mismatches.append({"text": text, "transformers": len(expected), "llama.cpp": len(got)})
-    if prompts is None:
-        prompts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) if templated else p
-                   for p in HELD_OUT_PROMPTS]
     model.eval()
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ours, theirs = hf_greedy(model, ids, max_new_tokens, stops), llama_greedy(llm, ids, max_new_tokens, stops)
+    for prompt, ids, theirs in zip(prompts, prompt_ids, reply["greedy"], strict=True):
+        ours = hf_greedy(model, ids, max_new_tokens, stops)
         result.prompts += 1
         result.answers_agree += ours == theirs
         result.answer_tokens += len(ours)

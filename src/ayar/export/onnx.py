@@ -157,8 +157,10 @@ def heldout_prompts(source: Path, tokenizer: Any, limit: int = 4) -> list[str]:
 
 def verify_onnx(model: Any, tokenizer: Any, path: Path, prompts: list[str],
                 max_new_tokens: int = GENERATION_TOKENS) -> dict[str, Any]:
-    """Compare onnxruntime with PyTorch: logits over a left-padded batch of prompts, and greedy generation."""
-    decoder = OnnxDecoder(path)
+    """Compare onnxruntime with PyTorch: logits over a left-padded batch of prompts, and greedy generation.
+    onnxruntime runs in a child process (ayar.export.onnx_worker): its native crash raises ConsumerCrash."""
+    from ayar.export.isolated import run_isolated
+
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -168,22 +170,24 @@ def verify_onnx(model: Any, tokenizer: Any, path: Path, prompts: list[str],
     finally:
         tokenizer.padding_side = side
     mask = batch["attention_mask"]
+    eos = model.generation_config.eos_token_id
+    eos_ids = sorted(set(eos if isinstance(eos, list) else [eos] if eos is not None else []))
+    prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    reply = run_isolated("ayar.export.onnx_worker", {
+        "path": str(path), "input_ids": batch["input_ids"].tolist(), "attention_mask": mask.tolist(),
+        "greedy": {"prompts": prompt_ids, "max_new_tokens": max_new_tokens, "eos": eos_ids}},
+        "onnxruntime", f"{path} (ONNX)")
     with torch.no_grad():
         reference = model(input_ids=batch["input_ids"], attention_mask=mask,
                           position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits.numpy()
-    logits, _ = decoder.forward(batch["input_ids"].numpy(), mask.numpy())
     real = mask.numpy().astype(bool)  # padded positions' logits are meaningless on both sides
-    diff = float(np.abs(logits - reference)[real].max())
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    diff = float(np.abs(reply["logits"] - reference)[real].max())
     generations = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    for prompt, ids, onnx_tokens in zip(prompts, prompt_ids, reply["greedy"], strict=True):
         with torch.no_grad():
             torch_tokens = model.generate(torch.tensor([ids]), attention_mask=torch.ones((1, len(ids)), dtype=torch.long),
                                           do_sample=False, max_new_tokens=max_new_tokens,
                                           pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-        onnx_tokens = decoder.greedy(ids, max_new_tokens, eos_ids)
         generations.append({"prompt": prompt, "torch": torch_tokens, "onnx": onnx_tokens,
                             "match": torch_tokens == onnx_tokens})
     return {"prompts": len(prompts), "max_abs_logits_diff": diff, "logits_atol": LOGITS_ATOL,

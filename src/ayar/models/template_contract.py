@@ -203,23 +203,28 @@ def check_contract(model_dir: Path, tokenizer: Any, force: bool = False, where: 
     return True
 
 
-def check_token_ids(model_dir: Path, tokenize: Callable[[str], list[int]], where: str, force: bool = False) -> bool:
-    """Compare the contract's token ids with another tokenizer's (``tokenize(text)``, no BOS added, special
-    tokens parsed): llama.cpp's for a GGUF export. The stop tokens must be single tokens with the same ids.
-    Returns True when a contract was checked (see check_contract for the rest).
+def check_token_ids(model_dir: Path, tokenize_all: Callable[[list[str]], list[list[int]]], where: str,
+                    force: bool = False) -> bool:
+    """Compare the contract's token ids with another tokenizer's (``tokenize_all(texts)``, one id list per
+    text, no BOS added, special tokens parsed): llama.cpp's for a GGUF export, asked once for every text.
+    The stop tokens must be single tokens with the same ids. Returns True when a contract was checked (see
+    check_contract for the rest).
     """
     contract = read_contract(model_dir)
     if contract is None:
         say(f"note: {model_dir} has no {CONTRACT_FILE}: {where} token ids not checked")
         return False
+    stops = [stored for stored in contract["stop_tokens"].values() if stored is not None]
+    texts = [s["token"] for s in stops] + [t for e in contract["conversations"] for t in (e["text"], e["prompt"])]
+    ids = dict(zip(texts, tokenize_all(texts), strict=True))
     problem = None
     for kind, stored in contract["stop_tokens"].items():
-        if stored is not None and tokenize(stored["token"]) != [stored["id"]]:
-            problem = f"stop token {kind} {stored['token']!r} is {tokenize(stored['token'])}, at training {stored['id']}"
+        if stored is not None and ids[stored["token"]] != [stored["id"]]:
+            problem = f"stop token {kind} {stored['token']!r} is {ids[stored['token']]}, at training {stored['id']}"
             break
     for entry in contract["conversations"] if problem is None else ():
-        problem = (_differs(entry["name"], "token ids", entry["ids"], tokenize(entry["text"]))
-                   or _differs(entry["name"], "prompt token ids", entry["prompt_ids"], tokenize(entry["prompt"])))
+        problem = (_differs(entry["name"], "token ids", entry["ids"], ids[entry["text"]])
+                   or _differs(entry["name"], "prompt token ids", entry["prompt_ids"], ids[entry["prompt"]]))
         if problem:
             break
     if problem:

@@ -188,6 +188,18 @@ def _sampling(p: SamplingParams) -> dict[str, float]:
             "repeat_penalty": p.repetition_penalty or 1.0}
 
 
+def preflight(gguf: Path, tokenizer: Any) -> None:
+    """Decode a few tokens of the file in a child process first: a native crash of llama.cpp's kernels on
+    this CPU or file type would otherwise take the server down mid-request. Here it raises ConsumerCrash,
+    which the server reports as its load error (readyz and every request answer 503 with it)."""
+    from ayar.export.llamacpp import in_llama_cpp
+
+    ids = tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
+    reply = in_llama_cpp(gguf, f"{gguf} (served)", greedy={"prompts": [ids], "max_new_tokens": 2, "stops": []})
+    if "load_error" in reply:
+        raise UsageError(f"llama.cpp cannot load {gguf}: {reply['load_error']}")
+
+
 def load_llamacpp_engine(target: Path, served_name: str | None = None, max_queue: int = 64,
                          threads: int | None = None) -> LlamaCppEngine:
     """Load the GGUF of ``target`` (a .gguf file, a folder holding one, or a run with a GGUF export)."""
@@ -203,6 +215,7 @@ def load_llamacpp_engine(target: Path, served_name: str | None = None, max_queue
     count = threads or max(1, (os.cpu_count() or 2) - 1)  # as the transformers engine: a core for the server
     # the model's own context length (as the transformers engine takes max_position_embeddings), capped
     context = min(MAX_CONTEXT, trained_context(gguf) or MAX_CONTEXT)
+    preflight(gguf, tokenizer)
     llm = Llama(str(gguf), n_ctx=context, n_threads=count, n_threads_batch=count, verbose=False)
     config = SimpleNamespace(generation_config=generation)
     stop_ids = set(stop_token_ids(config, tokenizer)) | _end_of_generation_ids(llm)

@@ -24,18 +24,19 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, cpu_bf16: bool = True) -> str:
+def resolve_precision(precision: str, cpu_bf16: bool | None = None) -> str:
     """fp32/bf16/fp16 for this machine; fp16 only on CUDA (CPUs have no fast fp16 matmul: docs/performance.md).
 
     ``auto`` is bf16 on a GPU that has it and on a CPU with native bf16 units (AVX-512 BF16, AMX),
-    where bf16 autocast trains faster at the same held-out loss (docs/performance.md); fp32 elsewhere,
-    or everywhere on a CPU with ``cpu_bf16=False``.
+    where bf16 autocast trains faster at the same held-out loss (docs/performance.md); fp32 elsewhere.
+    ``cpu_bf16`` says whether the CPU has such units (None: read this CPU's flags), so a caller that
+    measured it, or a test, decides without the host.
     """
     cuda = torch.cuda.is_available()
     if precision == "auto":
         if cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if cpu_bf16 and cpu_has_fast_bf16() else "fp32"
+        return "bf16" if (cpu_has_fast_bf16() if cpu_bf16 is None else cpu_bf16) else "fp32"
     if precision == "fp16" and not cuda:
         raise UsageError("train.precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
     return precision

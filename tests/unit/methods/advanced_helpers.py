@@ -51,13 +51,14 @@ def as_dataset(batch: dict[str, torch.Tensor]) -> Dataset:
 
 
 def train_with(model: torch.nn.Module, method: Method, data: Dataset, out: Path, steps: int,
-               batch_size: int = 16, lr: float = 3e-3, grad_accum: int = 1, warmup: float = 0.0) -> AyarTrainer:
+               batch_size: int = 16, lr: float = 3e-3, grad_accum: int = 1, warmup: float = 0.0,
+               bf16: bool = False) -> AyarTrainer:
     """Train as the engine does (AyarTrainer: meta columns to the method, its loss and optimizer)."""
     args = TrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
         gradient_accumulation_steps=grad_accum, weight_decay=0.0, lr_scheduler_type="constant_with_warmup"
         if warmup else "constant", warmup_steps=warmup, logging_steps=1000, save_strategy="no", report_to="none",
-        use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0, remove_unused_columns=False,
+        use_cpu=True, bf16=bf16, disable_tqdm=True, seed=0, dataloader_num_workers=0, remove_unused_columns=False,
     )
     trainer = AyarTrainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator,
                           callbacks=method.callbacks(), method=method)

@@ -27,28 +27,49 @@ def kl_to(teacher: torch.nn.Module, student: torch.nn.Module, batch: dict[str, t
     return float(F.kl_div(s, t, log_target=True, reduction="batchmean"))
 
 
-def test_student_matches_teacher_better_than_labels_alone(tmp_path: Path) -> None:
+def distilled_and_plain(teacher: torch.nn.Module, data_seed: int, bf16: bool, tmp_path: Path) -> tuple:
+    """Two students built from the teacher by keeping its last block (DistilBERT's initialisation, the
+    method's ``student_layers``), trained on the same 48 labels: one with the teacher (alpha 0.2, T 2), one
+    on the labels alone (alpha 1, the method's own baseline)."""
+    students = []
+    for alpha in (0.2, 1.0):
+        student = tiny_classifier(width=32)  # a fresh copy: a deepcopy would carry the teacher's Trainer state
+        student.load_state_dict(teacher.state_dict())
+        method = build_method("distill", {"teacher": "unused", "alpha": alpha, "temperature": 2.0,
+                                          "student_layers": 1})
+        method.prepare_model(student, "classification")
+        if alpha < 1:
+            method.attach_teacher(teacher, student)
+        train_with(student, method, as_dataset(key_task(48, seed=data_seed)), tmp_path / f"s{alpha}", steps=100,
+                   lr=3e-3, bf16=bf16)
+        students.append(student)
+    return tuple(students)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_student_matches_teacher_better_than_labels_alone(bf16: bool, tmp_path: Path) -> None:
+    # A student trained from scratch on this task was a coin flip: it either escapes the plateau of the
+    # key-finding task within its steps or not, and which one a seed gave changed with the CPU's fp32
+    # kernels (docs/advanced-methods.md). Started from the teacher's block, as DistilBERT does, both arms
+    # learn the task; what distillation adds is the teacher's distribution, over five draws of the labels.
     teacher = tiny_classifier(width=32, seed=1)
     train_with(teacher, build_method("full"), as_dataset(key_task(400, seed=0)), tmp_path / "t", steps=300, lr=3e-3)
     test = key_task(300, seed=9)
     assert accuracy(teacher, test) > 0.9
-
-    small = as_dataset(key_task(48, seed=3))  # few labels: the student alone cannot pin the task down
-    plain = tiny_classifier(seed=2)
-    train_with(plain, build_method("full"), small, tmp_path / "p", steps=100, lr=1e-2)
-    student = tiny_classifier(seed=2)
-    # T=1 here: at T=2 this half-width student matched the teacher's softened logits too slowly in 100 steps
-    method = build_method("distill", {"teacher": "unused", "alpha": 0.2, "temperature": 1.0})
-    method.prepare_model(student, "classification")
-    method.attach_teacher(teacher, student)
-    train_with(student, method, small, tmp_path / "s", steps=100, lr=1e-2)
-
-    kl_plain, kl_student = kl_to(teacher, plain, test), kl_to(teacher, student, test)
-    acc_plain, acc_student = accuracy(plain, test), accuracy(student, test)
-    print(f"KL to teacher: labels only {kl_plain:.3f}, distilled {kl_student:.3f}; "
-          f"test accuracy {acc_plain:.3f} -> {acc_student:.3f}")
-    assert kl_student < 0.3 * kl_plain  # measured: 0.174 -> 0.022
-    assert acc_student >= acc_plain  # measured: 0.967 -> 1.000
+    kl_plain, kl_student, acc_plain, acc_student = [], [], [], []
+    for data_seed in range(3, 8):
+        student, plain = distilled_and_plain(teacher, data_seed, bf16, tmp_path)
+        kl_student.append(kl_to(teacher, student, test))
+        kl_plain.append(kl_to(teacher, plain, test))
+        acc_student.append(accuracy(student, test))
+        acc_plain.append(accuracy(plain, test))
+    print(f"KL to teacher per draw: labels only {[round(k, 6) for k in kl_plain]}, distilled "
+          f"{[round(k, 6) for k in kl_student]}; accuracy {acc_plain} -> {acc_student}")
+    ratios = sorted(s / p for s, p in zip(kl_student, kl_plain, strict=True))
+    assert ratios[-1] < 1  # closer to the teacher on every draw (measured, AMX Xeon: at most 0.33 fp32, 0.47 bf16)
+    assert ratios[2] < 0.3  # and by far on the median draw (measured: 0.003 fp32, 0.004 bf16)
+    assert sum(kl_student) < 0.5 * sum(kl_plain)  # measured: 0.156 against 0.620 fp32, 0.191 against 0.634 bf16
+    assert sum(acc_student) >= sum(acc_plain)
 
 
 def causal_rows() -> dict[str, torch.Tensor]:

@@ -162,8 +162,8 @@ def test_gguf_export_refuses_other_token_ids_in_llama_cpp(folder: Path, tmp_path
     import ayar.export.llamacpp as llamacpp
     from ayar.export import export_model
 
-    real = llamacpp.llama_tokens
-    monkeypatch.setattr(llamacpp, "llama_tokens", lambda llm, text: [*real(llm, text), 0])  # a stray token
+    real = llamacpp.gguf_token_ids
+    monkeypatch.setattr(llamacpp, "gguf_token_ids", lambda path, texts: [[*ids, 0] for ids in real(path, texts)])
     with pytest.raises(UsageError, match=r"llama.cpp reading \S+\.gguf\): stop token eos"):
         export_model(folder, tmp_path / "refused", fmt="gguf", gguf_dtype="f32", verify=False)
     assert export_model(folder, tmp_path / "forced", fmt="gguf", gguf_dtype="f32", verify=False,
@@ -171,19 +171,16 @@ def test_gguf_export_refuses_other_token_ids_in_llama_cpp(folder: Path, tmp_path
 
 
 def test_gguf_token_ids_in_llama_cpp_are_checked(folder: Path, tmp_path: Path) -> None:
-    from llama_cpp import Llama  # installed by `make test`, as tests/unit/test_export_llamacpp.py needs
-
     from ayar.export import export_model
-    from ayar.export.llamacpp import llama_tokens
+    from ayar.export.llamacpp import gguf_token_ids  # llama.cpp installed by `make test`
 
     path = export_model(folder, tmp_path / "gguf", fmt="gguf", gguf_dtype="f32", verify=False)
-    vocab = Llama(str(path), vocab_only=True, verbose=False)
-    assert check_token_ids(folder, lambda text: llama_tokens(vocab, text), "llama.cpp") is True
+    assert check_token_ids(folder, lambda texts: gguf_token_ids(path, texts), "llama.cpp") is True
     contract = json.loads((folder / CONTRACT_FILE).read_text())
     contract["conversations"][1]["ids"][3] += 1  # what a different pre-tokenizer in the GGUF would look like
     (folder / CONTRACT_FILE).write_text(json.dumps(contract))
     with pytest.raises(UsageError, match="llama.cpp.*'system' differs in its token ids at token 3"):
-        check_token_ids(folder, lambda text: llama_tokens(vocab, text), "llama.cpp")
+        check_token_ids(folder, lambda texts: gguf_token_ids(path, texts), "llama.cpp")
 
 
 def test_write_contract_skips_a_tokenizer_without_template(tiny_model_dir: Path, tmp_path: Path) -> None:
