@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("AYAR_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ayar's caches (converted models, the base model's forgetting-probe results) in a folder of this session:
+# a result cached by an earlier run must not make a test pass
+os.environ.setdefault("AYAR_CACHE", tempfile.mkdtemp(prefix="ayar-test-cache-"))
 # Tiny models gain nothing from a second thread, and tests running beside other work slow down
 # many times over when threads oversubscribe the cores; subprocesses inherit this too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

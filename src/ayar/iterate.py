@@ -365,7 +365,7 @@ def gate(evals: dict[str, Any], feedback: dict[str, Any], cfg: IterateConfig,
     else:
         check("held-out feedback", None, None, False, "no held-out feedback shows a gain (raise iterate.holdout)")
     if forgetting is not None:
-        text = forgetting["text"]
+        text = forgetting["text"]["en"]
         check("forgetting: general-text perplexity and answers", text["base_perplexity"], text["tuned_perplexity"],
               forgetting["gate"]["passed"], "; ".join(forgetting["gate"]["reasons"]) or "within eval.forgetting")
     risks = evals.get("risks") or {}

@@ -123,6 +123,11 @@ def stage_train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     plot_loss(result.loss_history, run_dir / "loss_curve.png")
     summary = result.summary()
     update_metrics(run_dir, "train", summary)
+    if recipe.train.interpolate.alpha is not None:
+        from ayar.eval.interpolate import apply_interpolation
+
+        update_metrics(run_dir, "interpolate", apply_interpolation(recipe, run_dir / "model", base_model_path(recipe),
+                                                                   prepared_data(recipe)))
     return summary
 
 
@@ -154,7 +159,8 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
         log_eval(recipe, run_dir, results)
     if forgetting is not None and not forgetting["gate"]["passed"]:
         raise GateError(f"forgetting gate failed: {'; '.join(forgetting['gate']['reasons'])}; the figures are in "
-                        f"{run_dir / 'metrics.json'} (key 'forgetting') and the report (eval.forgetting sets the bounds)")
+                        f"{run_dir / 'metrics.json'} (key 'forgetting') and the report (eval.forgetting sets the "
+                        f"bounds); levers to try: {', '.join(forgetting['gate']['levers'])}")
     return results
 
 

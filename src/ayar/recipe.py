@@ -245,6 +245,37 @@ class MethodConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class SelfDistillConfig(Section):
+    """Self-distillation toward the base: weight x KL(base || tuned) on general prompts, beside the task loss."""
+
+    weight: float = Field(0.0, ge=0, description="Weight of the KL term (0: off).")
+    prompts: str = Field("builtin", description="'builtin' (the general rehearsal instructions, EN and TR) or a "
+                         ".txt / .jsonl file as data.rehearsal.prompts takes; a row's 'output' is distilled too.")
+    batch_size: int = Field(8, ge=1, description="General prompts per training step.")
+    max_length: int = Field(128, ge=8, description="Tokens of each general prompt kept.")
+
+
+class InterpolateConfig(Section):
+    """Interpolation toward the base (WiSE-FT): the fine-tune's change scaled by ``alpha`` after training,
+    written into the saved adapter or weights (so generate, serve and every export use it)."""
+
+    alpha: float | Literal["auto"] | None = Field(
+        None, description="Empty: off. A number in (0, 1]: that share of the change. auto: chosen on the "
+        "validation split (the least forgetting among the values of grid that keep `keep` of the task gain).")
+    grid: list[float] = Field([1.0, 0.8, 0.7, 0.6, 0.5, 0.4], min_length=1, description="Values auto tries.")
+    keep: float = Field(0.9, gt=0, le=1, description="auto: share of the validation-loss improvement to keep.")
+    examples: int = Field(64, ge=1, description="auto: validation records scored.")
+    questions: int = Field(80, ge=2, description="auto: general probe questions whose base answers are scored.")
+    text_tokens: int = Field(512, ge=16, description="auto: tokens of each language's general text scored.")
+
+    @model_validator(mode="after")
+    def _alphas_in_range(self) -> InterpolateConfig:
+        values = [*self.grid, *([] if self.alpha in (None, "auto") else [self.alpha])]
+        if any(not 0 <= float(v) <= 1 for v in values):
+            raise ValueError("train.interpolate: alpha and grid values must lie in [0, 1]")
+        return self
+
+
 class TrainConfig(Section):
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Optimizer steps; -1 means use epochs.")
@@ -287,6 +318,10 @@ class TrainConfig(Section):
     torch_compile: bool = Field(False, description="torch.compile the model (slow first steps; measure first).")
     chunked_loss: bool = Field(True, description="causal_lm: compute the output layer and cross-entropy a chunk of "
                                "tokens at a time, never all logits at once (same loss; less memory).")
+    self_distill: SelfDistillConfig = Field(default_factory=lambda: SelfDistillConfig(),
+                                            description="KL to the base on general prompts, against forgetting.")
+    interpolate: InterpolateConfig = Field(default_factory=lambda: InterpolateConfig(),
+                                           description="WiSE-FT: move the fine-tune back toward its base.")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Experiment trackers: tensorboard (<run>/tb), mlflow "
         "(<run>/mlruns unless MLFLOW_TRACKING_URI), wandb (<run>/wandb, offline unless logged in); [] for none.")
@@ -348,16 +383,34 @@ class RiskConfig(Section):
 
 
 class ForgettingConfig(Section):
-    """Tuned against base on general material the fine-tune never saw; the run fails past the bounds."""
+    """Tuned against base on general material the fine-tune never saw; the run fails past the bounds.
+
+    The answers gate fails when the one-sided exact McNemar test on lost against gained answers gives
+    p < ``significance`` and more than ``max_lost_share`` of the base's correct answers are lost: a run's
+    noise alone does not fail it, real forgetting does. Each scoring is judged on its own."""
 
     enabled: bool = Field(True, description="Measure forgetting (causal_lm runs that evaluate the base too).")
-    text_tokens: int = Field(1024, ge=16, description="Tokens of held-out general English text (pydoc topics).")
+    max_questions: int | None = Field(
+        None, ge=2, description="General questions asked (English and Turkish alternate; empty: all of them).")
+    text_tokens: int = Field(1024, ge=16, description="Tokens of held-out general text per language (en, tr).")
     window: int = Field(256, ge=8, description="Perplexity window in tokens (at most the model's context).")
-    max_new_tokens: int = Field(24, ge=1, description="Answer length for the general questions.")
+    max_new_tokens: int = Field(24, ge=1, description="Answer length for the general questions (greedy scoring).")
+    scoring: list[Literal["greedy", "choice"]] = Field(
+        ["greedy", "choice"], min_length=1, description="greedy: generated answers checked against the accepted "
+        "ones; choice: multiple-choice log-likelihood of the options (no generation; instruction questions "
+        "are scored greedy only).")
     max_perplexity_increase: float | None = Field(
-        0.25, ge=0, description="Fail when the general-text perplexity rises more than this (relative; empty: no bound).")
+        0.25, ge=0, description="Fail when the general-text perplexity rises more than this in a language "
+        "(relative; empty: no bound).")
+    max_lost_share: float | None = Field(
+        0.10, ge=0, le=1, description="Fail when more than this share of the base's correct answers is lost "
+        "and the loss is significant (empty: no bound).")
+    significance: float = Field(0.05, gt=0, lt=1, description="p-value below which the lost answers count as "
+                                "significant (one-sided exact McNemar test).")
     max_answers_lost: int | None = Field(
-        2, ge=0, description="Fail when more of the base's correct general answers are lost (empty: no bound).")
+        None, ge=0, description="Also fail when more than this many correct answers are lost (empty: no bound).")
+    cache: bool = Field(True, description="Keep the base model's probe results by model hash "
+                        "(~/.cache/ayar/forgetting; AYAR_CACHE moves it): a run evaluates the base once.")
 
 
 class ExportConfig(Section):

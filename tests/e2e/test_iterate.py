@@ -111,7 +111,7 @@ def test_iterate_trains_a_gated_v2_from_served_feedback(tiny_model_dir: Path, tm
     assert {"base", "tuned", "comparison"} <= set(metrics["eval"])
     forgetting = next(c for c in gate["checks"] if c["check"].startswith("forgetting"))  # eval.forgetting's gate
     assert forgetting["passed"] == metrics["forgetting"]["gate"]["passed"]
-    assert forgetting["v1"] == metrics["forgetting"]["text"]["base_perplexity"]
+    assert forgetting["v1"] == metrics["forgetting"]["text"]["en"]["base_perplexity"]
     report = (v2 / "report.md").read_text(encoding="utf-8")
     assert "(v1) ->" in report and f"Gate: **{gate['decision'].upper()}**" in report
 

@@ -164,9 +164,10 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
             risks[name] = run_risk_probes(model, tokenizer, models[name]["rows"],
                                           _train_texts(prepared, recipe, tokenizer), recipe)
         if measure_forgetting:
-            from ayar.eval.forgetting import probe
+            from ayar.eval.forgetting import probe, probe_cached
 
-            forgetting[name] = probe(model, tokenizer, cfg)
+            # the base's results are kept by model hash: a run evaluates an unchanged base once
+            forgetting[name] = probe_cached(model, tokenizer, cfg, path) if name == "base" else probe(model, tokenizer, cfg)
         del model
     result: dict[str, Any] = {name: block["summary"] for name, block in models.items()}
     if forgetting:

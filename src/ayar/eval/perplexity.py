@@ -15,7 +15,7 @@ _LOGIT_BUDGET = 2**27
 
 
 @torch.inference_mode()
-def _nll_sums(model: Any, pieces: list[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
+def nll_sums(model: Any, pieces: list[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
     """(summed negative log-likelihood of the labelled tokens, their count) of every (input_ids, labels)
     piece, in right-padded batches of similar length.
 
@@ -79,7 +79,7 @@ def perplexity(model: Any, examples: list[dict[str, list[int]]], context: int, s
     total_nll, total_tokens = 0.0, 0
     per_example, per_example_tokens = [], []
     windows = [sliding_window_pieces(e["input_ids"], e["labels"], context, stride or context) for e in examples]
-    sums = iter(_nll_sums(model, [piece for pieces in windows for piece in pieces]))
+    sums = iter(nll_sums(model, [piece for pieces in windows for piece in pieces]))
     for pieces in windows:
         nll, count = 0.0, 0
         for piece_nll, piece_count in (next(sums) for _ in pieces):
@@ -88,5 +88,6 @@ def perplexity(model: Any, examples: list[dict[str, list[int]]], context: int, s
         per_example_tokens.append(count)
         total_nll, total_tokens = total_nll + nll, total_tokens + count
     mean_nll = total_nll / total_tokens if total_tokens else math.nan
-    return {"perplexity": math.exp(mean_nll), "nll": mean_nll, "tokens": total_tokens,
+    # above ~709 nats exp overflows a float: such a model's perplexity is infinite for every purpose
+    return {"perplexity": math.exp(mean_nll) if mean_nll < 700 else math.inf, "nll": mean_nll, "tokens": total_tokens,
             "per_example_nll": per_example, "per_example_tokens": per_example_tokens}

@@ -175,24 +175,36 @@ def sample_blocks(run_dir: Path, limit: int = 10) -> list[Any]:
                    for r in rows], table_id="samples-table")]
 
 
+def _interval(figures: dict[str, Any]) -> str:
+    low_high = figures.get("lost_share_interval")
+    return f"{figures['lost_share']:.1%} (95% CI {low_high[0]:.1%}-{low_high[1]:.1%})" if low_high else "-"
+
+
 def forgetting_blocks(forgetting: dict[str, Any]) -> list[Any]:
     """Tuned against base on general material the fine-tune never saw, and the gate's verdict."""
     text, answers, gate = forgetting["text"], forgetting["answers"], forgetting["gate"]
     verdict = "passed" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])
+    questions = max((a["questions"] for a in answers.values()), default=0)
+    rows = [[f"{lang} general-text perplexity ({t['tokens']} tokens)", fmt(t["base_perplexity"]),
+             fmt(t["tuned_perplexity"]), f"{t['relative_increase']:+.1%}"] for lang, t in text.items()]
+    for scoring, a in answers.items():
+        rows.append([f"{scoring} answers correct ({a['questions']} questions)", a["base_correct"], a["tuned_correct"],
+                     f"kept {a['kept']}, lost {a['lost']} = {_interval(a)}, gained {a['gained']}, "
+                     f"McNemar p {a['p_value']:.2g}"])
+        rows += [[f"  {lang}", per["base_correct"], per["tuned_correct"], f"lost {per['lost']}, gained {per['gained']}"]
+                 for lang, per in a.get("by_language", {}).items()]
     out: list[Any] = [
         Heading(2, "Forgetting"),
-        Para(f"General material the fine-tune never saw: perplexity on {text['tokens']} tokens of {text['source']}, "
-             f"and {answers['questions']} general questions. Gate (eval.forgetting): perplexity increase at most "
-             f"{fmt(gate['max_perplexity_increase'])}, at most {fmt(gate['max_answers_lost'])} of the base's correct "
-             f"answers lost: {verdict}."),
-        Table(["figure", "base", "tuned", "change"],
-              [["general-text perplexity", fmt(text["base_perplexity"]), fmt(text["tuned_perplexity"]),
-                f"{text['relative_increase']:+.1%}"],
-               ["general questions correct", answers["base_correct"], answers["tuned_correct"],
-                f"kept {answers['kept']}, lost {answers['lost']}, gained {answers['gained']}"]],
-              table_id="forgetting-table"),
+        Para(f"General material the fine-tune never saw: perplexity on text in {', '.join(text)} and {questions} "
+             f"general questions. Gate (eval.forgetting): perplexity increase at most "
+             f"{fmt(gate['max_perplexity_increase'])} per language; a scoring fails when more than "
+             f"{fmt(gate['max_lost_share'])} of the base's correct answers are lost and the one-sided McNemar "
+             f"test gives p < {fmt(gate['significance'])}: {verdict}."
+             + (f" Levers: {', '.join(gate['levers'])}." if gate.get("levers") else "")),
+        Table(["figure", "base", "tuned", "change"], rows, table_id="forgetting-table"),
     ]
-    if answers["lost_examples"]:
+    lost = [x for a in answers.values() for x in a["lost_examples"]][:20]
+    if lost:
         out.append(Table(["question", "base answer", "tuned answer"],
-                         [[_cut(x["prompt"]), _cut(x["base"]), _cut(x["tuned"])] for x in answers["lost_examples"]]))
+                         [[_cut(x["prompt"]), _cut(x["base"]), _cut(x["tuned"])] for x in lost]))
     return out

@@ -22,6 +22,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from ayar.console import say, warn
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import set_template
+from ayar.errors import UsageError
 from ayar.methods import build_method
 from ayar.methods.base import Method, count_parameters
 from ayar.methods.preference import PreferenceMethod
@@ -34,6 +35,7 @@ from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
 from ayar.train.packing import PackingCollator, collator_for_packing, resolve_packing
 from ayar.train.precision import resolve_precision
+from ayar.train.self_distill import SelfDistillation
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
 from ayar.train.tracking import tracking_callbacks
 from ayar.train.trainer import AyarTrainer, build_trainer, prepare_model, training_arguments
@@ -222,8 +224,18 @@ def _build_trainer(recipe: Recipe, method: Method, base_model: str, tokenizer: A
                        else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
         processing_class=tokenizer, method=method, callbacks=extra_callbacks or (), history=history, faults=faults,
         reporters=tracking_callbacks(recipe, run_dir), chunked_loss=next_token and recipe.train.chunked_loss,
+        self_distill=_self_distillation(recipe, model, tokenizer),
     )
     return trainer, (trainable, total)
+
+
+def _self_distillation(recipe: Recipe, model: torch.nn.Module, tokenizer: Any) -> SelfDistillation | None:
+    """The KL term toward the base (``train.self_distill``), for chat causal LMs; None when its weight is 0."""
+    if recipe.train.self_distill.weight == 0:
+        return None
+    if not get_task(recipe.task).chat:
+        raise UsageError(f"train.self_distill keeps a chat model's general behaviour; task '{recipe.task}' has none")
+    return SelfDistillation(model, tokenizer, recipe.train.self_distill, recipe.run.seed)
 
 
 def _free_memory() -> None:

@@ -34,6 +34,7 @@ from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard
 from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
 from ayar.train.precision import resolve_precision, store_frozen_weights_for
+from ayar.train.self_distill import SelfDistillation
 
 META_COLUMNS = ("example_index", "length")  # batch columns kept for methods, never passed to the model
 
@@ -121,8 +122,10 @@ class AyarTrainerMixin:
     """
 
     def __init__(self, *args: Any, method: Method | None = None, faults: FaultGuard | None = None,
-                 chunked_loss: bool = False, resumable_order: bool = True, **kwargs: Any) -> None:
+                 chunked_loss: bool = False, resumable_order: bool = True,
+                 self_distill: SelfDistillation | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.self_distill = self_distill
         self.resumable_order = resumable_order
         self.method = method if method is not None else Method()
         self.chunked_loss = chunked_loss
@@ -150,6 +153,9 @@ class AyarTrainerMixin:
                 # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
                 scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
                 loss = loss + extra / scale
+        if model.training and self.self_distill is not None:
+            scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + self.self_distill.loss(model, self.accelerator.autocast) / scale
         if model.training:
             examples = meta["example_index"].tolist() if "example_index" in meta else None
             if not self.faults.check_loss(loss, self.state.global_step + 1, examples):
@@ -367,6 +373,7 @@ def build_trainer(
     spec: TrainerSpec | None = None,
     arguments: dict[str, Any] | None = None,
     resumable_order: bool = True,
+    self_distill: SelfDistillation | None = None,
 ) -> Trainer:
     """The Trainer for one run: the recipe's train section as arguments, ayar's behaviour, the method's trainer.
 
@@ -393,4 +400,4 @@ def build_trainer(
     return trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, processing_class=processing_class, callbacks=every,
                          method=method, faults=faults, chunked_loss=chunked_loss, resumable_order=resumable_order,
-                         **spec.kwargs)
+                         self_distill=self_distill, **spec.kwargs)

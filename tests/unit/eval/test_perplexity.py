@@ -9,7 +9,7 @@ from peft import PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from ayar.eval import perplexity as perplexity_module
-from ayar.eval.perplexity import _nll_sums
+from ayar.eval.perplexity import nll_sums
 
 
 def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
@@ -19,7 +19,7 @@ def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
     model = get_peft_model(AutoModelForCausalLM.from_config(cfg),
                            PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5)).eval()
     ids, labels = [3, 7, 9, 11, 13, 15], [-100, -100, -100, 11, 13, 15]
-    [(nll, count)] = _nll_sums(model, [(ids, labels)])
+    [(nll, count)] = nll_sums(model, [(ids, labels)])
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits
     assert logits.shape[1] == len(ids) + 5  # the virtual tokens' positions come first
@@ -47,7 +47,7 @@ def test_batched_sums_equal_one_sequence_at_a_time(monkeypatch: pytest.MonkeyPat
         pieces.append((ids, [-100] * (length // 2) + ids[length // 2:]))
     # a budget of 40 tokens per forward: several batches of mixed widths, padding in most rows
     monkeypatch.setattr(perplexity_module, "_LOGIT_BUDGET", 40 * 40)
-    batched = _nll_sums(model, pieces)
+    batched = nll_sums(model, pieces)
     for (ids, labels), (nll, count) in zip(pieces, batched, strict=True):
         assert count == sum(1 for label in labels[1:] if label != -100)
         assert nll == pytest.approx(_one_at_a_time(model, ids, labels), rel=1e-5)
