@@ -19,8 +19,9 @@ from safetensors.torch import load_file, save_file
 from ayar.errors import UsageError
 
 ADAPTER_CONFIG = "adapter_config.json"
-SCALED_KEY = "ayar_interpolation"
-"""Where the folder records the alpha applied, so a second application knows the unscaled value."""
+INTERPOLATION_FILE = "interpolation.json"
+"""Beside the adapter: the alpha applied and the trained lora_alpha/alpha_pattern, so a second application
+scales from the trained values (peft warns about keys of its config that it does not know, so not there)."""
 
 
 def is_lora_folder(folder: Path) -> bool:
@@ -36,12 +37,13 @@ def scale_adapter(folder: Path, alpha: float) -> dict[str, Any]:
     if config.get("peft_type") != "LORA":
         raise UsageError(f"train.interpolate scales LoRA adapters and full fine-tunes; {folder} holds a "
                          f"{config.get('peft_type')} adapter")
-    trained = config.get(SCALED_KEY) or {"lora_alpha": config["lora_alpha"],
-                                         "alpha_pattern": dict(config.get("alpha_pattern") or {})}
+    record = folder / INTERPOLATION_FILE
+    trained = (json.loads(record.read_text(encoding="utf-8")) if record.is_file()
+               else {"lora_alpha": config["lora_alpha"], "alpha_pattern": dict(config.get("alpha_pattern") or {})})
     config["lora_alpha"] = trained["lora_alpha"] * alpha
     config["alpha_pattern"] = {k: v * alpha for k, v in trained["alpha_pattern"].items()}
-    config[SCALED_KEY] = {**trained, "alpha": alpha}
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    record.write_text(json.dumps({**trained, "alpha": alpha}, indent=2), encoding="utf-8")
     return config
 
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from ayar.eval.interpolate import choose
-from ayar.models.interpolate import SCALED_KEY, interpolate_state, scale_adapter
+from ayar.models.interpolate import INTERPOLATION_FILE, interpolate_state, scale_adapter
 from ayar.models.load import load_for_inference, load_model, load_tokenizer
 from ayar.recipe import load_recipe
 
@@ -42,7 +42,7 @@ def test_a_scaled_adapter_moves_the_weights_by_alpha_in_plain_peft(adapter: Path
     config = scale_adapter(adapter, 0.4)
     assert config["lora_alpha"] == pytest.approx(3.2) and config["alpha_pattern"] == {"v_proj": pytest.approx(6.4)}
     scale_adapter(adapter, 0.5)  # relative to the trained adapter, not to the last scaling
-    assert json.loads((adapter / "adapter_config.json").read_text())[SCALED_KEY]["alpha"] == 0.5
+    assert json.loads((adapter / INTERPOLATION_FILE).read_text())["alpha"] == 0.5
     half = _merged_delta(adapter, chatml_model_dir)  # peft itself reads the folder
     for name, delta in full.items():
         assert torch.allclose(half[name], 0.5 * delta, atol=1e-6), name
@@ -95,6 +95,6 @@ def test_a_run_chooses_alpha_on_validation_and_saves_it(tiny_model_dir: Path, tm
     # ...and moving back toward the base undoes its drift on general material, step by step
     drift = [abs(rows[a]["general_nll_increase"]) for a in (0.4, 0.7, 1.0)]
     assert rows[0.0]["general_nll_increase"] == 0 and drift == sorted(drift) and drift[0] < drift[-1]
-    saved = json.loads((recipe.run_dir / "model" / "adapter_config.json").read_text())
-    assert saved[SCALED_KEY]["alpha"] == figures["alpha"] and rows[figures["alpha"]]["task_kept"] >= 0.9
+    saved = json.loads((recipe.run_dir / "model" / INTERPOLATION_FILE).read_text())
+    assert saved["alpha"] == figures["alpha"] and rows[figures["alpha"]]["task_kept"] >= 0.9
     assert load_file(str(recipe.run_dir / "model" / "adapter_model.safetensors"))  # the weights are untouched
