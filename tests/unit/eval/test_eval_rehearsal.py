@@ -63,8 +63,8 @@ def test_the_set_holds_the_answers_the_base_finished_and_no_probe(chatml_model_d
     monkeypatch.setattr(rehearsal, "generate_chat", base)
     prompts = tmp_path / "prompts.jsonl"  # one answer written beforehand: used as it is, not generated again
     rows = [{"instruction": "Say hi."}, {"instruction": "What is the capital of France?"},
-            {"instruction": "what's the capital of France", "output": "Paris."}, {"instruction": "Name a color.",
-            "output": "Red."}, {"instruction": "Tell me a long story about trains."}]
+            {"instruction": "what's the capital of France", "output": "Paris."}, {"instruction": "Suggest a name for a boat.",
+            "output": "Blue Wave."}, {"instruction": "Tell me a long story about trains."}]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     prepared = _prepared(tmp_path, train=12)
     summary = build_rehearsal(_recipe(tmp_path, chatml_model_dir, prompts), str(chatml_model_dir), prepared)
@@ -72,7 +72,7 @@ def test_the_set_holds_the_answers_the_base_finished_and_no_probe(chatml_model_d
     assert [c[-1]["content"] for c in asked] == ["Say hi.", "Tell me a long story about trains."]  # probes never asked
     records = prepared.read_rehearsal()
     pair = [{"instruction": "Say hi.", "output": "Hi there!", "task": "rehearsal"},
-            {"instruction": "Name a color.", "output": "Red.", "task": "rehearsal"}]
+            {"instruction": "Suggest a name for a boat.", "output": "Blue Wave.", "task": "rehearsal"}]
     assert records == pair * 2  # 4 rows beside 12 task records: a quarter
     assert summary["probes_dropped"] == ["What is the capital of France?", "what's the capital of France"]
     assert (summary["asked"], summary["answered"], summary["unfinished_dropped"]) == (3, 2, 1)

@@ -32,11 +32,14 @@ def smollm2_probes(smollm2_dir: Path) -> dict[str, dict]:
 
 def test_the_base_answers_general_questions_both_ways_in_both_languages(smollm2_probes: dict[str, dict]) -> None:
     answers = smollm2_probes["base"]["answers"]
-    assert len(answers["greedy"]) == 60 and 0 < len(answers["choice"]) < 60  # instruction items: greedy only
-    for scoring in ("greedy", "choice"):
-        for lang in ("en", "tr"):
-            rows = [a for a in answers[scoring] if a["lang"] == lang]
-            assert sum(a["correct"] for a in rows) >= 0.25 * len(rows), (scoring, lang)  # something to lose
+    asked = select_questions(60)
+    assert len(answers["greedy"]) == 60  # instruction items are scored greedy only:
+    assert len(answers["choice"]) == sum(q.choices is not None for q in asked) > 0
+    # something to lose in each language: SmolLM2 answers Turkish questions in English when it generates
+    # (1 of 80 right greedily, measured), so Turkish knowledge is probed by multiple choice
+    for scoring, lang in (("greedy", "en"), ("choice", "en"), ("choice", "tr")):
+        rows = [a for a in answers[scoring] if a["lang"] == lang]
+        assert sum(a["correct"] for a in rows) >= 0.25 * len(rows), (scoring, lang)
     assert set(smollm2_probes["base"]["text"]) == {"en", "tr"}
 
 
