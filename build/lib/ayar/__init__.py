@@ -1,0 +1,2 @@
+"""ayar: ince ayar."""
+__version__ = "0.1.0"

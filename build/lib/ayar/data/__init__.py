@@ -1,0 +1,1 @@
+"""Data preparation: load, clean, dedup, pii, format, split, tokenize."""

@@ -1,0 +1,1 @@
+"""The risk report: bias, hallucination, security and privacy probes (carbon lives in ayar.eval.carbon)."""

@@ -1,0 +1,178 @@
+"""One model on one split, per task: per-example rows (output, loss, scores) and the corpus summary.
+
+Each task registers its evaluation and the prompt of a record here by name (``register_eval_task``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ayar.data.templates import record_to_messages, record_tools
+from ayar.data.tokenize import tokenize_chat, tokenize_text
+from ayar.eval.generate import context_length, generate_chat, generate_seq2seq
+from ayar.eval.metrics import classification_metrics, text_metrics
+from ayar.eval.perplexity import perplexity
+from ayar.eval.tool_calls import tool_call_scores
+from ayar.recipe import Recipe
+from ayar.tasks import get_task
+
+
+def _base_rows(records: list[dict[str, Any]], prompts: list[str], references: list[str], tokenizer: Any,
+               recipe: Recipe) -> list[dict[str, Any]]:
+    field = recipe.eval.label_field
+    return [{"id": r.get("id", str(i)), "prompt": p, "reference": ref, "lang": r.get("lang"),
+             "label": r.get(field, r.get("task")),
+             "input_tokens": len(tokenizer(p, add_special_tokens=False)["input_ids"])}
+            for i, (r, p, ref) in enumerate(zip(records, prompts, references, strict=True))]
+
+
+def _attach(rows: list[dict[str, Any]], outputs: list[str], per_example: dict[str, list[float]],
+            ppl: dict[str, Any] | None) -> None:
+    for index, row in enumerate(rows):
+        row["output"] = outputs[index]
+        row |= {name: values[index] for name, values in per_example.items()}
+        if ppl is not None:
+            row["nll"], row["tokens"] = ppl["per_example_nll"][index], ppl["per_example_tokens"][index]
+
+
+def _generation_summary(corpus: dict[str, float], ppl: dict[str, Any] | None, n: int) -> dict[str, Any]:
+    summary: dict[str, Any] = {"perplexity": ppl["perplexity"] if ppl else math.nan,
+                               "nll": ppl["nll"] if ppl else math.nan, **corpus, "examples": n}
+    summary["response_tokens"] = ppl["tokens"] if ppl else 0
+    return summary
+
+
+def evaluate_causal_lm(model: Any, tokenizer: Any, records: list[dict], prompts: list[str], recipe: Recipe) -> dict:
+    """Response perplexity, greedy (or sampled) generations and their text metrics."""
+    cfg = recipe.data
+    if cfg.format == "text":  # plain text has no reference answer: perplexity only
+        examples = [tokenize_text(tokenizer, r["text"], cfg.max_length) for r in records]
+        ppl = perplexity(model, examples, context_length(model), recipe.eval.perplexity_stride)
+        rows = _base_rows(records, [""] * len(records), [""] * len(records), tokenizer, recipe)
+        _attach(rows, [""] * len(records), {}, ppl)
+        return {"summary": {"perplexity": ppl["perplexity"], "nll": ppl["nll"], "exact_match": None,
+                            "examples": len(records), "response_tokens": ppl["tokens"]}, "rows": rows}
+    conversations = [record_to_messages(r, cfg.system_prompt) for r in records]
+    tools = [record_tools(r) for r in records]  # tool records render (and are scored) with their tools
+    examples = [tokenize_chat(tokenizer, c, cfg.max_length, mask_prompt=True, tools=t)
+                for c, t in zip(conversations, tools, strict=True)]
+    ppl = perplexity(model, examples, context_length(model), recipe.eval.perplexity_stride)
+    references = [c[-1]["content"] for c in conversations]
+    outputs = generate_chat(model, tokenizer, [c[:-1] for c in conversations], recipe.eval,
+                            tools if any(tools) else None)
+    langs = [r.get("lang") for r in records]
+    corpus, per_example = text_metrics(outputs, references, recipe.eval.exact_match_normalize, langs)
+    tool_summary, tool_rows = tool_call_scores(outputs, [c[-1] for c in conversations], tools)
+    corpus, per_example = {**corpus, **tool_summary}, {**per_example, **tool_rows}
+    rows = _base_rows(records, prompts, references, tokenizer, recipe)
+    _attach(rows, outputs, per_example, ppl)
+    return {"summary": _generation_summary(corpus, ppl, len(records)), "rows": rows}
+
+
+@torch.inference_mode()
+def _seq2seq_nll(model: Any, tokenizer: Any, sources: list[str], targets: list[str], max_length: int) -> dict:
+    """Token-weighted target perplexity of an encoder-decoder model."""
+    model.eval()
+    per_nll, per_tokens = [], []
+    for source, target in zip(sources, targets, strict=True):
+        batch = tokenizer(source, text_target=target, truncation=True, max_length=max_length, return_tensors="pt")
+        batch = batch.to(model.device)
+        logits = model(**batch).logits.float()
+        loss = F.cross_entropy(logits.transpose(1, 2), batch["labels"], reduction="sum")
+        count = int(batch["labels"].numel())
+        per_nll.append(float(loss) / count if count else math.nan)
+        per_tokens.append(count)
+    total = sum(n * t for n, t in zip(per_nll, per_tokens, strict=True) if t)
+    tokens = sum(per_tokens)
+    mean = total / tokens if tokens else math.nan
+    return {"perplexity": math.exp(mean), "nll": mean, "tokens": tokens, "per_example_nll": per_nll,
+            "per_example_tokens": per_tokens}
+
+
+def evaluate_seq2seq(model: Any, tokenizer: Any, records: list[dict], prompts: list[str], recipe: Recipe) -> dict:
+    """Target perplexity and generated-target text metrics of an encoder-decoder model."""
+    references = [str(r["target"]) for r in records]
+    ppl = _seq2seq_nll(model, tokenizer, prompts, references, recipe.data.max_length)
+    outputs = generate_seq2seq(model, tokenizer, prompts, recipe.eval, recipe.data.max_length)
+    corpus, per_example = text_metrics(outputs, references, recipe.eval.exact_match_normalize,
+                                       [r.get("lang") for r in records])
+    rows = _base_rows(records, prompts, references, tokenizer, recipe)
+    _attach(rows, outputs, per_example, ppl)
+    return {"summary": _generation_summary(corpus, ppl, len(records)), "rows": rows}
+
+
+@torch.inference_mode()
+def evaluate_classification(model: Any, tokenizer: Any, records: list[dict], prompts: list[str],
+                            recipe: Recipe) -> dict:
+    """Accuracy, P/R/F1 and confusion matrix; loss is the cross-entropy of the true label."""
+    model.eval()
+    id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
+    label2id = {v: k for k, v in id2label.items()}
+    true = [str(r["label"]) for r in records]
+    pred: list[str] = []
+    nll: list[float] = []
+    size = recipe.eval.batch_size
+    for start in range(0, len(records), size):
+        batch = tokenizer(prompts[start:start + size], truncation=True, max_length=recipe.data.max_length,
+                          padding=True, return_tensors="pt").to(model.device)
+        logprobs = F.log_softmax(model(**batch).logits.float(), dim=-1)
+        for row, label in zip(logprobs, true[start:start + size], strict=True):
+            pred.append(id2label[int(row.argmax())])
+            nll.append(-float(row[label2id[label]]) if label in label2id else math.nan)
+    summary = classification_metrics(true, pred, labels=sorted(set(true) | set(id2label.values())))
+    known = [v for v in nll if not math.isnan(v)]
+    mean = sum(known) / len(known) if known else math.nan
+    summary = {"perplexity": math.exp(mean), "nll": mean, "exact_match": summary["accuracy"], **summary,
+               "examples": len(records)}
+    rows = _base_rows(records, prompts, true, tokenizer, recipe)
+    for row, p, loss in zip(rows, pred, nll, strict=True):
+        row |= {"output": p, "label": row["reference"], "correct": float(p == row["reference"]), "nll": loss,
+                "tokens": 1}
+    return {"summary": summary, "rows": rows, "true_labels": true, "pred_labels": pred}
+
+
+def evaluate_model(model: Any, tokenizer: Any, records: list[dict[str, Any]], prompts: list[str],
+                   recipe: Recipe) -> dict[str, Any]:
+    """{"summary": corpus figures, "rows": per-example rows (+ labels for classification)} for the recipe's task."""
+    return EVALUATORS[recipe.task](model, tokenizer, records, prompts, recipe)
+
+
+def chat_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    """The last user turn of a conversation record, as trained (system prompt included)."""
+    messages = record_to_messages(record, recipe.data.system_prompt)
+    return messages[-2]["content"] if len(messages) > 1 else ""
+
+
+def record_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    """What the model is asked for one eval record (shown in the report, fed to generation)."""
+    return PROMPTS[recipe.task](record, recipe)
+
+
+Evaluator = Callable[[Any, Any, list[dict], list[str], Recipe], dict]  # (model, tokenizer, records, prompts, recipe)
+Prompt = Callable[[dict[str, Any], Recipe], str]
+
+# Each task's evaluation and eval prompt, by the name the task registry (ayar/tasks.py) gives it.
+EVALUATORS: dict[str, Evaluator] = {}
+PROMPTS: dict[str, Prompt] = {}
+
+
+def register_eval_task(name: str, evaluate: Evaluator, prompt: Prompt) -> None:
+    """Give a registered task its evaluation (summary + per-example rows) and the prompt of a record."""
+    get_task(name)  # a clear error for a task the registry does not know
+    EVALUATORS[name], PROMPTS[name] = evaluate, prompt
+
+
+def unregister_eval_task(name: str) -> None:
+    """Forget a task's evaluation (tests that register a toy task clean up with it)."""
+    EVALUATORS.pop(name, None)
+    PROMPTS.pop(name, None)
+
+
+register_eval_task("causal_lm", evaluate_causal_lm, chat_prompt)
+register_eval_task("classification", evaluate_classification, lambda record, recipe: str(record.get("text", "")))
+register_eval_task("seq2seq", evaluate_seq2seq, lambda record, recipe: str(record.get("source", "")))

@@ -1,0 +1,167 @@
+"""Request bodies of the OpenAI-compatible API and its error object."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_SEED = 2**63 - 1
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+    405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+    429: "rate_limit_error", 503: "service_unavailable", 504: "timeout",
+}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """An OpenAI-style error: ``{"error": {"message", "type", "param", "code"}}``."""
+    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param,
+                      "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _no_lone_surrogates(text: str) -> str:
+    """JSON may carry lone UTF-16 surrogates; no tokenizer can encode them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (lone surrogate)") from None
+    return text
+
+
+class _Body(BaseModel):
+    # Unknown fields are ignored, as OpenAI clients send fields (penalties, logprobs...) this server lacks.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Body):
+    type: Literal["text"] = "text"
+    text: str
+
+    _valid = field_validator("text")(_no_lone_surrogates)
+
+
+class FunctionCall(_Body):
+    name: str
+    arguments: str | dict[str, Any] = Field("{}", description="The arguments as a JSON object (or its text).")
+
+
+class ToolCall(_Body):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = Field(
+        None, description="The message text (or a list of text parts); may be empty on an assistant turn with "
+        "tool_calls.")
+    tool_calls: list[ToolCall] | None = Field(None, description="The calls an assistant turn made.")
+    tool_call_id: str | None = Field(None, description="On a tool turn: the call it answers.")
+    name: str | None = None
+
+    _valid = field_validator("content")(
+        lambda v: _no_lone_surrogates(v) if isinstance(v, str) else v
+    )
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    def as_message(self) -> dict[str, Any]:
+        """The message as chat templates take it (tool-call arguments as objects)."""
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
+                                   "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump(exclude_none=True) for c in self.tool_calls]
+        for key in ("tool_call_id", "name"):
+            if getattr(self, key) is not None and self.role == "tool":
+                message[key] = getattr(self, key)
+        return message
+
+
+class FunctionSchema(_Body):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionSchema
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    model: str = Field(description="A name from GET /v1/models.")
+    max_tokens: int | None = Field(None, ge=1, description="New tokens at most (default: what the context allows).")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 means greedy decoding "
+                                      "(default: the model's generation_config.json, else 1).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Default: the model's generation_config.json, else 1.")
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    min_tokens: int = Field(0, ge=0, description="vLLM extension: generate at least this many tokens.")
+    log: bool = Field(True, description="ayar extension: false keeps this request out of the request log.")
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop strings")
+        for stop in stops:
+            _no_lone_surrogates(stop)
+        return value
+
+    def stop_list(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return [s for s in stops if s]
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+    tools: list[Tool] | None = Field(None, description="Functions the model may call; rendered by the chat "
+                                     "template, and calls in the template's format come back as tool_calls.")
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
+        None, description="'none' hides the tools; other values are read as 'auto' (the model decides).")
+
+    def tool_list(self) -> list[dict[str, Any]] | None:
+        """The tools as chat templates take them, or None (no tools, or tool_choice 'none')."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [t.model_dump(exclude_none=True) for t in self.tools]
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] = Field(description="One prompt (a list must hold exactly one).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        prompts = [value] if isinstance(value, str) else value
+        if len(prompts) != 1:
+            raise ValueError("exactly one prompt per request (n=1, no batched prompts)")
+        _no_lone_surrogates(prompts[0])
+        return value
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
