@@ -1,2 +1,0 @@
-"""ayar: ince ayar."""
-__version__ = "0.1.0"

@@ -1,1 +1,0 @@
-"""Data preparation: load, clean, dedup, pii, format, split, tokenize."""

@@ -1,1 +1,0 @@
-"""The risk report: bias, hallucination, security and privacy probes (carbon lives in ayar.eval.carbon)."""
