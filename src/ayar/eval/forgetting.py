@@ -89,14 +89,15 @@ def general_texts() -> dict[str, str]:
     return {"en": english, "tr": TURKISH_TEXT_FILE.read_text(encoding="utf-8")}
 
 
-def text_perplexity(model: Any, tokenizer: Any, cfg: ForgettingConfig) -> dict[str, dict[str, Any]]:
-    """Perplexity of the model on the first ``cfg.text_tokens`` tokens of each language's text."""
-    window = min(cfg.window, context_length(model))
+def text_perplexity(model: Any, tokenizer: Any, tokens: int, window: int) -> dict[str, dict[str, Any]]:
+    """Perplexity (and mean token loss) of the model on the first ``tokens`` tokens of each language's text,
+    in windows of ``window`` tokens (at most the model's context)."""
+    window = min(window, context_length(model))
     out = {}
     for lang, text in general_texts().items():
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: cfg.text_tokens]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
         result = perplexity(model, [{"input_ids": ids, "labels": ids}], context=window, stride=window)
-        out[lang] = {"perplexity": result["perplexity"], "tokens": result["tokens"]}
+        out[lang] = {"perplexity": result["perplexity"], "nll": result["nll"], "tokens": result["tokens"]}
     return out
 
 
@@ -138,7 +139,7 @@ def probe(model: Any, tokenizer: Any, eval_cfg: EvalConfig) -> dict[str, Any]:
     """Every probe on one model: text perplexity per language and the answers of each scoring."""
     cfg = eval_cfg.forgetting
     questions = select_questions(cfg.max_questions)
-    result: dict[str, Any] = {"text": text_perplexity(model, tokenizer, cfg), "answers": {}}
+    result: dict[str, Any] = {"text": text_perplexity(model, tokenizer, cfg.text_tokens, cfg.window), "answers": {}}
     if "greedy" in cfg.scoring:
         result["answers"]["greedy"] = answer_general_questions(model, tokenizer, cfg, eval_cfg, questions)
     if "choice" in cfg.scoring:

@@ -27,10 +27,16 @@ from ayar.data.prepare import PreparedData
 from ayar.data.templates import record_to_messages, render_conversation, render_prompt
 from ayar.data.tokenize import tokenize_chat
 from ayar.errors import UsageError
-from ayar.eval.forgetting import general_texts, select_questions
-from ayar.eval.generate import context_length, generate_chat
-from ayar.eval.perplexity import nll_sums, perplexity
-from ayar.models.interpolate import interpolate_full, is_lora_folder, read_weights, scale_adapter
+from ayar.eval.forgetting import select_questions, text_perplexity
+from ayar.eval.generate import generate_chat
+from ayar.eval.perplexity import nll_sums
+from ayar.models.interpolate import (
+    interpolate_full,
+    interpolate_state,
+    is_lora_folder,
+    read_weights,
+    scale_adapter,
+)
 from ayar.models.load import load_for_inference
 from ayar.recipe import InterpolateConfig, Recipe
 
@@ -66,16 +72,6 @@ def general_pieces(model: Any, tokenizer: Any, cfg: InterpolateConfig, recipe: R
     return pieces
 
 
-def text_nll(model: Any, tokenizer: Any, tokens: int) -> dict[str, float]:
-    """Mean token loss of each language's general text (its first ``tokens`` tokens)."""
-    window = min(256, context_length(model))
-    out = {}
-    for lang, text in general_texts().items():
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
-        out[lang] = perplexity(model, [{"input_ids": ids, "labels": ids}], context=window, stride=window)["nll"]
-    return out
-
-
 def lora_scaler(model: Any) -> Callable[[float], None]:
     """Set a loaded LoRA model's interpolation in memory (every adapted layer's scaling times alpha)."""
     from peft.tuners.lora import LoraLayer
@@ -90,8 +86,6 @@ def lora_scaler(model: Any) -> Callable[[float], None]:
 
 def full_scaler(model: Any, base_dir: str) -> Callable[[float], None]:
     """Set a loaded full fine-tune's interpolation in memory (base + alpha * (tuned - base))."""
-    from ayar.models.interpolate import interpolate_state
-
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
     base = load_for_inference(base_dir)[0].state_dict()
 
@@ -118,7 +112,8 @@ def score_candidates(recipe: Recipe, tuned_dir: Path, base_dir: str, prepared: P
         for alpha in [0.0, *sorted(set(cfg.grid), reverse=True)]:
             scale(alpha)
             rows.append({"alpha": alpha, "task_nll": _mean_nll(model, task), "general_nll": _mean_nll(model, general),
-                         "text_nll": text_nll(model, tokenizer, cfg.text_tokens)})
+                         "text_nll": {lang: figures["nll"] for lang, figures in text_perplexity(
+                             model, tokenizer, cfg.text_tokens, recipe.eval.forgetting.window).items()}})
     return rows
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ayar.errors import AyarError
 
 REPLY_KEY = "reply"
@@ -57,8 +59,6 @@ def run_isolated(module: str, request: dict[str, Any], consumer: str, what: str,
             raise ConsumerCrash(f"{consumer} failed while checking {what} (exit {proc.returncode}): {last}")
         reply = json.loads(reply_file.read_text(encoding="utf-8"))
         for key, name in list(reply.get("arrays", {}).items()):
-            import numpy as np
-
             reply[key] = np.load(Path(tmp) / name, allow_pickle=False)
         return reply
 
@@ -70,8 +70,6 @@ def worker_main(handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     reply = handle(request)
     arrays = reply.pop("arrays", {})
     if arrays:
-        import numpy as np
-
         names = {}
         for key, array in arrays.items():
             names[key] = f"{key}.npy"

@@ -145,11 +145,16 @@ HEAD_FILE = "head_config.json"  # beside an adapter: the base-config fields its 
 HEAD_FIELDS = ("id2label", "label2id", "pad_token_id")
 
 
+def unwrapped(model: Any) -> Any:
+    """The model under a peft wrapper (``get_base_model``), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def save_head_config(model: Any, folder: str | Path) -> None:
     """Write, beside an adapter, what its base needs to be rebuilt with the same head: a classifier's labels
     (their number sizes the head) and the pad id a decoder classifier finds the last token by. peft's
     adapter files carry the head's weights but not these, and without them the base gets a 2-label head."""
-    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    config = unwrapped(model).config
     fields = {name: getattr(config, name) for name in HEAD_FIELDS if getattr(config, name, None) is not None}
     (Path(folder) / HEAD_FILE).write_text(json.dumps(fields, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -176,7 +181,7 @@ def untie_embeddings(model: Any) -> None:
     layer stay independent. Merging needs it too: peft merges an adapter on each of two tied
     layers into the one shared weight, so both deltas would land in both layers.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     output = base.get_output_embeddings()
     if output is None or not getattr(base.config, "tie_word_embeddings", False):
         return
@@ -188,7 +193,7 @@ def untie_embeddings(model: Any) -> None:
 def _adapter_on_tied_layers(model: Any) -> bool:
     """Whether an adapter wraps the input embeddings or the output layer (peft's wrappers keep the original
     as ``base_layer``, or ``original_module`` for ``modules_to_save``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     layers = (base.get_input_embeddings(), base.get_output_embeddings())
     return any(hasattr(layer, "base_layer") or hasattr(layer, "original_module") for layer in layers)
 

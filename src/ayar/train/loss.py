@@ -67,12 +67,19 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_hidden, grad_weight = ctx.grad_hidden, ctx.grad_weight
-        ctx.grad_hidden = ctx.grad_weight = None  # a second backward through this graph is an error, as usual
-        if grad_hidden is None:
-            raise RuntimeError("LinearCrossEntropy's backward ran twice; its gradients were made once")
-        weight_grad = grad_weight.mul_(grad_output).to(ctx.weight_dtype) if grad_weight is not None else None
-        return grad_hidden.mul_(grad_output.to(grad_hidden.dtype)), weight_grad, None, None
+        return (*gradients_made_in_forward(ctx, grad_output, "LinearCrossEntropy"), None, None)
+
+
+def gradients_made_in_forward(ctx: Any, grad_output: torch.Tensor,
+                              name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The backward of a function that made its (hidden, weight) gradients in the forward and kept them on
+    ``ctx``: both scaled by ``grad_output`` in place, handed over once."""
+    grad_hidden, grad_weight = ctx.grad_hidden, ctx.grad_weight
+    ctx.grad_hidden = ctx.grad_weight = None  # a second backward through this graph is an error, as usual
+    if grad_hidden is None:
+        raise RuntimeError(f"{name}'s backward ran twice; its gradients were made once")
+    weight_grad = grad_weight.mul_(grad_output).to(ctx.weight_dtype) if grad_weight is not None else None
+    return grad_hidden.mul_(grad_output.to(grad_hidden.dtype)), weight_grad
 
 
 def equal_chunks(size: int, chunk: int) -> list[slice]:

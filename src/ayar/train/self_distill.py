@@ -29,8 +29,15 @@ from torch import nn
 from ayar.data.rehearsal import load_prompts
 from ayar.data.templates import render_conversation, render_prompt
 from ayar.errors import UsageError
+from ayar.models.load import unwrapped
 from ayar.recipe import RehearsalConfig, SelfDistillConfig
-from ayar.train.loss import chunk_tokens, equal_chunks, hidden_states_as_logits, output_layer
+from ayar.train.loss import (
+    chunk_tokens,
+    equal_chunks,
+    gradients_made_in_forward,
+    hidden_states_as_logits,
+    output_layer,
+)
 
 
 class LinearKL(torch.autograd.Function):
@@ -64,12 +71,7 @@ class LinearKL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_hidden, grad_weight = ctx.grad_hidden, ctx.grad_weight
-        ctx.grad_hidden = ctx.grad_weight = None
-        if grad_hidden is None:
-            raise RuntimeError("LinearKL's backward ran twice; its gradients were made once")
-        weight_grad = grad_weight.mul_(grad_output).to(ctx.weight_dtype) if grad_weight is not None else None
-        return grad_hidden.mul_(grad_output.to(grad_hidden.dtype)), weight_grad, None, None, None
+        return (*gradients_made_in_forward(ctx, grad_output, "LinearKL"), None, None, None)
 
 
 def general_sequences(tokenizer: Any, cfg: SelfDistillConfig) -> list[list[int]]:
@@ -95,13 +97,9 @@ class SelfDistillation:
         self.batches = self._batches()
         # An adapter is switched off to get the base; weights a method changes need a frozen copy of them.
         self.frozen_base = None if hasattr(model, "disable_adapter") else copy.deepcopy(model).eval().requires_grad_(False)
-        if output_layer(self._unwrap(model)) is None:
+        if output_layer(unwrapped(model)) is None:
             raise UsageError("train.self_distill needs a causal LM with a plain linear output layer (a "
                              f"{getattr(model.config, 'model_type', '?')} model, or LoRA on lm_head, has none)")
-
-    @staticmethod
-    def _unwrap(model: nn.Module) -> nn.Module:
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def _batches(self) -> Iterator[list[list[int]]]:
         while True:
@@ -119,7 +117,7 @@ class SelfDistillation:
         return ids.to(device), mask.to(device)
 
     def _hidden(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, nn.Linear]:
-        parent, attribute, layer = output_layer(self._unwrap(model))
+        parent, attribute, layer = output_layer(unwrapped(model))
         with hidden_states_as_logits(parent, attribute):
             return model(input_ids=ids, attention_mask=mask).logits, layer
 

@@ -150,17 +150,20 @@ class AyarTrainerMixin:
             loss, outputs = self._task_loss(model, inputs, num_items_in_batch, wanted)
             extra = self.method.extra_loss(model, inputs, outputs) if model.training else None
             if extra is not None:
-                # The task loss is already normalised over the accumulated batch; a per-batch extra term is not.
-                scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
-                loss = loss + extra / scale
+                loss = loss + extra / self._per_batch_scale(num_items_in_batch)
         if model.training and self.self_distill is not None:
-            scale = self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
-            loss = loss + self.self_distill.loss(model, self.accelerator.autocast) / scale
+            loss = loss + self.self_distill.loss(model, self.accelerator.autocast) / self._per_batch_scale(
+                num_items_in_batch)
         if model.training:
             examples = meta["example_index"].tolist() if "example_index" in meta else None
             if not self.faults.check_loss(loss, self.state.global_step + 1, examples):
                 loss = torch.zeros((), device=loss.device, requires_grad=True)  # backward reaches no weight
         return (loss, outputs) if return_outputs else loss
+
+    def _per_batch_scale(self, num_items_in_batch: Any) -> int:
+        """What a per-micro-batch term is divided by: the task loss is already normalised over the accumulated
+        batch when the Trainer counted its items; a term added per micro-batch is not."""
+        return self.args.gradient_accumulation_steps if num_items_in_batch is not None else 1
 
     def _task_loss(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any,
                    outputs_wanted: bool = True) -> tuple[Any, Any]:
