@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -71,13 +72,26 @@ GENERAL_QUESTIONS = load_questions()
 
 def select_questions(max_questions: int | None,
                      questions: tuple[GeneralQuestion, ...] = GENERAL_QUESTIONS) -> tuple[GeneralQuestion, ...]:
-    """The first ``max_questions`` with English and Turkish alternating (each in file order), so any size
-    is balanced between the languages; all of them when None."""
-    by_lang = [[q for q in questions if q.lang == lang] for lang in ("en", "tr")]
+    """The first ``max_questions`` with English and Turkish alternating, each language's subjects
+    interleaved in proportion, so any size is balanced between the languages and spans every subject;
+    all of them when None."""
+    by_lang = [_interleave_subjects([q for q in questions if q.lang == lang]) for lang in ("en", "tr")]
     alternating = [q for pair in zip(*by_lang, strict=False) for q in pair]
     longer = max(by_lang, key=len)
     alternating += longer[min(map(len, by_lang)):]
     return tuple(alternating[:max_questions] if max_questions else alternating)
+
+
+def _interleave_subjects(questions: list[GeneralQuestion]) -> list[GeneralQuestion]:
+    """Questions ordered by their relative place within their subject (file order kept inside one), so
+    every prefix holds each subject in about its share of the whole."""
+    counts = Counter(q.subject for q in questions)
+    seen: Counter[str] = Counter()
+    keyed = []
+    for index, question in enumerate(questions):
+        keyed.append(((seen[question.subject] + 0.5) / counts[question.subject], index, question))
+        seen[question.subject] += 1
+    return [question for *_, question in sorted(keyed, key=lambda item: item[:2])]
 
 
 @cache

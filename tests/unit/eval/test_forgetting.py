@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,15 @@ def test_questions_alternate_languages_at_any_size() -> None:
         chosen = select_questions(size)
         assert len(chosen) == size and abs(sum(q.lang == "tr" for q in chosen) - size / 2) <= 0.5
     assert len(select_questions(None)) == len(GENERAL_QUESTIONS)
+
+
+def test_every_subset_spans_every_subject_in_proportion() -> None:
+    whole = Counter((q.lang, q.subject) for q in GENERAL_QUESTIONS)
+    for size in (60, 160):
+        chosen = Counter((q.lang, q.subject) for q in select_questions(size))
+        for (lang, subject), total in whole.items():
+            share = total / sum(n for (other, _), n in whole.items() if other == lang)
+            assert abs(chosen[lang, subject] - share * size / 2) <= 1.5, (size, lang, subject)
 
 
 def test_the_probe_is_large_balanced_and_its_choices_are_checkable() -> None:
