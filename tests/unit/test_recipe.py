@@ -96,3 +96,18 @@ def test_the_schemas_allowed_values_each_have_their_implementation() -> None:
 
     assert set(PII_TYPES) == set(typing.get_args(PiiType)) == set(PiiConfig().types)
     assert set(DTYPES) == set(typing.get_args(ModelConfig.model_fields["dtype"].annotation))
+
+
+def test_every_public_name_of_the_recipe_package_is_importable_from_ayar_recipe() -> None:
+    """The schema lives in several modules; ``from ayar.recipe import X`` keeps working for every one of them."""
+    import importlib
+    import pkgutil
+
+    import ayar.recipe
+
+    modules = [importlib.import_module(f"ayar.recipe.{m.name}") for m in pkgutil.iter_modules(ayar.recipe.__path__)]
+    defined = {name for module in modules for name, value in vars(module).items()
+               if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__}
+    assert {"Recipe", "DataConfig", "load_recipe", "params_error"} <= defined
+    assert defined <= set(ayar.recipe.__all__)
+    assert all(hasattr(ayar.recipe, name) for name in ayar.recipe.__all__)
