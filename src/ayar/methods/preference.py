@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 
 from ayar.console import say
 from ayar.errors import UsageError
-from ayar.methods import register
+from ayar.methods import available_methods, register
 from ayar.methods.base import Method, TrainerSpec
 from ayar.methods.lora import LoraParams, lora_config
 
@@ -136,6 +136,22 @@ class PreferenceMethod(Method):
         """Records in TRL's conversational shape for this method's trainer."""
         pairs = [to_conversational(r, system_prompt) for r in records]
         return unpair(pairs) if self.unpaired else [p for p in pairs if "chosen" in p]
+
+    @classmethod
+    def data_format(cls) -> str:
+        """The ``data.format`` this method's records come in: ``kto`` when unpaired, else ``preference``."""
+        return "kto" if cls.unpaired else "preference"
+
+
+def preference_methods(unpaired: bool | None = None) -> dict[str, type[PreferenceMethod]]:
+    """Registered preference methods by name, by the feedback they train on.
+
+    ``unpaired=False``: methods trained on (chosen, rejected) pairs; ``True``: methods trained on single
+    answers labelled good or bad (pairs split into two such records); None: both. Read from the registry,
+    so a new preference method module is listed with no change elsewhere.
+    """
+    return {name: cls for name, cls in available_methods().items()
+            if issubclass(cls, PreferenceMethod) and unpaired in (None, cls.unpaired)}
 
 
 def _output_layer_name(model: PreTrainedModel) -> str | None:

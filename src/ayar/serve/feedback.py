@@ -4,7 +4,8 @@ Body: ``{"id": "<completion id>", "rating": "up" | "down", "correction": "<a bet
 "preferred_id": "<another completion id>"}``; ``id`` and at least one of the others. The completion must
 be in the request log (serve with ``--log-db``; a request sent with ``"log": false`` never is, so its
 feedback is refused as unknown: consent holds). The correction's text is kept only with text logging on,
-PII-redacted like prompts; ``ayar iterate`` turns the log into training data.
+PII-redacted like prompts; ``ayar iterate`` reads it back (``ayar.serve.logging_db.read_feedback``) and
+turns it into training data.
 """
 
 from __future__ import annotations

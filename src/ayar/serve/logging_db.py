@@ -2,6 +2,7 @@
 
 Off by default: what users send is theirs. Counts and timings are logged when logging is on; the
 prompt's text only when text logging is on too, and then PII-redacted with the data pipeline's detectors.
+The schema's readers live here too: ``read_feedback`` (for ``ayar iterate``) and ``latest_drift``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ayar.errors import UsageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -52,6 +55,17 @@ CREATE TABLE IF NOT EXISTS drift (
 );
 """
 DRIFT_LEVELS = {"OK": 0, "WARN": 1, "ALERT": 2}
+# Each feedback row with the request it judges (failed requests carry no answer to judge) and, when the user
+# named a preferred completion, that completion's prompt and text.
+FEEDBACK_SQL = """
+SELECT f.id, f.completion_id, f.rating, f.correction, f.correction_chars, f.preferred_id,
+       r.prompt, r.completion, p.completion, p.prompt
+FROM feedback f JOIN requests r ON r.completion_id = f.completion_id AND r.status < 400
+LEFT JOIN requests p ON p.completion_id = f.preferred_id
+ORDER BY f.id
+"""
+FEEDBACK_FIELDS = ("feedback_id", "completion_id", "rating", "correction", "correction_chars", "preferred_id",
+                   "prompt", "completion", "preferred", "preferred_prompt")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -191,6 +205,25 @@ class RequestLog:
                 pass  # a full disk must not take the API down; the record is lost, the request is not
             finally:
                 self._queue.task_done()
+
+
+def read_feedback(path: Path) -> list[dict[str, Any]]:
+    """Every feedback row joined with its logged request (and the preferred completion's text, if any).
+
+    Keys: ``FEEDBACK_FIELDS``; ``prompt``, ``completion``, ``correction`` and ``preferred`` are None where the
+    server ran without text logging. The log is opened read-only, so a running server keeps writing.
+    """
+    if not Path(path).is_file():
+        raise UsageError(f"request log not found: {path} (serve with --log-text --log-db {path})")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(FEEDBACK_SQL).fetchall()
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path} holds no feedback table (an ayar request log from before /v1/feedback?): "
+                         f"{exc}") from None
+    finally:
+        conn.close()
+    return [dict(zip(FEEDBACK_FIELDS, row, strict=True)) for row in rows]
 
 
 def latest_drift(path: Path | None) -> dict[str, float]:
