@@ -9,7 +9,9 @@ import pytest
 
 from ayar.data.rehearsal import (
     BUILTIN_PROMPTS,
+    PROMPTS_FILE,
     REHEARSAL_TASK,
+    builtin_prompts,
     load_prompts,
     rehearsal_records,
     repeats_for_share,
@@ -24,6 +26,24 @@ def test_builtin_prompts_are_unique_and_in_both_languages() -> None:
     assert prompts == [(p, None) for p in BUILTIN_PROMPTS] and len(set(prompts)) == len(prompts) >= 60
     assert sum(any(c in p for c in "çğıöşüİ") for p, _ in prompts) >= 20  # Turkish ones too
     assert load_prompts(RehearsalConfig(max_prompts=5)) == prompts[:5]
+
+
+def test_builtin_prompts_are_package_data_with_a_language_each() -> None:
+    from importlib import resources
+
+    import ayar.data.rehearsal
+
+    rows = [json.loads(line) for line in resources.files("ayar.data").joinpath(PROMPTS_FILE)
+            .read_text(encoding="utf-8").splitlines()]
+    assert all(set(row) == {"lang", "topic", "instruction"} and row["instruction"].strip() for row in rows)
+    assert builtin_prompts() == BUILTIN_PROMPTS == tuple(row["instruction"] for row in rows)
+    assert ayar.data.rehearsal.BUILTIN_PROMPTS is builtin_prompts()  # read once
+    by_lang = {lang: [r["instruction"] for r in rows if r["lang"] == lang] for lang in ("en", "tr")}
+    assert len(by_lang["en"]) + len(by_lang["tr"]) == len(rows) and 0.5 < len(by_lang["en"]) / len(rows) < 0.7
+    turkish = "çğıöşüİ"
+    assert not any(c in p for p in by_lang["en"] for c in turkish)  # an English row holds no Turkish letter
+    assert sum(any(c in p for c in turkish) for p in by_lang["tr"]) > 0.8 * len(by_lang["tr"])
+    assert not hasattr(ayar.data.rehearsal, "NO_SUCH_NAME")
 
 
 def test_prompts_from_txt_and_jsonl_files(tmp_path: Path) -> None:
