@@ -1,13 +1,16 @@
 """Layers import downward only, and no two packages import each other (read from the source with ast).
 
-recipe/errors/safety at the bottom, then data, models, methods, train, eval, export, serve, then
+recipe/errors/safety/tasks at the bottom, then data, models, methods, train, eval, export, serve, then
 pipeline, ui and cli. A module may import its own package and any lower layer, at module level or
-inside a function alike (a late import is still a dependency).
+inside a function alike (a late import is still a dependency). Code named lazily as ``"ayar.x:function"``
+(a task's parts, the serve engines) must exist, and only a task definition names a higher layer's code
+(the layer that runs a task's part resolves it itself).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,40 @@ def test_layers_import_downward_only() -> None:
     upward = sorted({(unit_of(a), unit_of(b), where) for a, b, where in imports()
                      if unit_of(a) in LEVEL and unit_of(b) in LEVEL and LEVEL[unit_of(b)] > LEVEL[unit_of(a)]})
     assert not upward, "\n".join(f"{a} imports {b} ({where})" for a, b, where in upward)
+
+
+def lazy_names() -> list[tuple[str, str, str]]:
+    """(naming module, named ``"ayar.x.y:function"``, file:line) for every such string in the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and re.fullmatch(r"ayar(\.\w+)+:\w+", node.value):
+                found.append((module, node.value, f"{path.relative_to(SRC)}:{node.lineno}"))
+    return found
+
+
+def test_lazily_named_code_exists() -> None:
+    assert {named.split(":")[0] for _, named, _ in lazy_names()} >= {"ayar.train.tasks", "ayar.eval.tasks"}
+    missing = []
+    for _, named, where in lazy_names():
+        module, function = named.split(":")
+        parts = module.split(".")
+        path = next((p for p in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py"))
+                     if p.is_file()), None)
+        defined = set() if path is None else {
+            node.name for node in ast.parse(path.read_text(encoding="utf-8")).body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        if function not in defined:
+            missing.append(f"{where}: {named}")
+    assert not missing, "\n".join(missing)
+
+
+def test_only_task_definitions_name_a_higher_layers_code() -> None:
+    upward = sorted(f"{where}: {named}" for module, named, where in lazy_names()
+                    if unit_of(module) != "tasks" and LEVEL[unit_of(named.split(":")[0])] > LEVEL[unit_of(module)])
+    assert not upward, "\n".join(upward)
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()))

@@ -1,6 +1,6 @@
 """One model on one split, per task: per-example rows (output, loss, scores) and the corpus summary.
 
-Each task registers its evaluation and the prompt of a record here by name (``register_eval_task``).
+A task's definition (``ayar.tasks``) names its evaluation and the prompt of a record among the functions here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from ayar.eval.perplexity import perplexity
 from ayar.eval.tool_calls import tool_call_scores
 from ayar.recipe import Recipe
 from ayar.tasks import get_task
+
+Evaluator = Callable[[Any, Any, list[dict], list[str], Recipe], dict]  # (model, tokenizer, records, prompts, recipe)
+Prompt = Callable[[dict[str, Any], Recipe], str]
 
 
 def _base_rows(records: list[dict[str, Any]], prompts: list[str], references: list[str], tokenizer: Any,
@@ -139,7 +142,8 @@ def evaluate_classification(model: Any, tokenizer: Any, records: list[dict], pro
 def evaluate_model(model: Any, tokenizer: Any, records: list[dict[str, Any]], prompts: list[str],
                    recipe: Recipe) -> dict[str, Any]:
     """{"summary": corpus figures, "rows": per-example rows (+ labels for classification)} for the recipe's task."""
-    return EVALUATORS[recipe.task](model, tokenizer, records, prompts, recipe)
+    evaluate: Evaluator = get_task(recipe.task).part("evaluate")
+    return evaluate(model, tokenizer, records, prompts, recipe)
 
 
 def chat_prompt(record: dict[str, Any], recipe: Recipe) -> str:
@@ -150,29 +154,15 @@ def chat_prompt(record: dict[str, Any], recipe: Recipe) -> str:
 
 def record_prompt(record: dict[str, Any], recipe: Recipe) -> str:
     """What the model is asked for one eval record (shown in the report, fed to generation)."""
-    return PROMPTS[recipe.task](record, recipe)
+    prompt: Prompt = get_task(recipe.task).part("prompt")
+    return prompt(record, recipe)
 
 
-Evaluator = Callable[[Any, Any, list[dict], list[str], Recipe], dict]  # (model, tokenizer, records, prompts, recipe)
-Prompt = Callable[[dict[str, Any], Recipe], str]
-
-# Each task's evaluation and eval prompt, by the name the task registry (ayar/tasks.py) gives it.
-EVALUATORS: dict[str, Evaluator] = {}
-PROMPTS: dict[str, Prompt] = {}
+def text_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    """The text a classifier labels."""
+    return str(record.get("text", ""))
 
 
-def register_eval_task(name: str, evaluate: Evaluator, prompt: Prompt) -> None:
-    """Give a registered task its evaluation (summary + per-example rows) and the prompt of a record."""
-    get_task(name)  # a clear error for a task the registry does not know
-    EVALUATORS[name], PROMPTS[name] = evaluate, prompt
-
-
-def unregister_eval_task(name: str) -> None:
-    """Forget a task's evaluation (tests that register a toy task clean up with it)."""
-    EVALUATORS.pop(name, None)
-    PROMPTS.pop(name, None)
-
-
-register_eval_task("causal_lm", evaluate_causal_lm, chat_prompt)
-register_eval_task("classification", evaluate_classification, lambda record, recipe: str(record.get("text", "")))
-register_eval_task("seq2seq", evaluate_seq2seq, lambda record, recipe: str(record.get("source", "")))
+def source_prompt(record: dict[str, Any], recipe: Recipe) -> str:
+    """The source an encoder-decoder answers."""
+    return str(record.get("source", ""))

@@ -132,6 +132,13 @@ def _check_model(engine: QueuedEngine, name: str) -> None:
 
 
 def _add_routes(app: FastAPI) -> None:
+    _add_probe_routes(app)
+    _add_model_routes(app)
+    _add_completion_routes(app)
+    add_feedback_route(app, ApiError)
+
+
+def _add_probe_routes(app: FastAPI) -> None:
     @app.get("/healthz", summary="Liveness: the process answers.")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -149,6 +156,8 @@ def _add_routes(app: FastAPI) -> None:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_model_routes(app: FastAPI) -> None:
     @app.get("/v1/models", summary="The served model names.")
     async def models(request: Request) -> dict[str, Any]:
         engine = _engine(request)
@@ -160,6 +169,8 @@ def _add_routes(app: FastAPI) -> None:
         _check_model(engine, model)
         return _model_card(model)
 
+
+def _add_completion_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions", summary="Chat completion (OpenAI format; stream: true for SSE).")
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         engine = _engine(request)
@@ -170,15 +181,7 @@ def _add_routes(app: FastAPI) -> None:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         tools = body.tool_list()
-        try:
-            if tools or any(m.role == "tool" or m.tool_calls for m in body.messages):
-                ids = _encode_with_tools(engine, body, tools)
-            else:
-                ids = engine.encode_chat(messages)
-        except ApiError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the template rejects a conversation (roles out of order...)
-            raise ApiError(400, f"the chat template rejects these messages: {exc}", "messages") from None
+        ids = _encode_chat(engine, body, messages, tools)
         user_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
         return await _complete(request, engine, body, ids, user_text, chat=True,
                                max_tokens=body.max_completion_tokens or body.max_tokens, tools=tools)
@@ -191,7 +194,18 @@ def _add_routes(app: FastAPI) -> None:
         return await _complete(request, engine, body, engine.encode_text(text), text, chat=False,
                                max_tokens=body.max_tokens)
 
-    add_feedback_route(app, ApiError)
+
+def _encode_chat(engine: QueuedEngine, body: ChatCompletionRequest, messages: list[dict[str, str]],
+                 tools: list[dict[str, Any]] | None) -> list[int]:
+    """Token ids of the conversation; a conversation the template rejects is the client's 400."""
+    try:
+        if tools or any(m.role == "tool" or m.tool_calls for m in body.messages):
+            return _encode_with_tools(engine, body, tools)
+        return engine.encode_chat(messages)
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the template rejects a conversation (roles out of order...)
+        raise ApiError(400, f"the chat template rejects these messages: {exc}", "messages") from None
 
 
 def _encode_with_tools(engine: QueuedEngine, body: ChatCompletionRequest, tools: list[dict[str, Any]] | None) -> list[int]:

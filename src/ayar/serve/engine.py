@@ -3,7 +3,7 @@
 :class:`QueuedEngine` is what the HTTP API talks to (submit a job, hear its events); the engines behind it
 are this module's :class:`Engine` (transformers: adapters by name, exact parity with training),
 ``ayar.serve.llamacpp_engine`` (an exported GGUF in llama.cpp, for CPUs) and ``ayar.serve.vllm_engine``
-(vLLM, for GPUs); ``serve.engine`` in the recipe chooses one.
+(vLLM, for GPUs); ``serve.engine`` in the recipe chooses one by its name in :data:`ENGINES`.
 
 The transformers engine: one worker thread runs ``model.generate``: peft's active adapter is process-wide state, and on a CPU torch
 already spreads one call over every core, so parallel calls would add contention, not throughput. Instead
@@ -15,6 +15,7 @@ Requests wait in a bounded queue; a full queue is the caller's 429.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import queue
 import threading
 import time
@@ -404,3 +405,61 @@ def load_engine(
             model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
         names[adapter_name] = adapter_name
     return Engine(model, tokenizer, names, max_queue=max_queue, max_batch=max_batch)
+
+
+# ---------------------------------------------------------------- the engines by name
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What `ayar serve` asks of an engine: the target to serve, its extra adapters and the server's limits."""
+
+    model_path: Path
+    adapters: dict[str, Path] = field(default_factory=dict)
+    served_name: str | None = None
+    max_queue: int = 64
+    max_batch: int = 32
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedEngine:
+    """An engine checked as far as it can be without loading the model."""
+
+    load: Callable[[], QueuedEngine]  # loads the model (minutes; the server runs it in the background)
+    # The target holds the folder training wrote, whose template contract is checked before the port opens
+    # (a bare GGUF file does not).
+    has_training_folder: bool = True
+
+
+EngineFactory = Callable[[EngineRequest], PreparedEngine]
+
+ENGINES: dict[str, str] = {
+    "transformers": "ayar.serve.engine:prepare_transformers",
+    "llamacpp": "ayar.serve.llamacpp_engine:prepare_llamacpp",
+    "vllm": "ayar.serve.vllm_engine:prepare_vllm",
+}
+"""Each engine's factory as ``"module:function"``: an engine's module (and the library it wraps) is
+imported only when it is chosen."""
+
+
+def prepare_engine(name: str, request: EngineRequest) -> PreparedEngine:
+    """The engine registered under ``name``, checked (its library installed, something it can serve, no
+    adapters where it cannot serve them) and ready to load; a UsageError naming the choices otherwise."""
+    if name not in ENGINES:
+        raise UsageError(f"unknown serve engine '{name}'; choose one of {', '.join(ENGINES)}")
+    module_name, _, factory_name = ENGINES[name].partition(":")
+    factory: EngineFactory = getattr(importlib.import_module(module_name), factory_name)
+    return factory(request)
+
+
+def refuse_adapters(engine: str, request: EngineRequest) -> None:
+    """A clear error for --adapter with an engine that serves one merged model."""
+    if request.adapters:
+        raise UsageError(f"--adapter serves LoRA adapters by name with --engine transformers only; for --engine "
+                         f"{engine}, export each fine-tune merged and serve it on its own")
+
+
+def prepare_transformers(request: EngineRequest) -> PreparedEngine:
+    """The transformers engine: nothing to check before loading (the contract check reads the folder)."""
+    return PreparedEngine(lambda: load_engine(request.model_path, request.adapters, request.served_name,
+                                              request.max_queue, request.max_batch))

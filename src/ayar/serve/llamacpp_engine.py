@@ -23,7 +23,17 @@ from typing import Any
 import numpy as np
 
 from ayar.errors import UsageError
-from ayar.serve.engine import Event, Job, QueuedEngine, SamplingParams, TokenStreamer, sampling_defaults
+from ayar.serve.engine import (
+    EngineRequest,
+    Event,
+    Job,
+    PreparedEngine,
+    QueuedEngine,
+    SamplingParams,
+    TokenStreamer,
+    refuse_adapters,
+    sampling_defaults,
+)
 
 LLAMA_CPP = "llama-cpp-python==0.3.36"
 MAX_CONTEXT = 8192
@@ -221,3 +231,13 @@ def load_llamacpp_engine(target: Path, served_name: str | None = None, max_queue
     stop_ids = set(stop_token_ids(config, tokenizer)) | _end_of_generation_ids(llm)
     name = served_name or (_served_name(folder) if folder is not None else gguf.stem)
     return LlamaCppEngine(llm, tokenizer, name, stop_ids, sampling_defaults(config), max_queue)
+
+
+def prepare_llamacpp(request: EngineRequest) -> PreparedEngine:
+    """The llama.cpp engine: llama-cpp-python installed and a GGUF to serve, checked before loading."""
+    refuse_adapters("llamacpp", request)
+    require_llama_cpp()
+    find_gguf(request.model_path)
+    return PreparedEngine(
+        lambda: load_llamacpp_engine(request.model_path, request.served_name, request.max_queue, request.threads),
+        has_training_folder=tokenizer_folder(request.model_path) is not None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -18,10 +17,8 @@ from pydantic import ValidationError
 from ayar.errors import UsageError
 from ayar.recipe import ServeConfig, load_recipe
 from ayar.serve.app import ServeSettings, create_app
-from ayar.serve.engine import QueuedEngine, load_engine
-from ayar.serve.llamacpp_engine import find_gguf, load_llamacpp_engine, require_llama_cpp, tokenizer_folder
+from ayar.serve.engine import EngineRequest, PreparedEngine, prepare_engine
 from ayar.serve.options import option_name
-from ayar.serve.vllm_engine import load_vllm_engine, require_vllm
 
 API_KEY_ENV = "AYAR_API_KEY"
 _DEFAULTS = ServeConfig()
@@ -104,20 +101,12 @@ def check_serve_contract(model_path: Path, adapters: dict[str, Path] | None, for
 
 
 def engine_loader(engine: str, model_path: Path, adapters: dict[str, Path] | None, served_name: str | None,
-                  max_queue: int, max_batch: int, threads: int | None) -> Callable[[], QueuedEngine]:
-    """The function that loads the chosen engine in the background; what can be checked without loading
-    the model (the engine installed, a GGUF to serve, no adapters where they cannot be) fails here, at once."""
-    if engine != "transformers" and adapters:
-        raise UsageError(f"--adapter serves LoRA adapters by name with --engine transformers only; for --engine "
-                         f"{engine}, export each fine-tune merged and serve it on its own")
-    if engine == "llamacpp":
-        require_llama_cpp()
-        find_gguf(model_path)
-        return lambda: load_llamacpp_engine(model_path, served_name, max_queue, threads)
-    if engine == "vllm":
-        require_vllm()
-        return lambda: load_vllm_engine(model_path, served_name, max_queue, max_batch)
-    return lambda: load_engine(model_path, adapters, served_name, max_queue, max_batch)
+                  max_queue: int, max_batch: int, threads: int | None) -> PreparedEngine:
+    """The chosen engine (``ayar.serve.engine.ENGINES``) ready to load in the background; what can be checked
+    without loading the model (the engine installed, a GGUF to serve, no adapters where they cannot be)
+    fails here, at once."""
+    request = EngineRequest(Path(model_path), dict(adapters or {}), served_name, max_queue, max_batch, threads)
+    return prepare_engine(engine, request)
 
 
 def serve(
@@ -150,10 +139,10 @@ def serve(
     settings = settings or ServeSettings()
     if settings.log_requests and settings.log_db is None:
         raise UsageError("request logging needs a database path (--log-db requests.sqlite)")
-    loader = engine_loader(engine, model_path, adapters, served_name, max_queue, max_batch, threads)
-    if engine != "llamacpp" or tokenizer_folder(model_path) is not None:  # a bare .gguf has no training folder
+    prepared = engine_loader(engine, model_path, adapters, served_name, max_queue, max_batch, threads)
+    if prepared.has_training_folder:
         check_serve_contract(model_path, adapters, force)
-    app = create_app(settings, loader=loader)
+    app = create_app(settings, loader=prepared.load)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
                             access_log=False)
     DrainingServer(config, app, drain_timeout).run()

@@ -16,7 +16,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from ayar.errors import UsageError
-from ayar.serve.engine import Event, Job, QueuedEngine, sampling_defaults
+from ayar.serve.engine import (
+    EngineRequest,
+    Event,
+    Job,
+    PreparedEngine,
+    QueuedEngine,
+    refuse_adapters,
+    sampling_defaults,
+)
 
 VLLM_FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
 
@@ -97,3 +105,11 @@ def _generation_config(cls: Any, folder: Path) -> Any:
         return cls.from_pretrained(str(folder))
     except OSError:  # no generation_config.json: OpenAI's defaults
         return None
+
+
+def prepare_vllm(request: EngineRequest) -> PreparedEngine:
+    """The vLLM engine: vLLM installed, checked before loading."""
+    refuse_adapters("vllm", request)
+    require_vllm()
+    return PreparedEngine(lambda: load_vllm_engine(request.model_path, request.served_name, request.max_queue,
+                                                   request.max_batch))

@@ -1,8 +1,8 @@
 """What differs between tasks in training: how records become tensors, the collator, model-loading arguments.
 
-Each task registers its encoding and collator here by name (``register_train_task``); everything else
-reads the task's facts (``ayar.tasks``). causal_lm: chat/instruction records (prompt masked) or plain
-text. classification: ``text`` and ``label`` (strings or ints). seq2seq: ``source`` and ``target`` for
+A task's definition (``ayar.tasks``) names its encoding and collator among the functions here; everything
+else reads the task's facts. causal_lm: chat/instruction records (prompt masked) or plain text.
+classification: ``text`` and ``label`` (strings or ints). seq2seq: ``source`` and ``target`` for
 encoder-decoder models.
 """
 
@@ -62,23 +62,27 @@ def check_task_format(recipe: Recipe) -> None:
 
 def encode_record(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
     """One record as token ids and labels for the recipe's task."""
-    return ENCODERS[recipe.task](record, tokenizer, recipe, labels)
+    encode: Encoder = get_task(recipe.task).part("encode")
+    return encode(record, tokenizer, recipe, labels)
 
 
-def _encode_classification(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+def encode_classification(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+    """The text's ids; the label's id in the training split's label map."""
     encoded = tokenizer(record["text"], truncation=True, max_length=recipe.data.max_length)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
             "labels": labels.id_of(record["label"])}
 
 
-def _encode_seq2seq(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+def encode_seq2seq(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+    """The source's ids; the target's ids as labels."""
     encoded = tokenizer(record["source"], text_target=record["target"], truncation=True,
                         max_length=recipe.data.max_length)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
             "labels": encoded["labels"]}
 
 
-def _encode_causal_lm(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+def encode_causal_lm(record: dict[str, Any], tokenizer: Any, recipe: Recipe, labels: LabelMap | None) -> dict:
+    """Plain text as a document, or a conversation through the chat template (prompt masked if asked)."""
     cfg = recipe.data
     if cfg.format == "text":
         return tokenize_text(tokenizer, record["text"], cfg.max_length, add_eos=ends_document(record))
@@ -145,7 +149,8 @@ def collator_for(recipe: Recipe, tokenizer: Any, model: Any, method_columns: Seq
 
     ``method_columns`` (``Method.model_inputs_extra``) that hold one value per token are padded too.
     """
-    collator = COLLATORS[recipe.task](tokenizer, model)
+    make_collator: CollatorFactory = get_task(recipe.task).part("collator")
+    collator = make_collator(tokenizer, model)
     if not method_columns:
         return collator
     return PerTokenColumnsCollator(collator, method_columns, getattr(tokenizer, "padding_side", "right"))
@@ -163,27 +168,16 @@ def model_kwargs_for(recipe: Recipe, tokenizer: Any, labels: LabelMap | None) ->
     return kwargs
 
 
-# Each task's encoding and collator, by the name the task registry (ayar/tasks.py) gives it.
-ENCODERS: dict[str, Encoder] = {}
-COLLATORS: dict[str, CollatorFactory] = {}
+def causal_lm_collator(tokenizer: Any, model: Any) -> DataCollatorForSeq2Seq:
+    """Pads ids and masks, and labels with -100 so padding is never learned."""
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
-def register_train_task(name: str, encode: Encoder, collator: CollatorFactory) -> None:
-    """Give a registered task its training behaviour: how a record becomes ids/labels, and how a batch pads."""
-    get_task(name)  # a clear error for a task the registry does not know
-    ENCODERS[name], COLLATORS[name] = encode, collator
+def classification_collator(tokenizer: Any, model: Any) -> DataCollatorWithPadding:
+    """Pads ids and masks; a label is one id per record."""
+    return DataCollatorWithPadding(tokenizer)
 
 
-def unregister_train_task(name: str) -> None:
-    """Forget a task's training behaviour (tests that register a toy task clean up with it)."""
-    ENCODERS.pop(name, None)
-    COLLATORS.pop(name, None)
-
-
-register_train_task("causal_lm", _encode_causal_lm, lambda tokenizer, model: DataCollatorForSeq2Seq(
-    tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
-register_train_task("classification", _encode_classification,
-                    lambda tokenizer, model: DataCollatorWithPadding(tokenizer))
-# the model makes the decoder inputs from the padded labels
-register_train_task("seq2seq", _encode_seq2seq, lambda tokenizer, model: DataCollatorForSeq2Seq(
-    tokenizer, model=model, padding=True, label_pad_token_id=IGNORE_INDEX))
+def seq2seq_collator(tokenizer: Any, model: Any) -> DataCollatorForSeq2Seq:
+    """Pads the target labels with -100; the model makes the decoder inputs from them."""
+    return DataCollatorForSeq2Seq(tokenizer, model=model, padding=True, label_pad_token_id=IGNORE_INDEX)

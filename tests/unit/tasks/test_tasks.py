@@ -1,28 +1,34 @@
-"""The task registry: every task is declared once, every layer has its behaviour for each, and a new task
-registered from outside (here, a toy task in a fixture) runs through every stage without an edit elsewhere."""
+"""The task registry: every task is one module holding its whole definition, every part it names resolves
+in the layer that runs it, and a new task registered from outside (here, a toy task in a fixture) runs
+through every stage without an edit elsewhere."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import subprocess
+import sys
 import typing
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import transformers
 from peft import TaskType
 
+import ayar.tasks
 from ayar.errors import UsageError
 from ayar.eval import tasks as eval_tasks
 from ayar.methods import available_methods
 from ayar.methods.lora import peft_task_type
 from ayar.recipe import DataFormat, Recipe, load_recipe
-from ayar.tasks import TaskSpec, get_task, register_task, task_names, unregister_task
+from ayar.tasks import PARTS, TaskSpec, get_task, register_task, task_names, unregister_task
 from ayar.train import tasks as train_tasks
 
 TASKS = task_names()  # listed from the registry, never by hand
-SRC = Path(__file__).resolve().parents[2] / "src" / "ayar"
+SRC = Path(__file__).resolve().parents[3] / "src" / "ayar"
 
 
 def test_the_recipe_accepts_exactly_the_registered_tasks() -> None:
@@ -40,8 +46,48 @@ def test_every_task_is_complete_in_every_layer(name: str) -> None:
     assert issubclass(getattr(transformers, spec.auto_class), transformers.models.auto.auto_factory._BaseAutoModelClass)
     assert peft_task_type(name) is TaskType[spec.peft_task_type]
     assert set(spec.formats) <= set(typing.get_args(DataFormat))
-    assert name in train_tasks.ENCODERS and name in train_tasks.COLLATORS
-    assert name in eval_tasks.EVALUATORS and name in eval_tasks.PROMPTS
+    for part, layer in PARTS.items():
+        named = getattr(spec, part)
+        assert isinstance(named, str), f"{name}.{part}: a built-in task names its code, it does not import it"
+        module, _, function = named.partition(":")
+        assert module.startswith(f"ayar.{layer}."), f"{name}.{part} = {named}: not code of the {layer} layer"
+        assert spec.part(part) is getattr(importlib.import_module(module), function)
+
+
+def test_a_task_without_every_part_cannot_be_declared() -> None:
+    complete = {part: "ayar.train.tasks:encode_classification" for part in PARTS}
+    for missing in PARTS:
+        parts = {k: v for k, v in complete.items() if k != missing}
+        with pytest.raises(TypeError, match=f"'{missing}'"):
+            TaskSpec("partial", "A task missing a part.", "AutoModelForSequenceClassification", "SEQ_CLS",
+                     ("classification",), generative=False, **parts)
+
+
+def test_a_part_naming_missing_code_fails_with_the_task_and_part() -> None:
+    spec = replace(get_task("seq2seq"), name="typo", prompt="ayar.eval.tasks:sorce_prompt")
+    with pytest.raises(ValueError, match="task 'typo' part 'prompt' names 'ayar.eval.tasks:sorce_prompt'"):
+        spec.part("prompt")
+    with pytest.raises(ValueError, match="name it as 'module:function'"):
+        replace(spec, prompt="ayar.eval.tasks.source_prompt").part("prompt")
+    with pytest.raises(ValueError, match="'tokenizer' is not a task part; parts: encode, collator"):
+        spec.part("tokenizer")
+
+
+def test_each_module_of_the_package_is_the_task_of_its_name() -> None:
+    """One file per task: adding the file is what registers it (the package imports every module)."""
+    modules = {m.name for m in pkgutil.iter_modules(ayar.tasks.__path__)} - {"registry"}
+    assert modules == set(TASKS)
+    for name in modules:
+        assert get_task(name) in vars(importlib.import_module(f"ayar.tasks.{name}")).values()
+
+
+def test_the_task_package_imports_no_ml_library_and_no_upper_layer() -> None:
+    """The recipe imports the registry at the bottom of every command; the parts it names load on use."""
+    code = ("import sys, ayar.tasks; ayar.tasks.get_task('causal_lm'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft', 'datasets') "
+            "or m.startswith(('ayar.train', 'ayar.eval', 'ayar.data', 'ayar.models'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_facts_are_consistent() -> None:
@@ -63,10 +109,11 @@ def test_an_unknown_task_names_the_closest() -> None:
 
 def test_no_module_outside_the_registrations_names_a_task() -> None:
     """Stages read a task's facts; only the registrations (and the methods' own task lists) name tasks."""
-    registrations = {"tasks.py", "train/tasks.py", "eval/tasks.py"}
+    registrations = {"train/tasks.py", "eval/tasks.py"}
     offenders = []
     for path in SRC.rglob("*.py"):
-        if str(path.relative_to(SRC)) in registrations:
+        relative = path.relative_to(SRC)
+        if str(relative) in registrations or relative.parts[0] == "tasks":
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if any(f"task {op} " in line for op in ("==", "!=")) or "task in (" in line or "task not in (" in line:
@@ -74,34 +121,28 @@ def test_no_module_outside_the_registrations_names_a_task() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-TOY = TaskSpec("toy_topic", "A toy label-per-text task registered by a test.", "AutoModelForSequenceClassification",
-               "SEQ_CLS", ("classification",), generative=False, label_map=True)
-
-
 @pytest.fixture()
 def toy_task() -> Iterator[dict[str, int]]:
-    """A task declared from outside ayar: its facts, its training behaviour, its evaluation; nothing else."""
+    """A task declared from outside ayar in one definition: its facts and its own functions; nothing else."""
     calls = {"encode": 0, "evaluate": 0}
-    encode_classification = train_tasks.ENCODERS["classification"]
-    evaluate_classification = eval_tasks.EVALUATORS["classification"]
 
     def encode(record: dict, tokenizer: object, recipe: Recipe, labels: object) -> dict:
         calls["encode"] += 1
-        return encode_classification(record, tokenizer, recipe, labels)
+        return train_tasks.encode_classification(record, tokenizer, recipe, labels)
 
     def evaluate(*args: object) -> dict:
         calls["evaluate"] += 1
-        return evaluate_classification(*args)
+        return eval_tasks.evaluate_classification(*args)
 
-    register_task(TOY)
-    train_tasks.register_train_task(TOY.name, encode, train_tasks.COLLATORS["classification"])
-    eval_tasks.register_eval_task(TOY.name, evaluate, lambda record, recipe: "toy: " + str(record["text"]))
+    toy = TaskSpec("toy_topic", "A toy label-per-text task registered by a test.", "AutoModelForSequenceClassification",
+                   "SEQ_CLS", ("classification",), generative=False, label_map=True,
+                   encode=encode, collator=train_tasks.classification_collator, evaluate=evaluate,
+                   prompt=lambda record, recipe: "toy: " + str(record["text"]))
+    register_task(toy)
     try:
         yield calls
     finally:
-        unregister_task(TOY.name)
-        train_tasks.unregister_train_task(TOY.name)
-        eval_tasks.unregister_eval_task(TOY.name)
+        unregister_task(toy.name)
 
 
 def test_a_new_task_runs_every_stage_without_an_edit_elsewhere(toy_task: dict[str, int], tiny_model_dir: Path,

@@ -1,27 +1,32 @@
-"""The task registry: what each task (causal_lm, classification, seq2seq) is, stated once.
+"""What a task is (:class:`TaskSpec`) and the registry of tasks by name.
 
-A task is declared here with the facts every layer needs: the transformers Auto class of its model,
-peft's task type, the data formats it trains on, and what kind of task it is (generates text or picks a
-label, chat-formatted, next-token). The layers read these facts instead of naming tasks; the two layers
-whose code differs per task register it by name (``train/tasks.py``: encoding and collator;
-``eval/tasks.py``: evaluation and the prompt of a record), and ``tests/unit/test_tasks.py`` checks that
-every registered task has all of them.
-
-This module sits at the bottom with the recipe (which validates ``task`` against it), so it imports
-no ML library: classes are named, and resolved where they are used.
+This module sits at the bottom with the recipe (which validates ``task`` against it), so it imports no ML
+library: a task's model class is named (``AutoModelForCausalLM``) and its layer code is named
+(``"ayar.train.tasks:encode_causal_lm"``), each resolved by the layer that uses it.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from ayar.errors import UsageError
+
+Part = str | Callable[..., Any]
+"""A layer's code for a task: ``"module:function"``, imported on first use so that naming it imports
+nothing, or the function itself (a task defined outside ayar, whose module may import what it likes)."""
+
+PARTS: dict[str, str] = {"encode": "train", "collator": "train", "evaluate": "eval", "prompt": "eval"}
+"""Every part a task defines, and the layer (``ayar.<layer>``) whose code runs it."""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task's facts."""
+    """One task's whole definition: its facts, and the code each layer runs for it."""
 
     name: str
     summary: str
@@ -38,10 +43,36 @@ class TaskSpec:
     # A decoder-only model whose label at position i is input token i+1: packing rows and the chunked
     # loss apply, and per-token scores are read one position back.
     next_token: bool = False
+    # (record, tokenizer, recipe, label map or None) -> {"input_ids", "attention_mask", "labels"}
+    encode: Part = field(kw_only=True)
+    # (tokenizer, model) -> the collator that pads a batch of encoded records
+    collator: Part = field(kw_only=True)
+    # (model, tokenizer, records, prompts, recipe) -> {"summary": corpus figures, "rows": per-example rows}
+    evaluate: Part = field(kw_only=True)
+    # (record, recipe) -> what the model is asked for one eval record
+    prompt: Part = field(kw_only=True)
 
     def renders_chat(self, data_format: str) -> bool:
         """True when records of this format go through the chat template (plain ``text`` never does)."""
         return self.chat and data_format != "text"
+
+    def part(self, name: str) -> Callable[..., Any]:
+        """The function this task names for ``name`` (one of :data:`PARTS`), imported on first use."""
+        if name not in PARTS:
+            raise ValueError(f"'{name}' is not a task part; parts: {', '.join(PARTS)}")
+        named = getattr(self, name)
+        return named if callable(named) else _resolve(named, f"task '{self.name}' part '{name}'")
+
+
+@functools.cache
+def _resolve(reference: str, what: str) -> Callable[..., Any]:
+    module_name, sep, attribute = reference.partition(":")
+    if not sep:
+        raise ValueError(f"{what} is '{reference}'; name it as 'module:function'")
+    function = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(function):
+        raise ValueError(f"{what} names '{reference}', and {module_name} has no function '{attribute}'")
+    return function
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -77,15 +108,3 @@ def get_task(name: str) -> TaskSpec:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UsageError(f"unknown task '{name}'{hint}; available: {', '.join(_TASKS)}")
     return _TASKS[name]
-
-
-register_task(TaskSpec(
-    "causal_lm", "Decoder-only language model: instructions, chats or plain text in, text out.",
-    "AutoModelForCausalLM", "CAUSAL_LM", ("alpaca", "messages", "sharegpt", "text"), generative=True,
-    chat=True, next_token=True))
-register_task(TaskSpec(
-    "classification", "A label per text (sequence classification head).",
-    "AutoModelForSequenceClassification", "SEQ_CLS", ("classification",), generative=False, label_map=True))
-register_task(TaskSpec(
-    "seq2seq", "Encoder-decoder: a source text in, a target text out.",
-    "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", ("seq2seq",), generative=True))
