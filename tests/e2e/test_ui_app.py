@@ -101,6 +101,25 @@ def test_pages_escape_run_content_and_refuse_paths_outside_the_runs(tmp_path: Pa
     assert runs[0]["metrics"]["perplexity"] == {"base": 9.0, "tuned": 3.0, "delta": -6.0}
 
 
+def test_a_run_stopped_by_the_forgetting_gate_says_so_and_older_runs_still_read(tmp_path: Path) -> None:
+    gated = _run(tmp_path, "gated", evaluated=True)
+    metrics = json.loads((gated / "metrics.json").read_text(encoding="utf-8"))
+    reasons = ["en general-text perplexity rose +50.0% (bound +25%)"]
+    metrics["forgetting"] = {"gate": {"passed": False, "reasons": reasons, "levers": ["eval.forgetting"]}}
+    (gated / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    _run(tmp_path, "older", evaluated=True)  # no forgetting section at all
+    client = TestClient(create_ui_app(tmp_path))
+    runs = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert runs["gated"]["status"] == "gate_failed" and runs["gated"]["gate"]["reasons"] == reasons
+    assert runs["older"]["status"] == "done" and runs["older"]["gate"] is None
+    assert client.get("/api/runs/gated/curve").json()["status"] == "gate_failed"  # what the page's script polls
+    page = client.get("/runs/gated").text
+    assert 'data-status="gate_failed"' in page and reasons[0] in page
+    listing = client.get("/").text
+    assert listing.count('class="status gate_failed"') == 1 and 'data-status="done"' in listing
+    assert client.get("/runs/older").status_code == 200
+
+
 def test_form_check_gives_the_cli_message_and_the_yaml(tmp_path: Path) -> None:
     client = TestClient(create_ui_app(tmp_path))
     bad = client.post("/api/recipe/check", json={"example": "quickstart", "changes": {"train.learnig_rate": "1"}})

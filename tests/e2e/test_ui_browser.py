@@ -195,6 +195,30 @@ def test_run_page_shows_metrics_with_intervals_data_card_and_recipe(ui: dict[str
     _clean(page, base)
 
 
+def test_a_run_stopped_by_the_forgetting_gate_shows_it_in_red(ui: dict[str, Any]) -> None:
+    page, base, root = ui["page"], ui["url"], ui["root"]
+    run_dir = root / "fixture-gated"
+    shutil.copytree(root / "fixture-a", run_dir, ignore=shutil.ignore_patterns("model"))
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    reason = "greedy answers: 9 of the base's 40 correct answers lost (22.5%, McNemar p = 0.033)"
+    metrics["forgetting"] = {"gate": {"passed": False, "reasons": [reason], "levers": ["train.self_distill"]}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    try:
+        page.navigate(base + "/runs/fixture-gated?lang=en")
+        page.wait_until("document.querySelector('#loss-chart').dataset.points")  # the status poll came back
+        badge = "document.querySelector('h1 .status')"
+        assert page.evaluate(f"{badge}.innerText") == "stopped by the forgetting gate"
+        assert page.evaluate(f"getComputedStyle({badge}).backgroundColor") == "rgb(176, 65, 62)"
+        assert reason in page.evaluate("document.querySelector('#gate-verdict').innerText")
+        page.navigate(base + "/?lang=en")
+        rows = _cells(page, "#runs-table tbody")
+        assert next(r for r in rows if r[1] == "fixture-gated")[5] == "stopped by the forgetting gate"
+        assert next(r for r in rows if r[1] == "fixture-a")[5] == "done"  # no gate in its figures: as before
+    finally:
+        shutil.rmtree(run_dir)
+    _clean(page, base)
+
+
 def test_interface_follows_the_browser_language_and_switches(ui: dict[str, Any]) -> None:
     page, base = ui["page"], ui["url"]
     page.call("Network.clearBrowserCookies")  # an earlier ?lang=en choice would win over the browser's language
@@ -241,11 +265,50 @@ def _fill(page: DevTools, values: dict[str, str]) -> None:
         assert found, key
 
 
+def _on_screen(page: DevTools) -> list[str]:
+    """The keys of the form fields a person sees now (not hidden, not in a closed fold)."""
+    return page.evaluate("Array.from(document.querySelectorAll('#recipe-form [data-key]'))"
+                         ".filter(i => i.checkVisibility()).map(i => i.dataset.key)")
+
+
+def _choose(page: DevTools, key: str, value: str) -> None:
+    page.evaluate(f"""(() => {{ const input = document.querySelector('#recipe-form .field:not([data-method]) '
+        + '[data-key="{key}"]'); input.value = {json.dumps(value)};
+        input.dispatchEvent(new Event('change', {{bubbles: true}})); }})()""")
+
+
+def test_form_shows_the_main_fields_and_folds_the_rest(ui: dict[str, Any]) -> None:
+    page, base = ui["page"], ui["url"]
+    page.navigate(base + "/new?example=from-scratch&lang=en")
+    assert page.evaluate("document.querySelectorAll('#recipe-form .field').length") > 250  # every schema leaf
+    seen = _on_screen(page)
+    assert {"model.name_or_path", "method.name", "method.r", "train.max_steps", "train.learning_rate"} <= set(seen)
+    assert len(seen) < 20 and seen.count("method.r") == 1  # the chosen method's r, not DoRA's and QLoRA's
+    assert page.evaluate("document.querySelectorAll('details.section[open]').length") == 0
+    page.evaluate("document.querySelector('#more-pretrain summary').click()")
+    assert "pretrain.model.hidden_size" in _on_screen(page)  # from-scratch pretrains: its section is there
+    _choose(page, "pretrain.enabled", "false")
+    assert page.evaluate("document.querySelector('#more-pretrain').hidden")
+    assert not any(k.startswith("pretrain.") and k != "pretrain.enabled" for k in _on_screen(page))
+    _choose(page, "pretrain.enabled", "true")
+    assert "pretrain.model.hidden_size" in _on_screen(page)
+    _choose(page, "method.name", "dpo")
+    page.evaluate("document.querySelector('#more-method summary').click()")
+    assert "method.beta" in _on_screen(page) and "method.r" not in _on_screen(page)
+    _choose(page, "method.name", "lora")
+    assert "method.beta" not in _on_screen(page) and "method.r" in _on_screen(page)
+    _fill(page, {"eval.max_new_tokens": "-1"})  # a mistake in a closed fold opens it
+    page.evaluate("document.querySelector('#check-button').click()")
+    page.wait_until("document.querySelector('#form-message').innerText")
+    assert page.evaluate("document.querySelector('#more-eval').open")
+    assert page.evaluate("document.querySelector('#f-eval-max_new_tokens').closest('.field')"
+                         ".classList.contains('invalid')")
+    _clean(page, base)
+
+
 def test_form_rejects_a_bad_value_then_starts_a_run_whose_curve_grows(ui: dict[str, Any]) -> None:
     page, base, root = ui["page"], ui["url"], ui["root"]
     page.navigate(base + "/new?example=from-scratch&lang=en")
-    labels = page.evaluate("document.querySelectorAll('#recipe-form .field:not([hidden])').length")
-    assert labels > 100  # every leaf of the schema, not a hand-picked few
     field = page.evaluate("document.querySelector('#f-train-learning_rate').closest('.field').innerText")
     assert "default: 0.0002" in field  # the schema's default, shown beside the example's value
     example = yaml.safe_load((ROOT / "recipes" / "from-scratch.yaml").read_text(encoding="utf-8"))

@@ -6,6 +6,7 @@ import contextlib
 import hmac
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -110,72 +111,123 @@ def _page(request: Request, html: str, status: int = 200) -> HTMLResponse:
     return response
 
 
+@dataclass
+class UiState:
+    """What the routes share: the runs folder, how pages name it, the runs started here, the playground."""
+
+    runs_root: Path
+    shown: str  # how commands on the pages name runs_root
+    jobs: Jobs
+    playground: Playground
+    examples_dir: Path | None
+
+    def run_dir(self, name: str) -> Path:
+        """The folder of run ``name``; a name that is not a run folder directly under the root is refused."""
+        path = self.runs_root / name
+        if not RUN_NAME.match(name) or name.startswith(".") or not R.is_run_dir(path):
+            raise UsageError(f"no run named {name}")
+        return path
+
+    def summary(self, name: str, active: set[Path]) -> R.RunSummary:
+        return R.summarize(self.run_dir(name), self.jobs.state(name), active)
+
+    def summaries(self) -> list[R.RunSummary]:
+        active = R.active_run_dirs()
+        return [R.summarize(p, self.jobs.state(p.name), active) for p in R.list_run_dirs(self.runs_root)]
+
+    def form_recipe(self, body: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, str]]:
+        """The form's recipe (the example plus the changed fields) as data, checked recipe and changes."""
+        from ayar.methods import check_method
+        from ayar.recipe import validate_recipe
+
+        example = forms.example_recipes(self.examples_dir).get(str(body.get("example") or ""))
+        changes = {str(k): str(v) for k, v in (body.get("changes") or {}).items()}
+        data = forms.apply_changes(forms.load_example(example), changes)
+        data.setdefault("run", {})["output_dir"] = str(self.runs_root)  # so that the run shows in this UI
+        recipe = validate_recipe(data)
+        check_method(recipe.method)
+        return data, recipe, changes
+
+    def shown_example(self, body: dict[str, Any]) -> Path | None:
+        """The form's example recipe as the command line names it (relative to the working folder)."""
+        path = forms.example_recipes(self.examples_dir).get(str(body.get("example") or ""))
+        if path is None:
+            return None
+        with contextlib.suppress(ValueError):
+            return path.relative_to(Path.cwd())
+        return path
+
+
 def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root: str | None = None,
                   examples_dir: Path | None = None, allowed_hosts: frozenset[str] | None = None) -> ASGIApp:
     """The UI over the run folders under ``runs_root``; ``shown_root`` is how commands on the pages name it;
     ``allowed_hosts`` (host names without port), when given, are the only Host headers answered."""
     runs_root = Path(runs_root).resolve()
-    shown = shown_root or str(runs_root)
-    jobs, playground = Jobs(runs_root), Playground(runs_root)
+    ui = UiState(runs_root, shown_root or str(runs_root), Jobs(runs_root), Playground(runs_root), examples_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        playground.stop()  # runs started here go on: they are plain `ayar run` processes with their own logs
+        ui.playground.stop()  # runs started here go on: they are plain `ayar run` processes with their own logs
 
     app = FastAPI(title="ayar ui", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.jobs, app.state.playground, app.state.runs_root = jobs, playground, runs_root
+    app.state.jobs, app.state.playground, app.state.runs_root = ui.jobs, ui.playground, runs_root
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(UsageError, _usage_error)
+    _add_run_pages(app, ui)
+    _add_new_run_and_login_pages(app, ui, list(api_keys or []))
+    _add_run_api(app, ui)
+    _add_form_api(app, ui)
+    return UiGate(app, list(api_keys or []), ui.playground, allowed_hosts)
 
-    def run_dir(name: str) -> Path:
-        path = runs_root / name
-        if not RUN_NAME.match(name) or name.startswith(".") or not R.is_run_dir(path):
-            raise UsageError(f"no run named {name}")
-        return path
 
-    def summaries() -> list[R.RunSummary]:
-        active = R.active_run_dirs()
-        return [R.summarize(p, jobs.state(p.name), active) for p in R.list_run_dirs(runs_root)]
+async def _usage_error(request: Request, exc: UsageError) -> Response:
+    """A refused name or value: JSON for the API, a page with the message otherwise."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": str(exc)}, 400)
+    return _page(request, pages.layout(_lang(request), "ayar", f"<p class=\"error\">{pages.escape(str(exc))}</p>"),
+                 404)
 
-    @app.exception_handler(UsageError)
-    async def usage_error(request: Request, exc: UsageError) -> Response:
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": str(exc)}, 400)
-        return _page(request, pages.layout(_lang(request), "ayar", f"<p class=\"error\">{pages.escape(str(exc))}</p>"),
-                     404)
+
+def _add_run_pages(app: FastAPI, ui: UiState) -> None:
+    """The runs list, a run's page and files, its playground and the comparison of runs."""
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> HTMLResponse:
-        return _page(request, pages.runs_page(_lang(request), runs_root, summaries()))
+        return _page(request, pages.runs_page(_lang(request), ui.runs_root, ui.summaries()))
 
     @app.get("/runs/{name}", response_class=HTMLResponse)
     async def run(name: str, request: Request) -> HTMLResponse:
-        summary = R.summarize(run_dir(name), jobs.state(name), R.active_run_dirs())
-        return _page(request, pages.run_page(_lang(request), summary, f"{shown}/{name}"))
+        summary = ui.summary(name, R.active_run_dirs())
+        return _page(request, pages.run_page(_lang(request), summary, f"{ui.shown}/{name}"))
 
     @app.get("/runs/{name}/files/{filename}")
     async def run_file(name: str, filename: str) -> FileResponse:
-        path = run_dir(name) / filename
+        path = ui.run_dir(name) / filename
         if filename not in FILES or not path.is_file():
             raise UsageError(f"no file {filename} in run {name}")
         return FileResponse(path)
 
     @app.get("/runs/{name}/play", response_class=HTMLResponse)
     async def play(name: str, request: Request) -> HTMLResponse:
-        run_dir(name)
+        ui.run_dir(name)
         return _page(request, pages.playground_page(_lang(request), name))
 
     @app.get("/compare", response_class=HTMLResponse)
     async def compare(request: Request) -> HTMLResponse:
         names = [n for n in request.query_params.getlist("runs") if n]
         active = R.active_run_dirs()
-        chosen = [R.summarize(run_dir(n), jobs.state(n), active) for n in dict.fromkeys(names)]
-        everything = [p.name for p in R.list_run_dirs(runs_root)]
+        chosen = [ui.summary(n, active) for n in dict.fromkeys(names)]
+        everything = [p.name for p in R.list_run_dirs(ui.runs_root)]
         return _page(request, pages.compare_page(_lang(request), chosen, everything))
+
+
+def _add_new_run_and_login_pages(app: FastAPI, ui: UiState, api_keys: list[str]) -> None:
+    """The new-run form and, when keys are set, the page that asks for one."""
 
     @app.get("/new", response_class=HTMLResponse)
     async def new(request: Request, example: str | None = None) -> HTMLResponse:
-        examples = forms.example_recipes(examples_dir)
+        examples = forms.example_recipes(ui.examples_dir)
         chosen = example if example in examples else ("quickstart" if "quickstart" in examples
                                                       else next(iter(examples), None))
         fields = forms.filled_fields(forms.load_example(examples.get(chosen) if chosen else None))
@@ -188,92 +240,76 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
     @app.post("/login")
     async def login(request: Request) -> Response:
         key = (parse_qs((await request.body()).decode("utf-8", "replace")).get("key") or [""])[0]
-        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys or []):
+        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys):
             return _page(request, pages.login_page(_lang(request), error=True), 401)
         response = RedirectResponse("/", 303)
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
         return response
 
-    # ------------------------------------------------------------ JSON for the pages' script
+
+def _add_run_api(app: FastAPI, ui: UiState) -> None:
+    """JSON for the pages' script: run statuses, loss curves, the playground's state, the started jobs."""
 
     @app.get("/api/runs")
     async def api_runs() -> list[dict[str, Any]]:
-        return [s.as_dict() for s in summaries()]
+        return [s.as_dict() for s in ui.summaries()]
 
     @app.get("/api/runs/{name}/curve")
     async def api_curve(name: str) -> dict[str, Any]:
-        path = run_dir(name)
-        return {"status": R.run_status(path, jobs.state(name), R.active_run_dirs()), "series": R.loss_series(path)}
+        path = ui.run_dir(name)
+        return {"status": R.run_status(path, ui.jobs.state(name), R.active_run_dirs()),
+                "series": R.loss_series(path)}
 
     @app.get("/api/curves")
     async def api_curves(request: Request) -> dict[str, Any]:
         series: dict[str, Any] = {}
         statuses, active = [], R.active_run_dirs()
         for name in dict.fromkeys(request.query_params.getlist("runs")):
-            path = run_dir(name)
-            statuses.append(R.run_status(path, jobs.state(name), active))
+            path = ui.run_dir(name)
+            statuses.append(R.run_status(path, ui.jobs.state(name), active))
             for key, points in R.loss_series(path).items():
                 series[f"{name} {key}"] = points
         return {"status": "running" if "running" in statuses else "done", "series": series}
 
     @app.get("/api/play/{name}/status")
     async def api_play_status(name: str) -> dict[str, Any]:
-        run_dir(name)
-        return playground.status(name)
+        ui.run_dir(name)
+        return ui.playground.status(name)
 
-    def _form_recipe(body: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, str]]:
-        examples = forms.example_recipes(examples_dir)
-        example = examples.get(str(body.get("example") or ""))
-        changes = {str(k): str(v) for k, v in (body.get("changes") or {}).items()}
-        data = forms.apply_changes(forms.load_example(example), changes)
-        data.setdefault("run", {})["output_dir"] = str(runs_root)  # so that the run shows in this UI
-        from ayar.methods import check_method
-        from ayar.recipe import validate_recipe
+    @app.get("/api/jobs/{name}")
+    async def api_job(name: str) -> JSONResponse:
+        job = ui.jobs.get(name)
+        if job is None:
+            return JSONResponse({"error": f"no run named {name} was started here"}, 404)
+        return JSONResponse(job.as_dict())
 
-        recipe = validate_recipe(data)
-        check_method(recipe.method)
-        return data, recipe, changes
 
-    def _shown_example(body: dict[str, Any]) -> Path | None:
-        path = forms.example_recipes(examples_dir).get(str(body.get("example") or ""))
-        if path is None:
-            return None
-        with contextlib.suppress(ValueError):
-            return path.relative_to(Path.cwd())
-        return path
+def _add_form_api(app: FastAPI, ui: UiState) -> None:
+    """The new-run form's check and start; an invalid recipe is an answer naming its key, not an error."""
 
     @app.post("/api/recipe/check")
     async def api_check(request: Request) -> JSONResponse:
         body = await request.json()
         try:
-            data, recipe, changes = _form_recipe(body)
+            data, recipe, changes = ui.form_recipe(body)
         except UsageError as exc:  # a checked, invalid recipe: an answer, not a failed request
             return JSONResponse({"ok": False, "error": str(exc), "key": _error_key(str(exc))})
         return JSONResponse({"ok": True, "yaml": forms.recipe_yaml(data), "name": recipe.run.name,
-                             "cli": forms.cli_command(_shown_example(body), changes)})
+                             "cli": forms.cli_command(ui.shown_example(body), changes)})
 
     @app.post("/api/runs")
     async def api_start(request: Request) -> JSONResponse:
         body = await request.json()
         try:
-            data, recipe, changes = _form_recipe(body)
+            data, recipe, changes = ui.form_recipe(body)
             if not RUN_NAME.match(recipe.run.name) or recipe.run.name.startswith("."):
                 raise UsageError(f"recipe key 'run.name': '{recipe.run.name}' must be letters, digits, '.', '_' "
                                  "or '-' (it names a folder)")
-            job = jobs.start(recipe.run.name, forms.recipe_yaml(data))
+            job = ui.jobs.start(recipe.run.name, forms.recipe_yaml(data))
         except UsageError as exc:
             return JSONResponse({"ok": False, "error": str(exc), "key": _error_key(str(exc))}, 422)
         return JSONResponse({"ok": True, "name": job.name, "recipe": str(job.recipe),
                              "yaml": forms.recipe_yaml(data), "cli": f"ayar run {job.recipe}"})
-
-    @app.get("/api/jobs/{name}")
-    async def api_job(name: str) -> JSONResponse:
-        job = jobs.get(name)
-        if job is None:
-            return JSONResponse({"error": f"no run named {name} was started here"}, 404)
-        return JSONResponse(job.as_dict())
-
-    return UiGate(app, list(api_keys or []), playground, allowed_hosts)
 
 
 def _error_key(message: str) -> str | None:

@@ -9,6 +9,7 @@ a mistake reads exactly as the CLI says it.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,29 @@ class FormField:
     nullable: bool = False
     method: str | None = None  # shown only while method.name is this method
     value: str = ""
+
+
+# What a person sets first, shown above the rest of the form (a method parameter shows with its method).
+MAIN_KEYS = frozenset({"task", "run.name", "pretrain.enabled", "model.name_or_path", "data.inputs",
+                       "data.synthetic.num_records", "data.synthetic.tasks", "data.format", "method.name",
+                       "method.r", "train.max_steps", "train.batch_size", "train.learning_rate",
+                       "train.precision"})
+
+
+def section_switches(key: str, switch_keys: Container[str]) -> list[str]:
+    """The ``<section>.enabled`` switches of the sections holding ``key`` (pretrain.enabled for
+    pretrain.max_steps); a switch is not its own."""
+    parts = key.split(".")
+    candidates = (".".join(parts[:depth]) + ".enabled" for depth in range(1, len(parts)))
+    return [switch for switch in candidates if switch in switch_keys and switch != key]
+
+
+def is_unused(f: FormField, values: dict[str, str]) -> bool:
+    """A field the current choices leave unused: another method's parameter, or one in a section whose
+    ``enabled`` switch is off. ``values`` maps the method-independent keys to their form text."""
+    if f.method is not None and f.method != values.get("method.name"):
+        return True
+    return any(values.get(switch) == "false" for switch in section_switches(f.key, values))
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,16 @@ TEXT: dict[str, dict[str, str]] = {
     "done": {"en": "done", "tr": "bitti"},
     "failed": {"en": "failed", "tr": "başarısız"},
     "failed_hint": {"en": "stopped before its evaluation", "tr": "değerlendirmeden önce durdu"},
+    "gate_failed": {"en": "stopped by the forgetting gate", "tr": "unutma denetimine takıldı"},
+    "gate_failed_note": {"en": "Training and evaluation finished, but the tuned model forgot more than "
+                               "eval.forgetting allows, so `ayar run` stopped here (exit code 4) before any "
+                               "export. Why:",
+                         "tr": "Eğitim ve değerlendirme bitti, ama ince ayarlı model eval.forgetting'in izin "
+                               "verdiğinden fazlasını unuttu; bu yüzden `ayar run` dışa aktarmadan önce burada "
+                               "durdu (çıkış kodu 4). Nedeni:"},
+    "gate_levers": {"en": "Levers to try", "tr": "Denenebilecek ayarlar"},
+    "gate_passed": {"en": "Forgetting gate passed: the tuned model stayed within the eval.forgetting bounds.",
+                    "tr": "Unutma denetimi geçildi: ince ayarlı model eval.forgetting sınırları içinde kaldı."},
     "no_runs": {"en": "No run folders under {root} yet. Start one with the New run form or `ayar run recipe.yaml`.",
                 "tr": "{root} altında henüz çalıştırma klasörü yok. Yeni çalıştırma formuyla ya da "
                       "`ayar run recipe.yaml` ile başlatın."},
@@ -77,6 +87,9 @@ TEXT: dict[str, dict[str, str]] = {
     "yaml_note": {"en": "The recipe this form writes, and the same run from the command line:",
                   "tr": "Bu formun yazdığı tarif ve aynı çalıştırmanın komut satırındaki karşılığı:"},
     "default": {"en": "default", "tr": "varsayılan"},
+    "main_settings": {"en": "Main settings", "tr": "Temel ayarlar"},
+    "more_settings": {"en": "Every other setting (folded; a section whose switch is off is hidden)",
+                      "tr": "Diğer tüm ayarlar (katlı; anahtarı kapalı bölümler gizli)"},
     "progress": {"en": "Progress", "tr": "İlerleme"},
     "open_run": {"en": "Open the run page", "tr": "Çalıştırma sayfasını aç"},
     "valid": {"en": "The recipe is valid.", "tr": "Tarif geçerli."},

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ayar.ui import runs as R
-from ayar.ui.forms import FormField
+from ayar.ui.forms import MAIN_KEYS, FormField, is_unused, section_switches, text_of
 from ayar.ui.i18n import t
 
 KNOWN_SECTIONS = {"pretrain", "train", "eval", "carbon", "comparison", "judge", "human", "error_analysis",
@@ -88,8 +88,8 @@ def layout(lang: str, title: str, body: str, active: str = "", extra: dict[str, 
     other = "tr" if lang == "en" else "en"
     nav = "".join(f'<a href="{href}"{" class=active" if key == active else ""}>{escape(t(lang, key))}</a>'
                   for key, href in (("runs", "/"), ("compare", "/compare"), ("new_run", "/new")))
-    texts = {k: t(lang, k) for k in ("running", "done", "failed", "loading_model", "ready", "no_curve", "valid",
-                                     "base", "tuned", "loss_curve")}
+    texts = {k: t(lang, k) for k in ("running", "done", "gate_failed", "failed", "loading_model", "ready",
+                                     "no_curve", "valid", "base", "tuned", "loss_curve")}
     data = escape(json.dumps({"lang": lang, "text": texts, **(extra or {})}, ensure_ascii=False))
     return (f'<!DOCTYPE html>\n<html lang="{lang}"><head><meta charset="utf-8"><title>{escape(title)} · ayar</title>'
             '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
@@ -99,9 +99,24 @@ def layout(lang: str, title: str, body: str, active: str = "", extra: dict[str, 
             f"<main>\n{body}\n</main></body></html>\n")
 
 
-def status_badge(lang: str, status: str) -> str:
-    hint = f' title="{escape(t(lang, "failed_hint"))}"' if status == "failed" else ""
-    return f'<span class="status {status}" data-status="{status}"{hint}>{escape(t(lang, status))}</span>'
+def status_badge(lang: str, status: str, gate: dict[str, Any] | None = None) -> str:
+    """The run's status; a failed run's badge says why when hovered (its forgetting gate's reasons)."""
+    hint = {"failed": t(lang, "failed_hint"), "gate_failed": "; ".join((gate or {}).get("reasons", []))}.get(status)
+    title = f' title="{escape(hint)}"' if hint else ""
+    return f'<span class="status {status}" data-status="{status}"{title}>{escape(t(lang, status))}</span>'
+
+
+def gate_section(lang: str, status: str, gate: dict[str, Any] | None) -> str:
+    """The forgetting gate's verdict at the top of the run page; nothing for a run without a gate."""
+    if gate is None or status not in ("done", "gate_failed"):  # else the figures are an earlier evaluation's
+        return ""
+    if gate["passed"]:
+        return f'<p class="gate passed" id="gate-verdict">{escape(t(lang, "gate_passed"))}</p>'
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in gate["reasons"])
+    levers = (f"<p>{escape(t(lang, 'gate_levers'))}: {escape(', '.join(gate['levers']))}</p>"
+              if gate["levers"] else "")
+    return (f'<div class="gate failed" id="gate-verdict" role="alert"><p><b>{escape(t(lang, "gate_failed"))}'
+            f"</b>. {escape(t(lang, 'gate_failed_note'))}</p><ul>{reasons}</ul>{levers}</div>")
 
 
 # ---------------------------------------------------------------- runs list
@@ -121,7 +136,7 @@ def runs_page(lang: str, root: Path, summaries: list[R.RunSummary]) -> str:
         name = escape(s.name)
         cells = [f'<input type="checkbox" name="runs" value="{name}">',
                  f'<a href="/runs/{name}">{name}</a>', escape(s.task), escape(s.method),
-                 escape(_cut(s.base_model)), status_badge(lang, s.status)]
+                 escape(_cut(s.base_model)), status_badge(lang, s.status, s.gate)]
         for m in metric_names:
             figures = s.metrics.get(m, {})
             for key in ("tuned", "delta"):
@@ -257,7 +272,8 @@ def run_page(lang: str, summary: R.RunSummary, shown_as: str) -> str:
     if (run_dir / "report.html").is_file():
         links.append(f'<a href="/runs/{name}/files/report.html">{escape(t(lang, "report"))}</a>')
     body = "\n".join([
-        f"<h1>{name} {status_badge(lang, summary.status)}</h1>",
+        f"<h1>{name} {status_badge(lang, summary.status, summary.gate)}</h1>",
+        gate_section(lang, summary.status, summary.gate),
         f"<p>{escape(t(lang, 'task'))}: <b>{escape(summary.task)}</b> · {escape(t(lang, 'method'))}: "
         f"<b>{escape(summary.method)}</b> · {escape(t(lang, 'base_model'))}: <b>{escape(summary.base_model)}</b> · "
         f"{' · '.join(links)}</p>",
@@ -342,7 +358,9 @@ def playground_page(lang: str, run: str) -> str:
 # ---------------------------------------------------------------- new run
 
 
-def _field_html(lang: str, f: FormField) -> str:
+def _field_html(lang: str, f: FormField, switches: list[str], unused: bool) -> str:
+    """One input with its key, default and description; ``switches`` (the section switches it needs on) and
+    the method it belongs to let the script hide it while the choices leave it unused."""
     ident = "f-" + f.key.replace(".", "-") + (f"-{f.method}" if f.method else "")
     attrs = (f'id="{escape(ident)}" name="{escape(f.key)}" data-key="{escape(f.key)}" data-initial="'
              f'{escape(f.value)}"')
@@ -351,28 +369,43 @@ def _field_html(lang: str, f: FormField) -> str:
         control = f"<select {attrs}>{options}</select>"
     else:
         control = f'<input type="text" {attrs} value="{escape(f.value)}" autocomplete="off">'
-    from ayar.ui.forms import text_of
-
     default = f'{escape(t(lang, "default"))}: <code>{escape(text_of(f.default)) or "—"}</code>'
-    method = f' data-method="{escape(f.method)}"' if f.method else ""
-    return (f'<div class="field"{method}><label for="{escape(ident)}"><code>{escape(f.key)}</code></label>'
+    marks = (f' data-method="{escape(f.method)}"' if f.method else "") + (
+        f' data-switches="{escape(" ".join(switches))}"' if switches else "") + (" hidden" if unused else "")
+    return (f'<div class="field"{marks}><label for="{escape(ident)}"><code>{escape(f.key)}</code></label>'
             f'{control}<small>{escape(f.description)} ({default})</small>'
             f'<span class="error" data-error-for="{escape(f.key)}"></span></div>')
 
 
+def _form_sections(lang: str, fields: list[FormField]) -> str:
+    """The main fields first, then every other field folded, one closed <details> per recipe section;
+    fields (and sections) the current choices leave unused start hidden."""
+    values = {f.key: f.value for f in fields if f.method is None}
+    main: list[str] = []
+    sections: dict[str, list[tuple[str, bool]]] = {}
+    for f in fields:
+        unused = is_unused(f, values)
+        html = _field_html(lang, f, section_switches(f.key, values), unused)
+        if f.key in MAIN_KEYS:
+            main.append(html)
+        else:
+            sections.setdefault(f.key.split(".")[0], []).append((html, unused))
+    folded = "".join(
+        f'<details class="section" id="more-{escape(name)}"{" hidden" if all(u for _, u in items) else ""}>'
+        f'<summary>{escape(name)}</summary>{"".join(html for html, _ in items)}</details>'
+        for name, items in sections.items())
+    return (f'<fieldset id="main-settings"><legend>{escape(t(lang, "main_settings"))}</legend>{"".join(main)}'
+            f'</fieldset><h3>{escape(t(lang, "more_settings"))}</h3>{folded}')
+
+
 def new_run_page(lang: str, examples: list[str], chosen: str | None, fields: list[FormField]) -> str:
     picks = "".join(f'<option{" selected" if e == chosen else ""}>{escape(e)}</option>' for e in examples)
-    sections: dict[str, list[str]] = {}
-    for f in fields:
-        sections.setdefault(f.key.split(".")[0], []).append(_field_html(lang, f))
-    groups = "".join(f'<fieldset><legend>{escape(name)}</legend>{"".join(items)}</fieldset>'
-                     for name, items in sections.items())
     body = (f"<h1>{escape(t(lang, 'new_run'))}</h1>"
             f'<form method="get" action="/new" id="example-form"><label>{escape(t(lang, "example_recipe"))} '
             f'<select name="example" id="example-select">{picks}</select></label> '
             f'<button type="submit">OK</button></form>'
             f"<p><small>{escape(t(lang, 'output_dir_note'))}</small></p>"
-            f'<form id="recipe-form" novalidate data-example="{escape(chosen or "")}">{groups}'
+            f'<form id="recipe-form" novalidate data-example="{escape(chosen or "")}">{_form_sections(lang, fields)}'
             f'<p class="actions"><button type="button" id="check-button">{escape(t(lang, "validate"))}</button> '
             f'<button type="submit" id="start-button">{escape(t(lang, "start"))}</button></p></form>'
             f'<div id="form-message" role="status"></div>'

@@ -28,14 +28,16 @@ class RunSummary:
     task: str = "?"
     method: str = "?"
     base_model: str = "?"
-    status: str = "failed"  # running | done | failed
+    status: str = "failed"  # running | done | gate_failed | failed
     started: float = 0.0
     updated: float = 0.0
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> {base, tuned, delta}
+    gate: dict[str, Any] | None = None  # the forgetting gate's verdict (see gate_verdict); None without one
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "task": self.task, "method": self.method, "base_model": self.base_model,
-                "status": self.status, "started": self.started, "updated": self.updated, "metrics": self.metrics}
+                "status": self.status, "started": self.started, "updated": self.updated, "metrics": self.metrics,
+                "gate": self.gate}
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -134,21 +136,44 @@ def active_run_dirs() -> set[Path]:
     return found
 
 
+def gate_verdict(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The forgetting gate's verdict in metrics.json: ``{passed, reasons, levers}``; None for a run without
+    one (the gate off, or an older run whose forgetting section has no gate)."""
+    from ayar.eval.report import section
+
+    forgetting = section(metrics, "forgetting") if isinstance(metrics, dict) else None
+    gate = forgetting.get("gate") if isinstance(forgetting, dict) else None
+    if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
+        return None
+    return {"passed": gate["passed"], "reasons": [str(r) for r in gate.get("reasons") or []],
+            "levers": [str(lever) for lever in gate.get("levers") or []]}
+
+
+def _evaluated(run_dir: Path, metrics: dict[str, Any]) -> bool:
+    """metrics.json holds an evaluation written after the recipe was (every stage rewrites recipe.yaml)."""
+    path = run_dir / "metrics.json"
+    return "eval" in metrics and path.stat().st_mtime >= (run_dir / "recipe.yaml").stat().st_mtime - 1
+
+
 def run_status(run_dir: Path, job_state: str | None = None, active: set[Path] | None = None) -> str:
-    """running, done or failed.
+    """running, done, gate_failed or failed.
 
     ``job_state`` is what the UI knows of a run it started itself (running / done / failed) and wins;
     then a live `ayar` stage process working in the folder (``active``, see active_run_dirs) means running.
-    Otherwise: evaluated after the recipe was last written means done; written to lately means running;
-    anything else stopped before its evaluation (an error, Ctrl-C or a crash): failed.
+    A run evaluated after the recipe was last written whose forgetting gate failed is gate_failed (the CLI
+    exits 4 on it, so its job reads failed). Otherwise: evaluated means done; written to lately means
+    running; anything else stopped before its evaluation (an error, Ctrl-C or a crash): failed.
     """
+    if job_state == "running" or (job_state is None and active is not None and run_dir.resolve() in active):
+        return "running"
+    metrics = read_json(run_dir / "metrics.json", {})
+    metrics = metrics if isinstance(metrics, dict) else {}
+    evaluated = _evaluated(run_dir, metrics)
+    if evaluated and (gate_verdict(metrics) or {}).get("passed") is False:
+        return "gate_failed"
     if job_state is not None:
         return job_state
-    if active is not None and run_dir.resolve() in active:
-        return "running"
-    metrics = run_dir / "metrics.json"
-    evaluated = "eval" in (read_json(metrics, {}) or {})
-    if evaluated and metrics.stat().st_mtime >= (run_dir / "recipe.yaml").stat().st_mtime - 1:
+    if evaluated:
         return "done"
     return "running" if time.time() - _latest_mtime(run_dir) < ACTIVE_SECONDS else "failed"
 
@@ -185,7 +210,7 @@ def summarize(run_dir: Path, job_state: str | None = None, active: set[Path] | N
         method=str((recipe.get("method") or {}).get("name", "?")),
         base_model=str(model) if model else ("pretrained from scratch" if pretrained else "?"),
         status=run_status(run_dir, job_state, active), started=_started(run_dir),
-        updated=_latest_mtime(run_dir), metrics=key_metrics(metrics),
+        updated=_latest_mtime(run_dir), metrics=key_metrics(metrics), gate=gate_verdict(metrics),
     )
 
 

@@ -198,12 +198,21 @@
   // ------------------------------------------------------------ new run: the schema form
   const recipeForm = $("#recipe-form");
   if (recipeForm) {
-    const methodSelect = $('[data-key="method.name"]', recipeForm);
-    const showMethod = () => $$(".field[data-method]", recipeForm).forEach((f) => {
-      f.hidden = f.dataset.method !== methodSelect.value;
-    });
-    methodSelect.addEventListener("change", showMethod);
-    showMethod();
+    // a field the choices leave unused is hidden (and not sent): another method's parameter, or one in a
+    // section whose switch (pretrain.enabled, eval.judge.enabled, ...) is off; so is a section left empty
+    const showUsed = () => {
+      const values = {};
+      $$(".field:not([data-method]) [data-key]", recipeForm).forEach((i) => { values[i.dataset.key] = i.value; });
+      $$(".field", recipeForm).forEach((f) => {
+        const switchedOff = (f.dataset.switches || "").split(" ").some((key) => key && values[key] === "false");
+        f.hidden = Boolean(f.dataset.method && f.dataset.method !== values["method.name"]) || switchedOff;
+      });
+      $$("details.section", recipeForm).forEach((section) => {
+        section.hidden = $$(".field", section).every((f) => f.hidden);
+      });
+    };
+    recipeForm.addEventListener("change", showUsed, true);  // capture: a change that does not bubble counts too
+    showUsed();
     const changes = () => {
       const out = {};
       $$("[data-key]", recipeForm).forEach((input) => {
@@ -221,6 +230,8 @@
       const spot = data.key && $$(".error[data-error-for]", recipeForm).find(
         (e) => e.dataset.errorFor === data.key && !e.closest(".field").hidden);
       if (spot) {
+        const section = spot.closest("details");
+        if (section) section.open = true;  // a mistake in a folded section must be seen
         spot.textContent = data.error;
         spot.closest(".field").classList.add("invalid");
         spot.closest(".field").scrollIntoView({ block: "center" });
