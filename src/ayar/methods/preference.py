@@ -78,6 +78,7 @@ class PreferenceMethod(Method):
     params_model: ClassVar[type[BaseModel]] = PreferenceParams
     uses_reference: ClassVar[bool] = True  # the loss compares with a frozen reference model
     unpaired: ClassVar[bool] = False  # trains on (prompt, completion, label) rather than pairs
+    training_run: ClassVar[str] = "preference"  # TRL's trainer on the records (ayar.train.preference)
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from ayar.train.self_distill import SelfDistillation
 
 META_COLUMNS = ("example_index", "length")  # batch columns kept for methods, never passed to the model
 
-__all__ = ["AyarTrainer", "AyarTrainerMixin", "TrainerSpec", "build_trainer", "prepare_model",
+__all__ = ["AyarTrainer", "AyarTrainerMixin", "TrainerBuild", "TrainerSpec", "build_trainer", "prepare_model",
            "trainer_class_for", "training_arguments"]
 
 
@@ -356,51 +357,61 @@ def prepare_model(method: Method, model: torch.nn.Module, task: str, precision: 
     return model
 
 
-def build_trainer(
-    model: torch.nn.Module,
-    cfg: TrainConfig,
-    output_dir: Path,
-    train_dataset: Any,
-    *,
-    seed: int = 0,
-    eval_dataset: Any = None,
-    data_collator: Any = None,
-    processing_class: Any = None,
-    method: Method | None = None,
-    callbacks: Sequence[TrainerCallback] = (),
-    history: LossHistory | None = None,
-    faults: FaultGuard | None = None,
-    tensorboard_dir: Path | None = None,
-    reporters: Sequence[TrainerCallback] = (),
-    chunked_loss: bool = False,
-    spec: TrainerSpec | None = None,
-    arguments: dict[str, Any] | None = None,
-    resumable_order: bool = True,
-    self_distill: SelfDistillation | None = None,
-) -> Trainer:
-    """The Trainer for one run: the recipe's train section as arguments, ayar's behaviour, the method's trainer.
+@dataclass
+class TrainerBuild:
+    """Everything :func:`build_trainer` assembles into one Trainer.
 
     ``model`` is already prepared by ``method`` (``method.prepare_model``). The trainer class is the
-    method's (:meth:`~ayar.methods.base.Method.trainer_spec`, ``spec`` overrides it) with
-    :class:`AyarTrainerMixin` in front; its callbacks are the loss history, the fault guard,
-    TensorBoard (when ``tensorboard_dir`` is given), the ``reporters`` (experiment tracking), the
-    method's, ``callbacks``, then early stopping when the recipe asks for it. Checkpoints go to ``output_dir``. ``arguments`` are TrainingArguments
-    fields that win over the recipe's mapping (e.g. ``disable_tqdm``). ``resumable_order=False`` keeps
-    the Trainer's own example order (for a run that writes no checkpoint to resume from).
+    method's (:meth:`~ayar.methods.base.Method.trainer_spec`; ``spec`` overrides it). ``tensorboard_dir``
+    adds TensorBoard, ``reporters`` the experiment trackers, ``callbacks`` anything else. ``arguments``
+    are TrainingArguments fields that win over the recipe's mapping (e.g. ``disable_tqdm``).
+    ``resumable_order=False`` keeps the Trainer's own example order (for a run that writes no checkpoint
+    to resume from).
     """
-    method = method if method is not None else Method()
-    spec = spec or method.trainer_spec()
-    faults = faults or FaultGuard(cfg.on_nonfinite)
-    args = training_arguments(cfg, output_dir, seed, eval_dataset is not None, spec.args_class,
-                              **{**spec.args, **(arguments or {})})
-    every: list[TrainerCallback] = [history or LossHistory(), faults]
-    if tensorboard_dir is not None:
-        every.append(tensorboard_callback(tensorboard_dir))
-    every += [*reporters, *method.callbacks(), *callbacks]
+
+    model: torch.nn.Module
+    cfg: TrainConfig
+    output_dir: Path
+    train_dataset: Any
+    seed: int = 0
+    eval_dataset: Any = None
+    data_collator: Any = None
+    processing_class: Any = None
+    method: Method | None = None
+    callbacks: Sequence[TrainerCallback] = ()
+    history: LossHistory | None = None
+    faults: FaultGuard | None = None
+    tensorboard_dir: Path | None = None
+    reporters: Sequence[TrainerCallback] = ()
+    chunked_loss: bool = False
+    spec: TrainerSpec | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    resumable_order: bool = True
+    self_distill: SelfDistillation | None = None
+
+
+def build_trainer(build: TrainerBuild) -> Trainer:
+    """The Trainer for one run: the recipe's train section as arguments, ayar's behaviour, the method's trainer.
+
+    The trainer class is the method's with :class:`AyarTrainerMixin` in front; its callbacks are the loss
+    history, the fault guard, TensorBoard, the reporters, the method's, the build's own, then early
+    stopping when the recipe asks for it. Checkpoints go to ``build.output_dir``.
+    """
+    method = build.method if build.method is not None else Method()
+    spec = build.spec or method.trainer_spec()
+    cfg = build.cfg
+    faults = build.faults or FaultGuard(cfg.on_nonfinite)
+    args = training_arguments(cfg, build.output_dir, build.seed, build.eval_dataset is not None, spec.args_class,
+                              **{**spec.args, **build.arguments})
+    every: list[TrainerCallback] = [build.history or LossHistory(), faults]
+    if build.tensorboard_dir is not None:
+        every.append(tensorboard_callback(build.tensorboard_dir))
+    every += [*build.reporters, *method.callbacks(), *build.callbacks]
     if cfg.early_stopping_patience:
         every.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer_class = trainer_class_for(spec.trainer_class)
-    return trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=data_collator, processing_class=processing_class, callbacks=every,
-                         method=method, faults=faults, chunked_loss=chunked_loss, resumable_order=resumable_order,
-                         self_distill=self_distill, **spec.kwargs)
+    return trainer_class(model=build.model, args=args, train_dataset=build.train_dataset,
+                         eval_dataset=build.eval_dataset, data_collator=build.data_collator,
+                         processing_class=build.processing_class, callbacks=every, method=method, faults=faults,
+                         chunked_loss=build.chunked_loss, resumable_order=build.resumable_order,
+                         self_distill=build.self_distill, **spec.kwargs)

@@ -80,9 +80,9 @@ def test_a_fine_tune_with_the_kl_term_stays_closer_to_its_base(method: str, tiny
 
 
 def test_self_distillation_needs_a_chat_task(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from ayar.train.engine import _self_distillation
+    from ayar.train.supervised import self_distillation
 
     recipe = load_recipe(None, [f"model.name_or_path={tiny_model_dir}", "task=classification",
                                 "data.format=classification", "train.self_distill.weight=1.0"])
     with pytest.raises(UsageError, match="self_distill keeps a chat model"):
-        _self_distillation(recipe, None, None)
+        self_distillation(recipe, None, None)

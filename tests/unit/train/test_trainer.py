@@ -18,7 +18,7 @@ from ayar.methods.base import Method, TrainerSpec
 from ayar.recipe import TrainConfig
 from ayar.train import checkpoint as ckpt
 from ayar.train.faults import NonFiniteError
-from ayar.train.trainer import AyarTrainerMixin, build_trainer, trainer_class_for
+from ayar.train.trainer import AyarTrainerMixin, TrainerBuild, build_trainer, trainer_class_for
 
 
 class CountingTrainer(Trainer):
@@ -54,9 +54,9 @@ def _build(tmp_path: Path, **cfg: Any) -> Any:
     settings = {"max_steps": 2, "save_steps": 2, **cfg}
     train_cfg = TrainConfig(batch_size=2, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1, precision="fp32",
                             packing=False, **settings)
-    return build_trainer(model, train_cfg, tmp_path / "checkpoints", Dataset.from_list(examples() * 2),
-                         processing_class=tok, method=OwnTrainerMethod(), chunked_loss=True,
-                         data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE_INDEX))
+    return build_trainer(TrainerBuild(model, train_cfg, tmp_path / "checkpoints", Dataset.from_list(examples() * 2),
+                                      processing_class=tok, method=OwnTrainerMethod(), chunked_loss=True,
+                                      data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE_INDEX)))
 
 
 def test_a_methods_trainer_class_trains_with_ayar_checkpoints_and_its_own_loss(tmp_path: Path) -> None:
@@ -113,10 +113,10 @@ def test_eval_steps_zero_skips_the_validation_pass_at_the_end(tmp_path: Path, ev
     tok = tokenizer()
     train_cfg = TrainConfig(batch_size=2, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1, precision="fp32",
                             packing=False, max_steps=2, eval_steps=eval_steps)
-    trainer = build_trainer(tiny_model("llama", "sdpa").train(), train_cfg, tmp_path / "checkpoints",
-                            Dataset.from_list(examples() * 2), eval_dataset=Dataset.from_list(examples()),
-                            processing_class=tok, chunked_loss=True,
-                            data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE_INDEX))
+    trainer = build_trainer(TrainerBuild(
+        tiny_model("llama", "sdpa").train(), train_cfg, tmp_path / "checkpoints", Dataset.from_list(examples() * 2),
+        eval_dataset=Dataset.from_list(examples()), processing_class=tok, chunked_loss=True,
+        data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE_INDEX)))
     trainer.train()
     # a step-based strategy validates once at the end even when no multiple of eval_steps is reached
     assert any("eval_loss" in entry for entry in trainer.state.log_history) is validated
