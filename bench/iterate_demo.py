@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from ayar.data.synthetic import generate_records
 from ayar.data.templates import alpaca_user_message
-from ayar.iterate import iterate, record_prompt
+from ayar.iterate import iterate, read_promotion, record_prompt
 from ayar.recipe import load_recipe
 
 
@@ -193,8 +193,8 @@ def main() -> None:
                              "answers": {k: v for k, v in (forgetting.get("answers") or {}).items()
                                          if k != "lost_examples"},
                              "gate": forgetting.get("gate")},
-              "gate": metrics["gate"]["decision"], "gate_reasons": metrics["gate"]["reasons"],
-              "gate_checks": metrics["gate"]["checks"],
+              "gate": read_promotion(metrics)["decision"], "gate_reasons": read_promotion(metrics)["reasons"],
+              "gate_checks": read_promotion(metrics)["checks"],
               "held_out": held_out_win_rate(args.run / "model", v2 / "model", held, answers, tasks, args.max_tokens),
               "serve_and_feedback_s": served_s, "total_s": time.perf_counter() - start}
     (v2 / "demo.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")

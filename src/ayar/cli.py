@@ -323,15 +323,17 @@ def iterate(
     db: Annotated[Path, typer.Option(help="Request log with feedback (`ayar serve --log-text --log-db`).")],
     set_: SetOpt = None,
 ) -> None:
-    """Feedback from serving -> v2 trained from this run, evaluated against it and gated (promote/block)."""
+    """Feedback from serving -> v2 trained from this run, evaluated against it and checked for promotion
+    (promote/block)."""
     from ayar.iterate import iterate as run_iteration
+    from ayar.iterate import read_promotion
 
     metrics = run_iteration(run_dir, db, set_ or [])
     drift = metrics["iterate"]["drift"]
     print(f"drift of the served traffic: {drift['status']} ({drift['n_live']} live prompts)" if "status" in drift
           else f"drift not measured: {drift.get('skipped')}")
-    gate = metrics["gate"]
-    print(f"gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
+    promotion = read_promotion(metrics)
+    print(f"promotion: {promotion['decision']} ({'; '.join(promotion['reasons'])})")
     print(f"report: {Path(metrics['iterate']['v2_run']) / 'report.md'}")
 
 

@@ -54,7 +54,7 @@ class MonitorConfig(Section):
 
 
 class IterateConfig(Section):
-    """`ayar iterate`: feedback from serving -> v2, and the bounds of the gate that promotes or blocks it."""
+    """`ayar iterate`: feedback from serving -> v2, and the bounds of the promotion check that promotes or blocks it."""
 
     method: str | None = Field(None, description="Method for v2; empty: the recipe's own if the feedback fits it, "
                                "else dpo for pairs, kto for ratings alone, the SFT method for corrections alone.")
@@ -63,7 +63,7 @@ class IterateConfig(Section):
     replay: float = Field(0.5, ge=0, lt=1, description="Share of v2's training rows drawn from v1's own training "
                           "split (a seeded sample), so v2 keeps what v1 learned while it learns the feedback; used "
                           "when v2 trains on v1's record format (SFT after SFT), else 0. 0: feedback only.")
-    gate_metric: str = Field("exact_match", description="Test-split metric the gate guards (a key of eval's "
+    gate_metric: str = Field("exact_match", description="Test-split metric the promotion check guards (a key of eval's "
                              "summary: exact_match, chrf, rougeL...).")
     max_test_drop: float = Field(0.02, ge=0, description="Largest allowed fall of gate_metric on the original "
                                  "test split (forgetting).")
