@@ -12,8 +12,7 @@ import pytest
 
 from ayar.errors import UsageError
 from ayar.recipe import ServeConfig
-from ayar.serve import engine as engine_module
-from ayar.serve import llamacpp_engine, server
+from ayar.serve import llamacpp_engine, server, transformers_engine
 from ayar.serve.engine import ENGINES, EngineRequest, PreparedEngine, prepare_engine
 
 
@@ -33,7 +32,7 @@ def test_an_unknown_engine_is_a_usage_error_naming_the_choices(tmp_path: Path) -
 def test_the_transformers_engine_loads_with_the_requests_settings(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple] = []
-    monkeypatch.setattr(engine_module, "load_engine", lambda *args: calls.append(args) or "engine")
+    monkeypatch.setattr(transformers_engine, "load_engine", lambda *args: calls.append(args) or "engine")
     prepared = server.engine_loader("transformers", tmp_path, {"tr": tmp_path / "tr"}, "tiny", 5, 3, 2)
     assert calls == [] and prepared.has_training_folder  # nothing loads until the server asks
     assert prepared.load() == "engine"
