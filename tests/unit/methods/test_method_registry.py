@@ -12,7 +12,7 @@ from ayar.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[3]
 EXPECTED = {"full", "layers", "gradual_unfreeze", "transfer", "lora", "dora", "ia3", "prompt_tuning",
             "prefix_tuning", "p_tuning", "qlora"}
-ADVANCED = {"distill", "reweight", "alum", "gate"}  # documented in docs/advanced-methods.md
+ADVANCED = {"distill", "reweight", "alum", "guided_attention"}  # documented in docs/advanced-methods.md
 
 
 def test_every_method_is_registered_with_a_one_line_summary() -> None:
@@ -51,3 +51,24 @@ def test_default_preflight_refuses_an_unsupported_task() -> None:
     DecoderOnly().preflight("causal_lm")
     with pytest.raises(UsageError, match="does not support task 'seq2seq'"):
         DecoderOnly().preflight("seq2seq")
+
+
+def test_a_name_or_former_name_cannot_be_taken_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ayar import methods
+    from ayar.methods.base import Method
+
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods.available_methods()))  # restored after the test
+    monkeypatch.setattr(methods, "_FORMER_NAMES", dict(methods._FORMER_NAMES))
+    assert methods.current_name("gate") == "guided_attention" and methods.current_name("lora") == "lora"
+
+    class FormerlyLora(Method):
+        name = "formerly_lora"
+        former_names = ("lora",)
+
+    class NamedLikeAFormerName(Method):
+        name = "gate"
+
+    for cls, name in [(FormerlyLora, "lora"), (NamedLikeAFormerName, "gate")]:
+        with pytest.raises(ValueError, match=f"'{name}' is registered twice"):
+            methods.register(cls)
+    assert "formerly_lora" not in methods._REGISTRY and methods.current_name("gate") == "guided_attention"

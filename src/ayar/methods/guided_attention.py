@@ -1,9 +1,9 @@
-"""Guided attention training (gate): pull chosen attention heads toward the prompt spans an answer depends on.
+"""Guided attention training: pull chosen attention heads toward the prompt spans an answer depends on.
 
 Records carry ``guide_spans: [[start, end], ...]``: character offsets into the user message that
 the first answer replies to (its content as ``record_to_messages`` builds it). At tokenization
-they become three per-token columns: the prompt tokens (``gate_prompt``), the guide tokens among
-them (``gate_guide``) and the query positions that produce the first answer (``gate_query``: the
+they become three per-token columns: the prompt tokens (``guide_prompt``), the guide tokens among
+them (``guide_tokens``) and the query positions that produce the first answer (``guide_query``: the
 last prompt token through the answer's second-to-last token). Each step adds
 
     lambda * mean over (layer, head, query) of KL(guide || attention row over the prompt keys)
@@ -31,12 +31,12 @@ from ayar.errors import AyarError, UsageError
 from ayar.methods import register
 from ayar.methods.wrapping import WrappedParams, WrappingMethod
 
-COLUMNS = ("gate_prompt", "gate_guide", "gate_query")
-MARKER = "\ue000gate\ue001"  # private-use characters: no real message holds them
+COLUMNS = ("guide_prompt", "guide_tokens", "guide_query")
+MARKER = "\ue000guide\ue001"  # private-use characters: no real message holds them
 EPS = 1e-8  # floor for attention probabilities under a logarithm
 
 
-class GateParams(WrappedParams):
+class GuidedAttentionParams(WrappedParams):
 
     lambda_: float = Field(1.0, ge=0, alias="lambda", description="Weight of the guided-attention KL beside the "
                            "task loss (0 trains exactly as the base method, on eager attention).")
@@ -80,14 +80,14 @@ def content_offset(tokenizer: Any, messages: list[dict[str, str]], user: int, pr
     start = render_prompt(tokenizer, marked).find(MARKER)
     content = messages[user]["content"]
     if start < 0 or prompt[start:start + len(content)] != content:
-        raise UsageError("method 'gate': the chat template changes the user message's text, so guide spans "
-                         "cannot be placed in the prompt; use data.template alpaca or chatml")
+        raise UsageError("method 'guided_attention': the chat template changes the user message's text, so "
+                         "guide spans cannot be placed in the prompt; use data.template alpaca or chatml")
     return start
 
 
 def guide_columns(record: dict[str, Any], encoded: dict[str, Any], tokenizer: Any,
                   field: str = "guide_spans") -> dict[str, list[int]]:
-    """The per-token ``gate_prompt``, ``gate_guide`` and ``gate_query`` columns of one tokenized chat record.
+    """The per-token ``guide_prompt``, ``guide_tokens`` and ``guide_query`` columns of one tokenized chat record.
 
     ``record`` holds the messages as trained (``tasks.record_as_trained``); ``encoded`` is its
     ``tokenize_chat`` output. A record without spans gets all-zero columns.
@@ -106,23 +106,24 @@ def guide_columns(record: dict[str, Any], encoded: dict[str, Any], tokenizer: An
     content = messages[user]["content"]
     pairs = checked_spans(spans, len(content), where, field)
     if not getattr(tokenizer, "is_fast", False):
-        raise UsageError("method 'gate' needs a fast tokenizer (it maps characters to tokens by offsets)")
+        raise UsageError("method 'guided_attention' needs a fast tokenizer (it maps characters to tokens by "
+                         "offsets)")
     prompt = render_prompt(tokenizer, messages[:answer])
     base = content_offset(tokenizer, messages[:answer], user, prompt)
     tokens = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     bos = int(tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False))
     ids = tokens["input_ids"]
     if list(encoded["input_ids"][bos:bos + len(ids)]) != ids[:max(n - bos, 0)]:
-        raise AyarError(f"{where}: method 'gate' tokenizes the prompt differently from training")
+        raise AyarError(f"{where}: method 'guided_attention' tokenizes the prompt differently from training")
     prompt_end = min(bos + len(ids), n)
-    columns["gate_prompt"][:prompt_end] = [1] * prompt_end
+    columns["guide_prompt"][:prompt_end] = [1] * prompt_end
     for t, (a, b) in enumerate(tokens["offset_mapping"][:max(n - bos, 0)]):
         if b > a and any(a < base + end and base + start < b for start, end in pairs):
-            columns["gate_guide"][bos + t] = 1
+            columns["guide_tokens"][bos + t] = 1
     labels = encoded["labels"]
     answer_end = next((i for i in range(prompt_end, n) if labels[i] == IGNORE_INDEX), n)
     for i in range(prompt_end - 1, answer_end - 1):  # each of these positions predicts an answer token
-        columns["gate_query"][i] = 1
+        columns["guide_query"][i] = 1
     return columns
 
 
@@ -149,8 +150,8 @@ def attention_modules(model: torch.nn.Module) -> tuple[list[torch.nn.Module], in
                  if isinstance(m, spec.target_class) and (layer_name is None or layer_name in f".{name}.")]
         if found:
             return found, spec.index
-    raise UsageError(f"method 'gate' cannot find the attention layers of {type(model).__name__} (its transformers "
-                     "class does not record attention weights)")
+    raise UsageError(f"method 'guided_attention' cannot find the attention layers of {type(model).__name__} "
+                     "(its transformers class does not record attention weights)")
 
 
 def pick(indices: list[int] | str, count: int, what: str) -> list[int]:
@@ -159,7 +160,7 @@ def pick(indices: list[int] | str, count: int, what: str) -> list[int]:
         return list(range(count))
     bad = [i for i in indices if not -count <= i < count]
     if bad:
-        raise UsageError(f"method 'gate': {what} {bad} out of range; the model has {count} {what}")
+        raise UsageError(f"method 'guided_attention': {what} {bad} out of range; the model has {count} {what}")
     return sorted({i % count for i in indices})
 
 
@@ -182,8 +183,9 @@ class AttentionRecorder:
         weights, self.weights = self.weights, {}
         missing = [layer for layer in self.layers if weights.get(layer) is None]
         if missing:
-            raise AyarError(f"method 'gate': no attention weights recorded for layer(s) {missing}: the model must "
-                            "run eager attention with gradients (reentrant checkpointing runs the forward without them)")
+            raise AyarError(f"method 'guided_attention': no attention weights recorded for layer(s) {missing}: "
+                            "the model must run eager attention with gradients (reentrant checkpointing runs the "
+                            "forward without them)")
         return [weights[layer] for layer in self.layers]
 
 
@@ -193,8 +195,8 @@ def selected_rows(attentions: list[torch.Tensor], query: torch.Tensor, guide: to
     width = query.shape[1]
     for weights in attentions:
         if weights.shape[-1] != width or weights.shape[-2] != width:
-            raise UsageError(f"method 'gate': attention spans {weights.shape[-1]} keys for {width} tokens; base "
-                             "methods that add virtual tokens (prompt/prefix tuning) cannot be guided")
+            raise UsageError(f"method 'guided_attention': attention spans {weights.shape[-1]} keys for {width} "
+                             "tokens; base methods that add virtual tokens (prompt/prefix tuning) cannot be guided")
     chosen = query.bool() & (guide.sum(1) > 0)[:, None]
     if not chosen.any():
         return None
@@ -233,7 +235,7 @@ def guide_kl(attentions: list[torch.Tensor], prompt: torch.Tensor, guide: torch.
 
 def guide_mass(attentions: list[torch.Tensor], guide: torch.Tensor, query: torch.Tensor,
                heads: list[int] | None = None) -> float:
-    """Mean attention weight on the guide tokens over (layer, head, answer query): the effect gate trains for."""
+    """Mean attention weight on the guide tokens over (layer, head, answer query): what the method trains."""
     selected = selected_rows(attentions, query, guide, heads)
     if selected is None:
         return float("nan")
@@ -246,10 +248,11 @@ def guide_mass(attentions: list[torch.Tensor], guide: torch.Tensor, query: torch
 
 
 @register
-class Gate(WrappingMethod):
-    name = "gate"
+class GuidedAttention(WrappingMethod):
+    name = "guided_attention"
+    former_names = ("gate",)  # recipes written before the rename keep working
     summary = "Guided attention: pull chosen heads' attention toward prompt spans the records mark (guide_spans)."
-    params_model = GateParams
+    params_model = GuidedAttentionParams
     tasks = ("causal_lm",)
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
@@ -264,7 +267,8 @@ class Gate(WrappingMethod):
     def prepare_model(self, model: PreTrainedModel, task: str) -> torch.nn.Module:
         if getattr(model.config, "_attn_implementation", None) != "eager":
             model.set_attn_implementation("eager")
-        say("method gate: eager attention (attention weights are needed; slower than sdpa/flash kernels)")
+        say("method guided_attention: eager attention (attention weights are needed; slower than sdpa/flash "
+            "kernels)")
         num_heads = model.config.get_text_config().num_attention_heads
         model = super().prepare_model(model, task)
         modules, index = attention_modules(model)
@@ -282,15 +286,16 @@ class Gate(WrappingMethod):
 
     def setup(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, run_dir: Any) -> None:
         super().setup(model, tokenizer, train_dataset, run_dir)
-        if train_dataset is None or "gate_guide" not in train_dataset.column_names:
-            raise AyarError("method 'gate': the training rows have no guide columns (tokenize with the method)")
-        guided = sum(1 for g, q in zip(train_dataset["gate_guide"], train_dataset["gate_query"], strict=True)
+        if train_dataset is None or "guide_tokens" not in train_dataset.column_names:
+            raise AyarError("method 'guided_attention': the training rows have no guide columns "
+                            "(tokenize with the method)")
+        guided = sum(1 for g, q in zip(train_dataset["guide_tokens"], train_dataset["guide_query"], strict=True)
                      if any(g) and any(q))
         if guided == 0:
-            raise UsageError(f"method 'gate': no training record carries guide spans: give records a "
+            raise UsageError(f"method 'guided_attention': no training record carries guide spans: give records a "
                              f"'{self.params.field}' field of [start, end] character offsets into the user "
                              "message (or data.synthetic.guide_spans: true)")
-        say(f"method gate: {guided} of {len(train_dataset)} training rows carry guide spans")
+        say(f"method guided_attention: {guided} of {len(train_dataset)} training rows carry guide spans")
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], meta: dict[str, Any],
                      num_items_in_batch: Any) -> None:
@@ -299,13 +304,13 @@ class Gate(WrappingMethod):
 
     def extra_loss(self, model: torch.nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
         if self.recorder is None:
-            raise AyarError("method 'gate': prepare_model did not run")
+            raise AyarError("method 'guided_attention': prepare_model did not run")
         attentions = self.recorder.take()
         meta, self.meta = self.meta, None
         if self.params.lambda_ == 0:
             return None
         if meta is None or any(name not in meta for name in COLUMNS):
-            raise UsageError("method 'gate': the batch lost its guide columns (train.packing drops them); set "
-                             "train.packing false")
-        kl = guide_kl(attentions, meta["gate_prompt"], meta["gate_guide"], meta["gate_query"], self.heads)
+            raise UsageError("method 'guided_attention': the batch lost its guide columns (train.packing drops "
+                             "them); set train.packing false")
+        kl = guide_kl(attentions, meta["guide_prompt"], meta["guide_tokens"], meta["guide_query"], self.heads)
         return None if kl is None else self.params.lambda_ * kl

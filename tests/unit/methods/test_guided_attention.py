@@ -1,4 +1,4 @@
-"""gate: guide spans land on the right tokens, the KL is right and reaches the weights, attention moves to the spans."""
+"""guided_attention: spans land on the right tokens; the KL is right, reaches the weights and moves attention."""
 
 from __future__ import annotations
 
@@ -12,23 +12,25 @@ import torch.nn.functional as F
 from method_helpers import changed_names, snapshot
 from transformers import TrainingArguments
 
+from ayar import methods
 from ayar.data.prepare import PreparedData
 from ayar.data.synthetic import generate_records, write_jsonl
 from ayar.data.templates import set_template
 from ayar.errors import UsageError
-from ayar.methods import build_method, check_method
-from ayar.methods.gate import COLUMNS, guide_kl, guide_mass
+from ayar.methods import available_methods, build_method, check_method
+from ayar.methods.guided_attention import COLUMNS, GuidedAttention, guide_kl, guide_mass
 from ayar.models.load import load_model, load_tokenizer
 from ayar.recipe import MethodConfig, load_recipe
 from ayar.train.engine import AyarTrainer, train
 from ayar.train.tasks import collator_for, tokenize_split
 
+ROOT = Path(__file__).resolve().parents[3]
 TASKS = ["add", "reverse", "upper", "date"]
 
 
 def recipe_for(model_dir: Path, *extra: str) -> Any:
     return load_recipe(None, [f"model.name_or_path={model_dir}", "data.template=alpaca", "data.max_length=96",
-                              "method.name=gate", "train.precision=fp32", "train.warmup_ratio=0.0",
+                              "method.name=guided_attention", "train.precision=fp32", "train.warmup_ratio=0.0",
                               "train.scheduler=constant", "train.logging_steps=1000", "run.seed=0", *extra])
 
 
@@ -39,7 +41,7 @@ def records(n: int, seed: int = 0, spans: bool = True) -> list[dict]:
 def tokenized(model_dir: Path, rows: list[dict], recipe: Any) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(str(model_dir))
     set_template(tokenizer, recipe.data.template)
-    method = build_method("gate", recipe.method.params())
+    method = build_method("guided_attention", recipe.method.params())
     return tokenize_split(rows, tokenizer, recipe, None, method), tokenizer
 
 
@@ -55,12 +57,12 @@ def test_spans_become_the_input_tokens_and_queries_produce_the_answer(tiny_model
     data, tokenizer = tokenized(tiny_model_dir, rows, recipe)
     for record, row in zip(rows, data, strict=True):
         ids, labels = row["input_ids"], row["labels"]
-        guide = [t for t, flag in zip(ids, row["gate_guide"], strict=True) if flag]
+        guide = [t for t, flag in zip(ids, row["guide_tokens"], strict=True) if flag]
         assert tokenizer.decode(guide).strip() == record["input"]
-        prompt_end = sum(row["gate_prompt"])
-        assert row["gate_prompt"] == [1] * prompt_end + [0] * (len(ids) - prompt_end)
-        assert all(row["gate_prompt"][i] for i, flag in enumerate(row["gate_guide"]) if flag)
-        queries = [i for i, flag in enumerate(row["gate_query"]) if flag]
+        prompt_end = sum(row["guide_prompt"])
+        assert row["guide_prompt"] == [1] * prompt_end + [0] * (len(ids) - prompt_end)
+        assert all(row["guide_prompt"][i] for i, flag in enumerate(row["guide_tokens"]) if flag)
+        queries = [i for i, flag in enumerate(row["guide_query"]) if flag]
         answer = [i for i, label in enumerate(labels) if label != -100]
         assert queries == [i - 1 for i in answer] and queries[0] == prompt_end - 1
         assert record["output"] in tokenizer.decode([ids[i + 1] for i in queries])
@@ -78,18 +80,18 @@ def test_records_without_spans_get_empty_columns_and_bad_spans_are_named(tiny_mo
 
 def test_clear_errors_for_wrong_task_missing_spans_and_bad_indices(tiny_model_dir: Path) -> None:
     with pytest.raises(UsageError, match="does not support task 'classification'"):
-        build_method("gate").preflight("classification")
+        build_method("guided_attention").preflight("classification")
     recipe = recipe_for(tiny_model_dir)
     data, tokenizer = tokenized(tiny_model_dir, records(4, spans=False), recipe)
-    method = build_method("gate")
+    method = build_method("guided_attention")
     model = method.prepare_model(load_model(str(tiny_model_dir)), "causal_lm")
     with pytest.raises(UsageError, match="no training record carries guide spans"):
         method.setup(model, tokenizer, data, None)
     for params, what in [({"layers": [2]}, "layers"), ({"heads": [0, 5]}, "heads")]:
         with pytest.raises(UsageError, match=f"{what} .* out of range"):
-            build_method("gate", params).prepare_model(load_model(str(tiny_model_dir)), "causal_lm")
+            build_method("guided_attention", params).prepare_model(load_model(str(tiny_model_dir)), "causal_lm")
     with pytest.raises(UsageError, match="method.lambda"):
-        check_method(MethodConfig(name="gate", **{"lambda": -1}))
+        check_method(MethodConfig(name="guided_attention", **{"lambda": -1}))
 
 
 def test_guide_kl_matches_torch_kl_div() -> None:
@@ -124,7 +126,7 @@ def test_aux_loss_is_positive_and_reaches_only_the_layers_up_to_the_guided_one(t
     recipe = recipe_for(tiny_model_dir)
     data, tokenizer = tokenized(tiny_model_dir, records(8), recipe)
     batch = batch_of(data, recipe, tokenizer)
-    method = build_method("gate", {"layers": [0], "lambda": 2.0})
+    method = build_method("guided_attention", {"layers": [0], "lambda": 2.0})
     model = method.prepare_model(load_model(str(tiny_model_dir)), "causal_lm").train()
     assert model.config._attn_implementation == "eager"
     loss = aux_loss(method, model, batch)
@@ -133,7 +135,7 @@ def test_aux_loss_is_positive_and_reaches_only_the_layers_up_to_the_guided_one(t
     grad = {n: float(p.grad.abs().sum()) if p.grad is not None else 0.0 for n, p in model.named_parameters()}
     assert grad["model.layers.0.self_attn.q_proj.weight"] > 0 and grad["model.layers.0.self_attn.k_proj.weight"] > 0
     assert grad["model.layers.1.self_attn.q_proj.weight"] == 0  # layer 1 comes after the guided layer
-    zero = build_method("gate", {"lambda": 0})
+    zero = build_method("guided_attention", {"lambda": 0})
     model = zero.prepare_model(load_model(str(tiny_model_dir)), "causal_lm").train()
     assert aux_loss(zero, model, batch) is None
 
@@ -141,7 +143,7 @@ def test_aux_loss_is_positive_and_reaches_only_the_layers_up_to_the_guided_one(t
 def test_lora_base_keeps_frozen_weights_bitwise(tiny_model_dir: Path, tmp_path: Path) -> None:
     recipe = recipe_for(tiny_model_dir)
     data, tokenizer = tokenized(tiny_model_dir, records(32), recipe)
-    method = build_method("gate", {"base": "lora", "base_params": {"r": 4, "alpha": 8}})
+    method = build_method("guided_attention", {"base": "lora", "base_params": {"r": 4, "alpha": 8}})
     model = method.prepare_model(load_model(str(tiny_model_dir), **method.model_load_kwargs("causal_lm")),
                                  "causal_lm")
     method.setup(model, tokenizer, data, None)
@@ -170,13 +172,13 @@ def train_and_measure(model_dir: Path, tmp_path: Path, lam: float) -> float:
     model = load_model(str(result.model_dir), attn_implementation="eager").eval()
     with torch.no_grad():
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
-    return guide_mass([out.attentions[-1]], batch["gate_guide"], batch["gate_query"])
+    return guide_mass([out.attentions[-1]], batch["guide_tokens"], batch["guide_query"])
 
 
-def test_training_with_gate_moves_attention_onto_the_guide_spans(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_training_with_guided_attention_moves_attention_onto_the_guide_spans(tiny_model_dir: Path, tmp_path: Path) -> None:
     plain = train_and_measure(tiny_model_dir, tmp_path / "plain", 0.0)
     guided = train_and_measure(tiny_model_dir, tmp_path / "guided", 1.0)
-    print(json.dumps({"guide_mass_plain": round(plain, 4), "guide_mass_gate": round(guided, 4)}))
+    print(json.dumps({"guide_mass_plain": round(plain, 4), "guide_mass_guided": round(guided, 4)}))
     assert guided > plain + 0.4  # measured: 0.188 without the loss, 0.941 with it
 
 
@@ -189,3 +191,16 @@ def test_packing_and_virtual_token_bases_stop_with_usage_errors(tiny_model_dir: 
     recipe = recipe_for(tiny_model_dir, "train.max_steps=1", "train.batch_size=4", setting)
     with pytest.raises(UsageError, match=message):
         train(recipe, str(tiny_model_dir), PreparedData(tmp_path / "data"), tmp_path / "run")
+
+
+def test_the_former_name_gate_loads_the_same_method_and_says_it_was_renamed(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(methods, "_noted_former_names", set())  # said once per process: this test must see it
+    recipe = load_recipe(ROOT / "recipes" / "method-guided-attention.yaml", ["method.name=gate"])
+    assert check_method(recipe.method) is GuidedAttention
+    out = capsys.readouterr().out
+    assert out.count("method 'gate' is now called 'guided_attention'") == 1 and len(out.splitlines()) == 1
+    method = build_method(recipe.method.name, recipe.method.params())
+    assert type(method) is GuidedAttention and capsys.readouterr().out == ""  # one note, not one per lookup
+    assert method.params.lambda_ == 0.5 and method.params.heads == [0] and method.params.base == "lora"
+    assert "guided_attention" in available_methods() and "gate" not in available_methods()
