@@ -254,7 +254,7 @@ def generate_records(num_records: int, seed: int, languages: list[str], tasks: l
     Records never repeat, so no test record can also be a training record. Tasks with a small
     space (a word list) run out first, so larger sets hold proportionally more sums and dates.
     With ``guide_spans`` each record with an input also names where its answer's evidence lies in
-    the user message (``guide_spans: [[start, end]]``, for the ``gate`` method; see
+    the user message (``guide_spans: [[start, end]]``, for the ``guided_attention`` method; see
     ``input_guide_span``); the records are otherwise the same as without it.
     """
     unknown = sorted(set(tasks) - set(TASKS))

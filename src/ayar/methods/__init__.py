@@ -22,7 +22,7 @@ _discovered = False
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available to recipes by its ``name`` (and any ``former_names``)."""
-    former: tuple[str, ...] = tuple(getattr(cls, "former_names", ()))
+    former = cls.former_names
     for name in (cls.name, *former):
         if _REGISTRY.get(current_name(name), cls) is not cls:
             raise ValueError(f"method name '{name}' is registered twice")

@@ -51,6 +51,7 @@ class Method:
     # The kind of training run it needs, by name in ayar.train.lifecycle.RUN_KINDS (the train layer
     # sits above this one, so a name, not the class): "supervised" trains on ayar-tokenized records.
     training_run: ClassVar[str] = "supervised"
+    former_names: ClassVar[tuple[str, ...]] = ()  # names it had before: older recipes still load it
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = self.check_params(params)
@@ -104,7 +105,7 @@ class Method:
         """Extra per-row columns computed from the record (with its ``messages`` as trained) at tokenization.
 
         A column is either fixed-width or per-token (as long as ``input_ids``; the collator pads it like
-        the tokens, e.g. gate's guide-span mask), and is listed in ``model_inputs_extra`` so the trainer
+        the tokens, e.g. guided_attention's guide-token mask), and is listed in ``model_inputs_extra`` so the trainer
         hands it to the method in ``meta``.
         """
         return {}

@@ -36,7 +36,7 @@ class SyntheticConfig(Section):
         "convert_units, no_tool (format messages).",
     )
     guide_spans: bool = Field(False, description="Give each record with an input a guide_spans field: where its "
-                              "answer's evidence lies in the user message (for method gate).")
+                              "answer's evidence lies in the user message (for method guided_attention).")
     tool_results: float = Field(0.25, ge=0, le=1, description="Tool-calling tasks: the share of calls followed by "
                                 "the tool's output and a final answer.")
 

@@ -17,7 +17,6 @@ from ayar.serve.engine_factory import (
     EngineFactory,
     EngineRequest,
     PreparedEngine,
-    default_served_name,
     refuse_adapters,
 )
 from ayar.serve.jobs import (
@@ -38,7 +37,6 @@ __all__ = [
     "prepare_transformers", "refuse_adapters", "sampling_defaults",
 ]
 
-_served_name = default_served_name  # the name the llama.cpp and vLLM engines import it by
 
 ENGINES: dict[str, str] = {
     "transformers": "ayar.serve.transformers_engine:prepare_transformers",

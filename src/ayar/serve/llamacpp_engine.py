@@ -217,7 +217,7 @@ def load_llamacpp_engine(target: Path, served_name: str | None = None, max_queue
     from llama_cpp import Llama
 
     from ayar.eval.generate import stop_token_ids
-    from ayar.serve.engine import _served_name
+    from ayar.serve.engine_factory import default_served_name
 
     gguf = find_gguf(Path(target))
     folder = tokenizer_folder(Path(target))
@@ -229,7 +229,7 @@ def load_llamacpp_engine(target: Path, served_name: str | None = None, max_queue
     llm = Llama(str(gguf), n_ctx=context, n_threads=count, n_threads_batch=count, verbose=False)
     config = SimpleNamespace(generation_config=generation)
     stop_ids = set(stop_token_ids(config, tokenizer)) | _end_of_generation_ids(llm)
-    name = served_name or (_served_name(folder) if folder is not None else gguf.stem)
+    name = served_name or (default_served_name(folder) if folder is not None else gguf.stem)
     return LlamaCppEngine(llm, tokenizer, name, stop_ids, sampling_defaults(config), max_queue)
 
 

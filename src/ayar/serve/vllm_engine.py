@@ -84,7 +84,7 @@ def load_vllm_engine(target: Path, served_name: str | None = None, max_queue: in
     from ayar.eval.generate import context_length, stop_token_ids
     from ayar.export import find_model_dir
     from ayar.models.load import is_adapter_dir, load_tokenizer
-    from ayar.serve.engine import _served_name
+    from ayar.serve.engine_factory import default_served_name
 
     folder = find_model_dir(Path(target))
     if is_adapter_dir(folder):
@@ -95,7 +95,7 @@ def load_vllm_engine(target: Path, served_name: str | None = None, max_queue: in
     config = SimpleNamespace(config=AutoConfig.from_pretrained(str(folder)),
                              generation_config=_generation_config(GenerationConfig, folder))
     llm = LLM(model=str(folder), tokenizer=str(folder), max_num_seqs=max_batch, trust_remote_code=False)
-    name = served_name or _served_name(folder)
+    name = served_name or default_served_name(folder)
     return VllmEngine(llm, tokenizer, name, context_length(config), set(stop_token_ids(config, tokenizer)),
                       sampling_defaults(config), max_queue, max_batch)
 

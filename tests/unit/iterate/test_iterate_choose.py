@@ -40,7 +40,7 @@ def fake_methods(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_registry_lists_preference_methods_by_the_feedback_they_train_on() -> None:
     assert set(preference_methods(unpaired=False)) >= {"dpo", "orpo", "simpo"}
     assert set(preference_methods(unpaired=True)) >= {"kto"}
-    assert not {"lora", "full", "gate"} & set(preference_methods())
+    assert not {"lora", "full", "guided_attention"} & set(preference_methods())
     assert set(preference_methods()) == set(preference_methods(unpaired=False)) | set(preference_methods(True))
 
 

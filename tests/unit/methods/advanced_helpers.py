@@ -1,4 +1,4 @@
-"""Synthetic token tasks and the engine's own trainer, for the distill/reweight/alum/gate effect tests."""
+"""Synthetic token tasks and the engine's own trainer, for the distill/reweight/alum/guided_attention effect tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Wrapping methods (distill, reweight, alum, gate) hand every hook but the loss to their base method."""
+"""Wrapping methods (distill, reweight, alum, guided_attention) hand every hook but the loss to their base method."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ def test_wrapping_method_forwards_every_hook_but_the_loss() -> None:
 
 def test_the_wrappers_are_derived_from_the_registry() -> None:
     expected = {name for name, cls in available_methods().items() if issubclass(cls, WrappingMethod)}
-    assert set(wrapping_methods()) == expected and {"distill", "reweight", "alum", "gate"} <= expected
+    assert set(wrapping_methods()) == expected and {"distill", "reweight", "alum", "guided_attention"} <= expected
 
 
-@pytest.mark.parametrize("name", ["distill", "reweight", "alum", "gate"])
+@pytest.mark.parametrize("name", ["distill", "reweight", "alum", "guided_attention"])
 def test_a_wrapper_over_lora_keeps_loras_bf16_frozen_storage(name: str) -> None:
     params = {"base": "lora", "base_params": {"r": 2}}
     if name == "distill":
