@@ -34,11 +34,11 @@ $(STAMP): $(RUN_STAMP) pyproject.toml
 quickstart: $(RUN_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/ayar run recipes/quickstart.yaml
 
-# CI's command: every tier that runs without a GPU (slow tests included: the SIGKILL, DDP and
+# CI's command: the lint (ruff, RUF100 among its rules: no dead noqa), then every tier that runs without a GPU (slow tests included: the SIGKILL, DDP and
 # MiniLM transfer tests belong in CI). `make test-fast` is the quick tier for development.
 # The browser tests (report.html, `ayar ui`) run in Debian's headless Chromium: installed here when missing
 # (root, or sudo), never skipped.
-test: $(STAMP) chromium
+test: $(STAMP) chromium lint
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu"
 
 llama-cpp:

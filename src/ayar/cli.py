@@ -32,7 +32,7 @@ SetOpt = Annotated[
 ]
 
 
-def _recipe(path: Path, overrides: list[str] | None):  # noqa: ANN202
+def _recipe(path: Path, overrides: list[str] | None):
     from ayar.methods import check_method
     from ayar.recipe import load_recipe
 

@@ -1,14 +1,11 @@
 """The stages of a recipe, each a function a Python user can call: pretrain → prepare → train → eval.
 
-Every stage reads and writes the run folder ``<run.output_dir>/<run.name>/``:
-``recipe.yaml``, ``metrics.json``, ``pretrain/``, ``data/``, ``model/``, ``checkpoints/``, ``tb/``,
-``loss_curve.png``, ``samples.jsonl`` and ``report.md``.
+Every stage reads and writes the run folder ``<run.output_dir>/<run.name>/``, whose layout
+:class:`~ayar.run_folder.RunFolder` owns.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +13,23 @@ from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
 from ayar.data.rehearsal import REHEARSAL_FILE
 from ayar.errors import GateError, UsageError
-from ayar.recipe import Recipe, dump_recipe
+from ayar.recipe import Recipe
+from ayar.run_folder import RunFolder
+
+
+def run_folder_for(recipe: Recipe) -> RunFolder:
+    """The recipe's run folder, created on first use, with the resolved recipe written into it."""
+    return RunFolder(recipe.run_dir).create(recipe)
 
 
 def run_dir_for(recipe: Recipe) -> Path:
-    """The run folder, created on first use, with the resolved recipe written into it."""
-    run_dir = recipe.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_recipe(recipe, run_dir / "recipe.yaml")
-    return run_dir
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null: JSON has no such numbers and strict parsers reject them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+    """The path of the recipe's run folder, created on first use (see :func:`run_folder_for`)."""
+    return run_folder_for(recipe).root
 
 
 def update_metrics(run_dir: Path, section: str, values: Any) -> dict[str, Any]:
-    """Merge one section into metrics.json and return the whole file's content."""
-    path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    metrics[section] = _json_safe(values)
-    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-    return metrics
+    """Merge one section into the run's metrics.json and return the whole file's content."""
+    return RunFolder(run_dir).update_metrics(section, values)
 
 
 def base_model_path(recipe: Recipe) -> str:
@@ -57,7 +42,7 @@ def base_model_path(recipe: Recipe) -> str:
         from ayar.models.load import resolve_model_name
 
         return resolve_model_name(recipe.model.name_or_path)
-    path = recipe.run_dir / "pretrain" / "model"
+    path = RunFolder(recipe.run_dir).pretrain_model
     if not (path / "config.json").is_file():
         raise UsageError(f"no pretrained base model at {path}: run `ayar pretrain` first or set model.name_or_path")
     return str(path)
@@ -68,11 +53,11 @@ def stage_pretrain(recipe: Recipe) -> Path:
     from ayar.eval.carbon import track_emissions
     from ayar.train.pretrain import pretrain
 
-    run_dir = run_dir_for(recipe)
-    with track_emissions(run_dir, "pretrain", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
-        result = pretrain(recipe.pretrain, run_dir / "pretrain", recipe.run.seed)
-    _record_carbon(run_dir, "pretrain", emissions.as_dict())
-    update_metrics(run_dir, "pretrain", {"final_loss": result.final_loss, "steps": result.steps,
+    run = run_folder_for(recipe)
+    with track_emissions(run.root, "pretrain", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
+        result = pretrain(recipe.pretrain, run.pretrain, recipe.run.seed)
+    _record_carbon(run, "pretrain", emissions.as_dict())
+    run.update_metrics("pretrain", {"final_loss": result.final_loss, "steps": result.steps,
                                          "windows": result.windows, "corpus_tokens": result.tokens_in_corpus,
                                          "wall_time_s": result.wall_time_s})
     return result.model_dir
@@ -80,13 +65,13 @@ def stage_pretrain(recipe: Recipe) -> Path:
 
 def stage_prepare(recipe: Recipe) -> PreparedData:
     """Prepare the recipe's data into run_dir/data."""
-    run_dir = run_dir_for(recipe)
+    run = run_folder_for(recipe)
     tokenizer = None  # token statistics in the data card need a tokenizer; the base's when it exists
-    if recipe.model.name_or_path or (run_dir / "pretrain" / "model" / "config.json").is_file():
+    if recipe.model.name_or_path or (run.pretrain_model / "config.json").is_file():
         from ayar.models.load import resolve_model_name
 
         tokenizer = resolve_model_name(base_model_path(recipe))
-    prepared = prepare(recipe.data, run_dir / "data", recipe.run.seed, tokenizer=tokenizer)
+    prepared = prepare(recipe.data, run.data, recipe.run.seed, tokenizer=tokenizer)
     if recipe.data.rehearsal is None:
         (prepared.root / REHEARSAL_FILE).unlink(missing_ok=True)  # a stale set from an earlier recipe
     else:
@@ -98,16 +83,14 @@ def stage_prepare(recipe: Recipe) -> PreparedData:
 
 def prepared_data(recipe: Recipe) -> PreparedData:
     """The prepared data of this run; a clear error when `ayar prepare` has not run."""
-    prepared = PreparedData(recipe.run_dir / "data")
+    prepared = RunFolder(recipe.run_dir).prepared
     if not prepared.split_path("train").is_file():
         raise UsageError(f"no prepared data in {prepared.root}: run `ayar prepare` first")
     return prepared
 
 
-def _record_carbon(run_dir: Path, stage: str, figures: dict[str, Any]) -> None:
-    path = run_dir / "metrics.json"
-    carbon = json.loads(path.read_text(encoding="utf-8")).get("carbon", {}) if path.is_file() else {}
-    update_metrics(run_dir, "carbon", {**carbon, stage: figures})
+def _record_carbon(run: RunFolder, stage: str, figures: dict[str, Any]) -> None:
+    run.update_metrics("carbon", {**run.read_metrics().get("carbon", {}), stage: figures})
 
 
 def stage_train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
@@ -116,18 +99,18 @@ def stage_train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     from ayar.eval.report import plot_loss
     from ayar.train.engine import train
 
-    run_dir = run_dir_for(recipe)
-    with track_emissions(run_dir, "train", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
-        result = train(recipe, base_model_path(recipe), prepared_data(recipe), run_dir, resume=resume)
-    _record_carbon(run_dir, "train", emissions.as_dict())
-    plot_loss(result.loss_history, run_dir / "loss_curve.png")
+    run = run_folder_for(recipe)
+    with track_emissions(run.root, "train", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
+        result = train(recipe, base_model_path(recipe), prepared_data(recipe), run.root, resume=resume)
+    _record_carbon(run, "train", emissions.as_dict())
+    plot_loss(result.loss_history, run.loss_curve)
     summary = result.summary()
-    update_metrics(run_dir, "train", summary)
+    run.update_metrics("train", summary)
     if recipe.train.interpolate.alpha is not None:
         from ayar.eval.interpolate import apply_interpolation
 
-        update_metrics(run_dir, "interpolate", apply_interpolation(recipe, run_dir / "model", base_model_path(recipe),
-                                                                   prepared_data(recipe)))
+        run.update_metrics("interpolate", apply_interpolation(recipe, run.model, base_model_path(recipe),
+                                                              prepared_data(recipe)))
     return summary
 
 
@@ -141,27 +124,30 @@ def stage_eval(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     from ayar.eval.report import write_report
 
     check_eval_split(recipe.eval.split, splits_used_for_training(recipe), force)
-    run_dir = run_dir_for(recipe)
-    tuned = run_dir / "model"
-    if not tuned.is_dir():
-        raise UsageError(f"no trained model in {tuned}: run `ayar train` first")
-    with track_emissions(run_dir, "eval", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
-        results = evaluate(recipe, tuned, base_model_path(recipe), prepared_data(recipe), run_dir)
-    _record_carbon(run_dir, "eval", emissions.as_dict())
-    forgetting = results.pop("forgetting", None)
-    if forgetting is not None:
-        update_metrics(run_dir, "forgetting", forgetting)
-    metrics = update_metrics(run_dir, "eval", results)
-    write_report(run_dir, metrics, recipe.run.name)
+    run = run_folder_for(recipe)
+    if not run.has_model():
+        raise UsageError(f"no trained model in {run.model}: run `ayar train` first")
+    with track_emissions(run.root, "eval", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
+        result = evaluate(recipe, run.model, base_model_path(recipe), prepared_data(recipe), run.root)
+    _record_carbon(run, "eval", emissions.as_dict())
+    if result.forgetting is not None:
+        run.update_metrics("forgetting", result.forgetting)
+    metrics = run.update_metrics("eval", result.sections)
+    write_report(run.root, metrics, recipe.run.name)
     if set(recipe.train.report_to) - {"tensorboard"}:
         from ayar.train.tracking import log_eval
 
-        log_eval(recipe, run_dir, results)
+        log_eval(recipe, run.root, result.sections)
+    _stop_at_the_forgetting_gate(result.forgetting, run)
+    return result.sections
+
+
+def _stop_at_the_forgetting_gate(forgetting: dict[str, Any] | None, run: RunFolder) -> None:
+    """GateError (exit 4) naming the reasons and the levers when the forgetting gate failed."""
     if forgetting is not None and not forgetting["gate"]["passed"]:
         raise GateError(f"forgetting gate failed: {'; '.join(forgetting['gate']['reasons'])}; the figures are in "
-                        f"{run_dir / 'metrics.json'} (key 'forgetting') and the report (eval.forgetting sets the "
+                        f"{run.metrics_file} (key 'forgetting') and the report (eval.forgetting sets the "
                         f"bounds); levers to try: {', '.join(forgetting['gate']['levers'])}")
-    return results
 
 
 def stage_human_eval(recipe: Recipe, sheet: Path) -> dict[str, Any]:
@@ -170,9 +156,9 @@ def stage_human_eval(recipe: Recipe, sheet: Path) -> dict[str, Any]:
     from ayar.eval.human import import_sheet
     from ayar.eval.report import write_report
 
-    run_dir = recipe.run_dir
-    result = import_sheet(Path(sheet), run_dir / "annotation" / "annotation_key.json", recipe.eval.confidence)
-    write_report(run_dir, update_metrics(run_dir, "human", result), recipe.run.name)
+    run = RunFolder(recipe.run_dir)
+    result = import_sheet(Path(sheet), run.annotation / "annotation_key.json", recipe.eval.confidence)
+    write_report(run.root, run.update_metrics("human", result), recipe.run.name)
     return result
 
 
@@ -182,7 +168,7 @@ def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
 
     build_method(recipe.method.name, recipe.method.params()).preflight(recipe.task)  # fail before any stage
     if recipe.pretrain.enabled and not recipe.model.name_or_path:
-        if resume and (recipe.run_dir / "pretrain" / "model" / "config.json").is_file():
+        if resume and (RunFolder(recipe.run_dir).pretrain_model / "config.json").is_file():
             say("pretrain: reusing the pretrained base model of this run")
         else:
             stage_pretrain(recipe)
@@ -191,7 +177,7 @@ def run_all(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     stage_eval(recipe)
     if recipe.export.enabled:
         say(f"exported ({recipe.export.format}) to {stage_export(recipe)}")
-    return json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return RunFolder(recipe.run_dir).read_metrics()
 
 
 def stage_export(recipe: Recipe) -> Path:
@@ -199,5 +185,5 @@ def stage_export(recipe: Recipe) -> Path:
     from ayar.export import export_model
 
     cfg = recipe.export
-    out = cfg.out or recipe.run_dir / "export" / cfg.format
+    out = cfg.out or RunFolder(recipe.run_dir).export / cfg.format
     return export_model(recipe.run_dir, out, cfg.format, merge=cfg.merge, gguf_dtype=cfg.gguf_dtype)

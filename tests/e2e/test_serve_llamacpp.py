@@ -33,20 +33,20 @@ def server(gguf_run: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def llama(gguf_run: Path):  # noqa: ANN201 - llama_cpp.Llama
+def llama(gguf_run: Path):
     """llama.cpp itself on the same file, with its own tokenizer and the chat template stored in the file."""
     from llama_cpp import Llama
 
     return Llama(str(next((gguf_run / "export" / "gguf").glob("*.gguf"))), n_ctx=0, n_threads=1, verbose=False)
 
 
-def _client(base: str, key: str = API_KEY):  # noqa: ANN202 - openai.OpenAI
+def _client(base: str, key: str = API_KEY):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
 
 
-def test_greedy_chat_equals_llama_cpp_and_stops_at_end_of_turn(server: str, llama) -> None:  # noqa: ANN001
+def test_greedy_chat_equals_llama_cpp_and_stops_at_end_of_turn(server: str, llama) -> None:
     chat = _client(server).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
     own = llama.create_chat_completion(messages=MESSAGES, max_tokens=12, temperature=0)
     assert chat.choices[0].message.content == own["choices"][0]["message"]["content"]
@@ -57,7 +57,7 @@ def test_greedy_chat_equals_llama_cpp_and_stops_at_end_of_turn(server: str, llam
     assert chat.usage.completion_tokens == own["usage"]["completion_tokens"] + 1 == 3
 
 
-def test_greedy_completion_equals_llama_cpp_token_for_token(server: str, llama) -> None:  # noqa: ANN001
+def test_greedy_completion_equals_llama_cpp_token_for_token(server: str, llama) -> None:
     # a prompt this tiny model does not end early on: ten tokens to compare, each the greedy one
     text = _client(server).completions.create(model="tiny", prompt="import os", max_tokens=10, temperature=0)
     own = llama.create_completion("import os", max_tokens=10, temperature=0)

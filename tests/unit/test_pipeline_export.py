@@ -13,10 +13,10 @@ from ayar.recipe import load_recipe
 
 
 @pytest.fixture
-def trained_run(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def trained_run(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """run_all with its training stages replaced by a finished run folder (a tiny model, metrics.json)."""
 
-    def finished(recipe, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def finished(recipe, *args, **kwargs):
         run = recipe.run_dir
         if not (run / "model").exists():
             shutil.copytree(tiny_model_dir, run / "model")
@@ -28,14 +28,14 @@ def trained_run(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.Monkey
                                             "method.name=full", *sets])
 
 
-def test_run_exports_when_the_recipe_asks(trained_run) -> None:  # noqa: ANN001
+def test_run_exports_when_the_recipe_asks(trained_run) -> None:
     recipe = trained_run("export.enabled=true", "export.format=hf")
     pipeline.run_all(recipe)
     out = recipe.run_dir / "export" / "hf"
     assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
 
 
-def test_run_does_not_export_by_default(trained_run) -> None:  # noqa: ANN001
+def test_run_does_not_export_by_default(trained_run) -> None:
     recipe = trained_run()
     pipeline.run_all(recipe)
     assert recipe.run_dir.is_dir() and not (recipe.run_dir / "export").exists()

@@ -25,7 +25,7 @@ class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 

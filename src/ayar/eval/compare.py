@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ayar.errors import UsageError
+from ayar.run_folder import RunFolder
 
 # Per-example scores that are resampled, and whether a larger value is better.
 HIGHER_IS_BETTER = {"exact_match": True, "chrf": True, "rouge1": True, "rouge2": True, "rougeL": True,
@@ -94,8 +95,8 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
 def compare_runs(run_a: Path, run_b: Path, model: str = "tuned", n_resamples: int = 1000,
                  confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """Compare one model of two runs on the examples both evaluated (matched by id)."""
-    rows_a = read_predictions(Path(run_a) / "predictions.jsonl")
-    rows_b = read_predictions(Path(run_b) / "predictions.jsonl")
+    rows_a = read_predictions(RunFolder(Path(run_a)).predictions)
+    rows_b = read_predictions(RunFolder(Path(run_b)).predictions)
     shared = [key for key in rows_a if key in rows_b]
     if not shared:
         raise UsageError(f"runs {run_a} and {run_b} share no evaluated example ids: were they evaluated on "

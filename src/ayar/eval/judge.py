@@ -76,7 +76,7 @@ class JudgeClient:
                     temperature=0.0, max_tokens=self.max_tokens,
                 )
                 text = reply.choices[0].message.content
-            except Exception as exc:  # noqa: BLE001 - any transport or server error is one failed example
+            except Exception as exc:
                 failed += 1
                 scores.append(None)
                 if len(errors) < 3:

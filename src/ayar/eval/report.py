@@ -20,6 +20,7 @@ from ayar.eval.report_sections import (
     risk_blocks,
     sample_blocks,
 )
+from ayar.run_folder import RunFolder
 
 MODEL_ORDER = ("base", "tuned")
 COUNTS = {"examples", "response_tokens"}  # sizes, not scores: no delta
@@ -96,12 +97,12 @@ def training_blocks(run_dir: Path, metrics: dict[str, Any]) -> list[Any]:
         out += [Heading(2, "Training"),
                 Table(["figure", "value"], [[k, fmt(v)] for k, v in train.items() if not isinstance(v, dict | list)])]
     history = train.get("loss_history")
-    history_file = run_dir / "train_history.json"
-    if history is None and history_file.is_file():
-        history = json.loads(history_file.read_text(encoding="utf-8"))
+    run = RunFolder(run_dir)
+    if history is None and run.train_history.is_file():
+        history = json.loads(run.train_history.read_text(encoding="utf-8"))
     png = loss_curve_png(history) if history else None
-    if png is None and (run_dir / "loss_curve.png").is_file():
-        png = (run_dir / "loss_curve.png").read_bytes()
+    if png is None and run.loss_curve.is_file():
+        png = run.loss_curve.read_bytes()
     if png:
         out.append(Image("loss curve", png, "loss_curve.png"))
     return out
@@ -167,7 +168,7 @@ def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]
 def write_report(run_dir: Path, metrics: dict[str, Any], recipe_name: str) -> Path:
     """Write report.md (images under report_files/) and the self-contained report.html; returns report.md."""
     blocks = build_blocks(run_dir, metrics, recipe_name)
-    (run_dir / "report.html").write_text(render_html(blocks, f"ayar run {recipe_name}"), encoding="utf-8")
-    path = run_dir / "report.md"
+    RunFolder(run_dir).report_html.write_text(render_html(blocks, f"ayar run {recipe_name}"), encoding="utf-8")
+    path = RunFolder(run_dir).report_md
     path.write_text(render_markdown(blocks, run_dir, "report_files"), encoding="utf-8")
     return path

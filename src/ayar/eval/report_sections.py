@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ayar.eval.report_render import Heading, Para, Table, fmt
+from ayar.run_folder import RunFolder
 
 CUT = 160  # characters of a prompt or answer shown in a table cell
 
@@ -164,7 +165,7 @@ def risk_blocks(risks: dict[str, dict[str, Any]]) -> list[Any]:
 
 
 def sample_blocks(run_dir: Path, limit: int = 10) -> list[Any]:
-    samples = run_dir / "samples.jsonl"
+    samples = RunFolder(run_dir).samples
     if not samples.is_file():
         return []
     rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()[:limit] if line.strip()]

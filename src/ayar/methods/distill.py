@@ -27,6 +27,7 @@ from ayar.errors import AyarError, UsageError
 from ayar.methods import get_method, register
 from ayar.methods.structure import block_stacks, parse_block_spec
 from ayar.methods.wrapping import WrappedParams, WrappingMethod
+from ayar.run_folder import RunFolder
 from ayar.tasks import get_task
 
 CACHE_FILE = "teacher_logits.safetensors"
@@ -62,8 +63,8 @@ class DistillParams(WrappedParams):
 def resolve_teacher(spec: str) -> str:
     """A run folder's model/ for an earlier run, else the folder or hub id as given."""
     path = Path(spec)
-    if (path / "model").is_dir() and not (path / "config.json").is_file():
-        return str(path / "model")
+    if RunFolder(path).has_model() and not (path / "config.json").is_file():
+        return str(RunFolder(path).model)
     if spec.startswith(("/", "./", "../", "runs/")) and not path.exists():
         raise UsageError(f"method.teacher '{spec}' does not exist: train the teacher first (e.g. run its recipe)")
     return spec

@@ -92,7 +92,7 @@ def create_app(settings: ServeSettings | None = None, engine: QueuedEngine | Non
 def _load(app: FastAPI, loader: Callable[[], QueuedEngine]) -> None:
     try:
         app.state.engine = loader().start()
-    except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request instead of a dead thread
+    except Exception as exc:
         app.state.load_error = f"{type(exc).__name__}: {exc}"
 
 
@@ -204,7 +204,7 @@ def _encode_chat(engine: QueuedEngine, body: ChatCompletionRequest, messages: li
         return engine.encode_chat(messages)
     except ApiError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the template rejects a conversation (roles out of order...)
+    except Exception as exc:
         raise ApiError(400, f"the chat template rejects these messages: {exc}", "messages") from None
 
 

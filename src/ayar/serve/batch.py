@@ -195,13 +195,13 @@ def _answer_row(item: _Line, output: str) -> dict[str, Any]:
     return row
 
 
-class _progress:  # noqa: N801 - used like a function: `with _progress(n) as advance`
+class _progress:
     """A rich progress bar (silent when AYAR_NO_PROGRESS is set or there is nothing to do)."""
 
     def __init__(self, total: int) -> None:
         self.total, self.bar = total, None
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         if self.total and not os.environ.get("AYAR_NO_PROGRESS"):
             from rich.progress import Progress
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ayar.errors import UsageError
 from ayar.recipe import MonitorConfig, load_recipe
+from ayar.run_folder import RunFolder
 
 LEVELS = ("OK", "WARN", "ALERT")
 EXIT_CODES = {"OK": 0, "WARN": 3, "ALERT": 4}  # 1 and 2 are taken by runtime and usage errors
@@ -81,7 +82,7 @@ def _user_text(record: dict[str, Any]) -> str | None:
 def reference_prompts(path: Path) -> list[str]:
     """The user-side text of the training prompts: a prepared-data folder, a run folder or a .jsonl file."""
     path = Path(path)
-    candidates = [path, path / "train.jsonl", path / "data" / "train.jsonl"]
+    candidates = [path, path / "train.jsonl", RunFolder(path).data / "train.jsonl"]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise UsageError(f"no training prompts at {path}: pass a prepared-data folder (train.jsonl), a run "
@@ -206,14 +207,14 @@ def drift_inputs(target: Path | None, reference: Path | None, db: Path | None) -
         if target.suffix in (".yaml", ".yml"):
             recipe = load_recipe(target)
             run_dir = recipe.run_dir
-        elif (target / "recipe.yaml").is_file():
-            recipe, run_dir = load_recipe(target / "recipe.yaml"), target
+        elif RunFolder(target).recipe_file.is_file():
+            recipe, run_dir = load_recipe(RunFolder(target).recipe_file), target
         else:
             raise UsageError(f"{target} is neither a recipe (.yaml) nor a run folder with a recipe.yaml")
         thresholds, log_db = recipe.monitor, recipe.serve.log_db or run_dir / "requests.sqlite"
     if reference is None and run_dir is None or db is None and log_db is None:
         raise UsageError("give a recipe or run folder, or both --reference and --db")
-    return DriftInputs(reference or run_dir / "data", db or log_db, thresholds)
+    return DriftInputs(reference or RunFolder(run_dir).data, db or log_db, thresholds)
 
 
 def check_drift(reference: Path, db: Path, window: int | None = None, plot: Path | None = None,

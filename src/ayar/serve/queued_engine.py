@@ -93,7 +93,7 @@ class QueuedEngine:
             started = time.monotonic()
             try:
                 self._run_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - a failed batch must not kill the worker
+            except Exception as exc:
                 for job in batch:
                     job.emit(Event("error", f"generation failed: {type(exc).__name__}: {exc}"))
             finally:

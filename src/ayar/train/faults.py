@@ -110,7 +110,7 @@ class FaultGuard(TrainerCallback):
                 signal.signal(sig, handler)
             self._previous.clear()
 
-    def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+    def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait

@@ -32,6 +32,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from ayar.console import say, warn
 from ayar.methods.base import count_parameters
 from ayar.recipe import TrainConfig
+from ayar.run_folder import RunFolder
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
@@ -82,7 +83,7 @@ class RunSetup:
 
     @property
     def checkpoints(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return RunFolder(self.run_dir).checkpoints
 
 
 @dataclass
@@ -148,8 +149,8 @@ def run_training(run: TrainingRun, setup: RunSetup) -> TrainResult:
     if trainer.args.should_save:
         ckpt.write_atomically(setup.run_dir, "model", lambda folder: run.write_model(trainer, tokenizer, folder))
     if trainer.is_world_process_zero():  # in multi-process runs only rank 0 writes
-        (setup.run_dir / "train_history.json").write_text(json.dumps(history.records, indent=1), encoding="utf-8")
-    return _result(fitted, setup.run_dir / "model", history, faults)
+        RunFolder(setup.run_dir).train_history.write_text(json.dumps(history.records, indent=1), encoding="utf-8")
+    return _result(fitted, RunFolder(setup.run_dir).model, history, faults)
 
 
 def _resume_point(setup: RunSetup) -> Path | None:

@@ -25,6 +25,7 @@ from transformers.integrations import MLflowCallback, WandbCallback
 
 from ayar.errors import UsageError
 from ayar.recipe import Recipe
+from ayar.run_folder import RunFolder
 from ayar.train.callbacks import tensorboard_callback
 
 RECORD_FILE = "tracking.json"  # which MLflow/W&B run belongs to this run folder
@@ -213,8 +214,8 @@ def _wandb_log_eval(recipe: Recipe, run_dir: Path, metrics: dict[str, float]) ->
         run = _wandb_init(recipe, run_dir, record["id"])
     run.summary.update(metrics)
     run.log(metrics)
-    if (run_dir / "loss_curve.png").is_file():
-        run.log({"loss_curve": wandb.Image(str(run_dir / "loss_curve.png"))})
+    if RunFolder(run_dir).loss_curve.is_file():
+        run.log({"loss_curve": wandb.Image(str(RunFolder(run_dir).loss_curve))})
     for name in ("report.md", "report.html", "metrics.json"):
         if (run_dir / name).is_file():
             run.save(str(run_dir / name), base_path=str(run_dir), policy="now")
@@ -235,7 +236,4 @@ def log_eval(recipe: Recipe, run_dir: Path, results: dict[str, Any]) -> None:
 
 
 def _final_step(run_dir: Path) -> int:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return 0
-    return int(json.loads(path.read_text(encoding="utf-8")).get("train", {}).get("steps") or 0)
+    return int(RunFolder(run_dir).read_metrics().get("train", {}).get("steps") or 0)

@@ -60,7 +60,7 @@ class EpochSeededSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.size
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.lengths is not None:
             return iter(get_length_grouped_indices(self.lengths, self.megabatch, generator=generator))
@@ -137,7 +137,7 @@ class AyarTrainerMixin:
 
     # -- the loss and the optimizer (public hooks)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         meta_names = set(META_COLUMNS) | set(self.method.model_inputs_extra())
         meta = {k: inputs[k] for k in list(inputs) if k in meta_names}
         inputs = {k: v for k, v in inputs.items() if k not in meta_names}
@@ -201,7 +201,7 @@ class AyarTrainerMixin:
         """True when the loss behind this mixin is transformers' own (a TRL trainer's is not the causal LM's)."""
         return getattr(super().compute_loss, "__func__", None) is Trainer.compute_loss
 
-    def create_optimizer(self, model=None):  # noqa: ANN001, ANN201
+    def create_optimizer(self, model=None):
         if self.optimizer is None:
             self.optimizer = method_optimizer(self.method, self.model, self.args)
         return super().create_optimizer(model) if self.optimizer is None else self.optimizer
@@ -223,7 +223,7 @@ class AyarTrainerMixin:
 
     # -- the two private overrides
 
-    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
+    def _get_train_sampler(self, train_dataset=None):
         # Private, because the Trainer builds its data loader around this one call and offers no public way
         # to pass a sampler; ayar needs one whose order a resumed run can reproduce (EpochSeededSampler).
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -236,7 +236,7 @@ class AyarTrainerMixin:
         return EpochSeededSampler(len(dataset), seed, lengths,
                                   self.args.train_batch_size * self.args.gradient_accumulation_steps)
 
-    def _save_checkpoint(self, model, trial):  # noqa: ANN001, ANN202, ARG002
+    def _save_checkpoint(self, model, trial):
         # Private, because the Trainer has no public hook for the checkpoint format: its own writes the
         # optimizer, scheduler and random states as torch pickles, in place. Replaced (not extended): atomic,
         # safetensors + JSON. The best-checkpoint and stateful-callback bookkeeping below is the parent's.

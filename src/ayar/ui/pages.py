@@ -9,12 +9,13 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ayar.run_folder import RunFolder
 from ayar.ui import runs as R
 from ayar.ui.forms import MAIN_KEYS, FormField, is_unused, section_switches, text_of
 from ayar.ui.i18n import t
 
-KNOWN_SECTIONS = {"pretrain", "train", "eval", "carbon", "comparison", "judge", "human", "error_analysis",
-                  "risks", "histograms", "split", "base", "tuned", "forgetting"}
+KNOWN_SECTIONS = {"format_version", "pretrain", "train", "eval", "carbon", "comparison", "judge", "human",
+                  "error_analysis", "risks", "histograms", "split", "base", "tuned", "forgetting"}
 CUT = 200
 
 
@@ -185,7 +186,7 @@ def _training_section(lang: str, run: str, metrics: dict[str, Any], live: bool) 
 
 
 def _data_card_section(lang: str, run_dir: Path) -> str:
-    card = R.read_json(run_dir / "data" / "data_card.json")
+    card = R.read_json(RunFolder(run_dir).data / "data_card.json")
     if not isinstance(card, dict):
         return ""
     out = [f"<h2>{escape(t(lang, 'data_card'))}</h2>",
@@ -206,7 +207,7 @@ def _data_card_section(lang: str, run_dir: Path) -> str:
     for key in ("splits", "tokens", "lengths_chars", "notes"):
         if card.get(key):
             out.append(f"<details><summary>{escape(key)}</summary>{generic_html(card[key])}</details>")
-    mask = card.get("loss_mask") or R.read_json(run_dir / "data" / "loss_mask.json")
+    mask = card.get("loss_mask") or R.read_json(RunFolder(run_dir).data / "loss_mask.json")
     if mask:
         out.append(f"<h3>{escape(t(lang, 'loss_mask'))}</h3>{generic_html(mask)}")
     return "\n".join(out)
@@ -239,7 +240,7 @@ def _examples_section(lang: str, run_dir: Path, metrics: dict[str, Any]) -> str:
     from ayar.eval.report_sections import error_blocks
 
     out = []
-    samples = R.read_jsonl(run_dir / "samples.jsonl", limit=20)
+    samples = R.read_jsonl(RunFolder(run_dir).samples, limit=20)
     if samples:
         models = [k.removesuffix("_output") for k in samples[0] if k.endswith("_output")]
         out.append(f"<h2>{escape(t(lang, 'samples'))}</h2>" + table(
@@ -262,14 +263,14 @@ def _other_sections(lang: str, metrics: dict[str, Any]) -> str:
 
 def run_page(lang: str, summary: R.RunSummary, shown_as: str) -> str:
     run_dir, name = summary.path, escape(summary.name)
-    metrics = R.read_json(run_dir / "metrics.json", {}) or {}
+    metrics = R.read_json(RunFolder(run_dir).metrics_file, {}) or {}
     live = summary.status == "running"
-    recipe_text = (run_dir / "recipe.yaml").read_text(encoding="utf-8")
+    recipe_text = RunFolder(run_dir).recipe_file.read_text(encoding="utf-8")
     arts = R.artifacts(run_dir, shown_as)
     art_rows = [[escape(a.kind), f"<code>{escape(str(a.path.relative_to(run_dir)))}</code>",
                  "".join(f"<pre>{escape(c)}</pre>" for c in a.commands)] for a in arts]
     links = [f'<a href="/runs/{name}/play">{escape(t(lang, "playground"))}</a>']
-    if (run_dir / "report.html").is_file():
+    if RunFolder(run_dir).report_html.is_file():
         links.append(f'<a href="/runs/{name}/files/report.html">{escape(t(lang, "report"))}</a>')
     body = "\n".join([
         f"<h1>{name} {status_badge(lang, summary.status, summary.gate)}</h1>",
@@ -302,7 +303,7 @@ def compare_page(lang: str, summaries: list[R.RunSummary], all_names: list[str])
     if len(summaries) < 2:
         return layout(lang, t(lang, "compare"), f"<h1>{escape(t(lang, 'compare'))}</h1>"
                       f"<p>{escape(t(lang, 'select_compare'))}</p>{form}", "compare")
-    all_metrics = [R.read_json(s.path / "metrics.json", {}) or {} for s in summaries]
+    all_metrics = [R.read_json(RunFolder(s.path).metrics_file, {}) or {} for s in summaries]
     rows: list[list[Any]] = [[t(lang, "status")] + [t(lang, s.status) for s in summaries],
                              [t(lang, "method")] + [s.method for s in summaries],
                              [t(lang, "base_model")] + [s.base_model for s in summaries]]

@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ayar.run_folder import RunFolder
+
 SIDES = ("base", "tuned")
 MAX_LOADED = 2  # runs kept in memory at once; the least recently used one is unloaded
 
@@ -35,7 +37,7 @@ def _base_path(run_dir: Path) -> Path:
     from ayar.ui.runs import read_recipe
 
     named = (read_recipe(run_dir).get("model") or {}).get("name_or_path")
-    return Path(named) if named else run_dir / "pretrain" / "model"
+    return Path(named) if named else RunFolder(run_dir).pretrain_model
 
 
 def _load(run_dir: Path, models: RunModels) -> None:
@@ -43,7 +45,7 @@ def _load(run_dir: Path, models: RunModels) -> None:
     from ayar.serve.engine import load_engine
 
     try:
-        if is_adapter_dir(run_dir / "model"):
+        if is_adapter_dir(RunFolder(run_dir).model):
             engine = load_engine(run_dir, served_name="tuned")
             engine.names["base"] = None  # the same weights with the adapter switched off
             engines = {"base": engine, "tuned": engine}
@@ -58,7 +60,7 @@ def _load(run_dir: Path, models: RunModels) -> None:
         for side, engine in engines.items():
             models.apps[side].state.engine = engine
         models.ready = True
-    except Exception as exc:  # noqa: BLE001 - shown on the playground page instead of a dead thread
+    except Exception as exc:
         models.error = f"{type(exc).__name__}: {exc}"
 
 
@@ -102,7 +104,7 @@ class Playground:
         """Send /play/<run>/<side>/<rest> to that side's API app as /<rest>."""
         parts = scope["path"].split("/", 4)  # ['', 'play', run, side, rest]
         run_dir = self.runs_root / parts[2] if len(parts) == 5 else None
-        if run_dir is None or parts[3] not in SIDES or not (run_dir / "recipe.yaml").is_file() \
+        if run_dir is None or parts[3] not in SIDES or not RunFolder(run_dir).recipe_file.is_file() \
                 or parts[2].startswith("."):
             await fallback(scope, receive, send)
             return

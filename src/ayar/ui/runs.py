@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from ayar.run_folder import RunFolder
+
 ACTIVE_SECONDS = 90.0  # a run folder written to this recently, and not evaluated yet, counts as running
 SUMMARY_METRICS = ("exact_match", "perplexity", "chrf", "accuracy")
 
@@ -51,14 +53,14 @@ def read_json(path: Path, default: Any = None) -> Any:
 def read_recipe(run_dir: Path) -> dict[str, Any]:
     """The run's resolved recipe as a dict (empty when unreadable)."""
     try:
-        data = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+        data = yaml.safe_load(RunFolder(run_dir).recipe_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "recipe.yaml").is_file()
+    return path.is_dir() and RunFolder(path).recipe_file.is_file()
 
 
 def list_run_dirs(root: Path) -> list[Path]:
@@ -66,20 +68,21 @@ def list_run_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if not p.name.startswith(".") and is_run_dir(p)]
-    return sorted(runs, key=lambda p: (p / "recipe.yaml").stat().st_mtime, reverse=True)
+    return sorted(runs, key=lambda p: RunFolder(p).recipe_file.stat().st_mtime, reverse=True)
 
 
 def _latest_mtime(run_dir: Path) -> float:
     """Newest modification time among the files a running stage touches."""
-    paths = [run_dir / "recipe.yaml", run_dir / "metrics.json", run_dir / "data" / "data_card.json",
-             run_dir / "train_history.json", *(run_dir / "tb").glob("events.*"),
-             *(run_dir / "pretrain").glob("*"), *(run_dir / "checkpoints").glob("*")]
+    run = RunFolder(run_dir)
+    paths = [run.recipe_file, run.metrics_file, run.data / "data_card.json", run.train_history,
+             *run.tb.glob("events.*"), *run.pretrain.glob("*"), *run.checkpoints.glob("*")]
     return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
 def _started(run_dir: Path) -> float:
     """When the run began: the earliest of its stage outputs (recipe.yaml is rewritten by every stage)."""
-    paths = [run_dir / "recipe.yaml", run_dir / "pretrain", run_dir / "data" / "data_card.json", run_dir / "tb"]
+    run = RunFolder(run_dir)
+    paths = [run.recipe_file, run.pretrain, run.data / "data_card.json", run.tb]
     return min(p.stat().st_mtime for p in paths if p.exists())
 
 
@@ -108,7 +111,7 @@ def _stage_run_dir(args: list[str], cwd: Path) -> Path | None:
     try:
         data = yaml.safe_load((cwd / recipe).read_text(encoding="utf-8")) or {}
         run = apply_overrides(data, overrides).get("run") or {}
-    except Exception:  # noqa: BLE001 - an unreadable recipe: that process is not telling us its run
+    except Exception:
         return None
     return (cwd / str(run.get("output_dir", "runs")) / str(run.get("name", "run"))).resolve()
 
@@ -151,8 +154,8 @@ def gate_verdict(metrics: dict[str, Any]) -> dict[str, Any] | None:
 
 def _evaluated(run_dir: Path, metrics: dict[str, Any]) -> bool:
     """metrics.json holds an evaluation written after the recipe was (every stage rewrites recipe.yaml)."""
-    path = run_dir / "metrics.json"
-    return "eval" in metrics and path.stat().st_mtime >= (run_dir / "recipe.yaml").stat().st_mtime - 1
+    path = RunFolder(run_dir).metrics_file
+    return "eval" in metrics and path.stat().st_mtime >= RunFolder(run_dir).recipe_file.stat().st_mtime - 1
 
 
 def run_status(run_dir: Path, job_state: str | None = None, active: set[Path] | None = None) -> str:
@@ -166,7 +169,7 @@ def run_status(run_dir: Path, job_state: str | None = None, active: set[Path] | 
     """
     if job_state == "running" or (job_state is None and active is not None and run_dir.resolve() in active):
         return "running"
-    metrics = read_json(run_dir / "metrics.json", {})
+    metrics = read_json(RunFolder(run_dir).metrics_file, {})
     metrics = metrics if isinstance(metrics, dict) else {}
     evaluated = _evaluated(run_dir, metrics)
     if evaluated and (gate_verdict(metrics) or {}).get("passed") is False:
@@ -202,7 +205,7 @@ def key_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 def summarize(run_dir: Path, job_state: str | None = None, active: set[Path] | None = None) -> RunSummary:
     """The runs-list row of one run folder."""
     recipe = read_recipe(run_dir)
-    metrics = read_json(run_dir / "metrics.json", {}) or {}
+    metrics = read_json(RunFolder(run_dir).metrics_file, {}) or {}
     model = (recipe.get("model") or {}).get("name_or_path")
     pretrained = (recipe.get("pretrain") or {}).get("enabled")
     return RunSummary(
@@ -236,7 +239,7 @@ def _tb_points(path: Path) -> dict[str, list[tuple[int, float]]]:
                 else:
                     continue
                 series.setdefault(value.tag, []).append((int(event.step), number))
-    except Exception:  # noqa: BLE001 - a file being written may end mid-record; show what was read
+    except Exception:
         pass
     return series
 
@@ -262,12 +265,13 @@ def _from_tensorboard(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def loss_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Training and validation loss by step: TensorBoard events while training (flushed at every log),
     else train_history.json or the latest checkpoint's trainer_state.json."""
-    series = _from_tensorboard(run_dir / "tb") if (run_dir / "tb").is_dir() else {}
+    tb = RunFolder(run_dir).tb
+    series = _from_tensorboard(tb) if tb.is_dir() else {}
     if series:
         return series
     # without TensorBoard (train.report_to), the newest of the final history and the checkpoints' Trainer state
     states = sorted(run_dir.glob("checkpoints/*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
-    final = run_dir / "train_history.json"
+    final = RunFolder(run_dir).train_history
     if states and (not final.is_file() or states[-1].stat().st_mtime > final.stat().st_mtime):
         history = (read_json(states[-1], {}) or {}).get("log_history", [])
     else:
@@ -314,7 +318,8 @@ def artifacts(run_dir: Path, shown_as: str) -> list[Artifact]:
     ``shown_as`` is how the run folder is written in the commands (the path the user gave --runs with).
     """
     out: list[Artifact] = []
-    model = run_dir / "model"
+    run = RunFolder(run_dir)
+    model = run.model
     if (model / "adapter_config.json").is_file():
         out.append(Artifact("LoRA adapter", model, [
             f"ayar generate {shown_as} -p \"...\"", f"ayar serve {shown_as}",
@@ -327,20 +332,20 @@ def artifacts(run_dir: Path, shown_as: str) -> list[Artifact]:
             f"ayar generate {shown_as} -p \"...\"", f"ayar serve {shown_as}",
             f"ayar export {shown_as} --format gguf --out {shown_as}/model.gguf",
             "ayar export --help  # every export format (ONNX, Triton, ...)"]))
-    if (run_dir / "pretrain" / "model" / "config.json").is_file():
-        out.append(Artifact("pretrained base model", run_dir / "pretrain" / "model",
+    if (run.pretrain_model / "config.json").is_file():
+        out.append(Artifact("pretrained base model", run.pretrain_model,
                             [f"ayar generate {shown_as}/pretrain/model -p \"...\""]))
     for gguf in sorted(run_dir.glob("*.gguf")):
         out.append(Artifact("GGUF export", gguf, [f"llama-cli -m {shown_as}/{gguf.name}"]))
     for folder in sorted(p for p in run_dir.glob("export*") if (p / "config.json").is_file()):
         out.append(Artifact("exported model", folder, [f"ayar serve {shown_as}/{folder.name}"]))
-    if (run_dir / "data" / "train.jsonl").is_file():
-        out.append(Artifact("prepared data", run_dir / "data",
+    if (run.data / "train.jsonl").is_file():
+        out.append(Artifact("prepared data", run.data,
                             [f"ayar monitor drift --reference {shown_as}/data --db requests.sqlite"]))
-    if (run_dir / "tb").is_dir():
-        out.append(Artifact("TensorBoard events", run_dir / "tb", [f"tensorboard --logdir {shown_as}/tb"]))
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        out.append(Artifact("checkpoints", run_dir / "checkpoints",
+    if run.tb.is_dir():
+        out.append(Artifact("TensorBoard events", run.tb, [f"tensorboard --logdir {shown_as}/tb"]))
+    if run.checkpoints.is_dir() and any(run.checkpoints.iterdir()):
+        out.append(Artifact("checkpoints", run.checkpoints,
                             [f"ayar train {shown_as}/recipe.yaml --resume"]))
     for name in ("report.html", "report.md"):
         if (run_dir / name).is_file():
@@ -352,7 +357,7 @@ def shared_examples(runs: list[Path], limit: int = 50) -> tuple[list[str], list[
     """Per-example tuned outputs of several runs on the test examples they share (same id and prompt)."""
     tables = []
     for run_dir in runs:
-        rows = read_jsonl(run_dir / "predictions.jsonl")
+        rows = read_jsonl(RunFolder(run_dir).predictions)
         tables.append({(r.get("id"), r.get("prompt")): r for r in rows})
     if len(tables) < 2:
         return [], []

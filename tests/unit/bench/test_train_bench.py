@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
-import train_bench  # noqa: E402  (bench/ is a script folder, not a package)
+import train_bench
 
 NATIVE = {"float32": 160.0, "bfloat16": 420.0}
 EMULATED = {"float32": 160.0, "bfloat16": 0.7}

@@ -20,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _app():  # noqa: ANN202 - a FastAPI app
+def _app():
     from fastapi import FastAPI, HTTPException
 
     app = FastAPI()

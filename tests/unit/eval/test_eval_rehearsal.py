@@ -28,7 +28,7 @@ def test_no_builtin_prompt_is_a_forgetting_probe_or_names_its_answer() -> None:
 
 
 @pytest.mark.parametrize("question", GENERAL_QUESTIONS, ids=lambda q: q.prompt[:30])
-def test_every_probe_and_a_rephrasing_of_it_is_recognised(question) -> None:  # noqa: ANN001
+def test_every_probe_and_a_rephrasing_of_it_is_recognised(question) -> None:
     assert probe_match(question.prompt) == question.prompt
     assert probe_match(question.prompt.rstrip("?") + ", please?") == question.prompt
 
@@ -44,7 +44,7 @@ def _prepared(tmp_path: Path, train: int) -> PreparedData:
     return PreparedData(data, counts={"train": train})
 
 
-def _recipe(tmp_path: Path, model_dir: Path, prompts: Path, *extra: str):  # noqa: ANN202 - a Recipe
+def _recipe(tmp_path: Path, model_dir: Path, prompts: Path, *extra: str):
     return load_recipe(None, [f"model.name_or_path={model_dir}", f"run.output_dir={tmp_path}", "run.name=r",
                               "data.template=chatml", f"data.rehearsal.prompts={prompts}",
                               "data.rehearsal.max_new_tokens=8", "data.rehearsal.share=0.25", *extra])
@@ -55,7 +55,7 @@ def test_the_set_holds_the_answers_the_base_finished_and_no_probe(chatml_model_d
     answers = {"Say hi.": "Hi there!", "Tell me a long story about trains.": "Once upon a time " * 10}
     asked: list = []
 
-    def base(model, tokenizer, conversations, cfg):  # noqa: ANN001, ANN202 - the base model's greedy answers
+    def base(model, tokenizer, conversations, cfg):
         asked.extend(conversations)
         assert cfg.max_new_tokens == 8 and not cfg.do_sample
         return [answers[c[-1]["content"]] for c in conversations]

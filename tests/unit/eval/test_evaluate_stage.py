@@ -17,7 +17,7 @@ from ayar.eval.report import write_report
 from ayar.recipe import load_recipe
 
 
-def _recipe(tmp_path: Path, model_dir: Path, *extra: str):  # noqa: ANN202 - a Recipe
+def _recipe(tmp_path: Path, model_dir: Path, *extra: str):
     return load_recipe(None, [f"model.name_or_path={model_dir}", f"run.output_dir={tmp_path}", "run.name=t",
                               "data.template=alpaca", "eval.max_new_tokens=4", "eval.bootstrap_resamples=200",
                               "eval.risks.max_new_tokens=3", "eval.risks.memorization_records=5",

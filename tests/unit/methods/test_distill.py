@@ -199,7 +199,7 @@ def tiny_lm(layers: int, seed: int) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(cfg)
 
 
-def fit(model: torch.nn.Module, loss_of, steps: int, seed: int) -> None:  # noqa: ANN001
+def fit(model: torch.nn.Module, loss_of, steps: int, seed: int) -> None:
     """Full-batch AdamW steps on ``loss_of(model)``."""
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)

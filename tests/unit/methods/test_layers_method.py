@@ -20,11 +20,11 @@ from ayar.methods.base import count_parameters
 from ayar.recipe import MethodConfig
 
 
-def names_where(model, pattern: str) -> set[str]:  # noqa: ANN001
+def names_where(model, pattern: str) -> set[str]:
     return {name for name, _ in model.named_parameters() if re.search(pattern, name)}
 
 
-def count_of(model, names: set[str]) -> int:  # noqa: ANN001
+def count_of(model, names: set[str]) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if name in names)
 
 

@@ -93,7 +93,7 @@ def test_tool_conversations_only_where_trained_with_tools_and_the_template_rende
     assert tools["name"] == "tools" and "get_weather" in tools["text"] and "<tool_response>" in tools["text"]
 
 
-def test_changed_template_or_tokenizer_is_named_and_force_only_warns(folder: Path, capsys) -> None:  # noqa: ANN001
+def test_changed_template_or_tokenizer_is_named_and_force_only_warns(folder: Path, capsys) -> None:
     change_template(folder)
     with pytest.raises(UsageError, match=r"'no_system' differs in its text at character \d+.*--force"):
         check_contract(folder, load_tokenizer(str(folder)))
@@ -107,7 +107,7 @@ def test_changed_tokenizer_is_refused_by_its_token_ids(folder: Path) -> None:
         check_contract(folder, load_tokenizer(str(folder)))
 
 
-def test_a_folder_without_contract_passes_with_a_note(folder: Path, capsys) -> None:  # noqa: ANN001
+def test_a_folder_without_contract_passes_with_a_note(folder: Path, capsys) -> None:
     (folder / CONTRACT_FILE).unlink()
     change_template(folder)
     assert check_contract(folder, load_tokenizer(str(folder))) is False
@@ -115,7 +115,7 @@ def test_a_folder_without_contract_passes_with_a_note(folder: Path, capsys) -> N
 
 
 def test_batch_accepts_unchanged_refuses_changed_and_force_overrides(folder: Path, tmp_path: Path, monkeypatch,
-                                                                     capsys) -> None:  # noqa: ANN001
+                                                                     capsys) -> None:
     prompts = tmp_path / "in.jsonl"
     prompts.write_text('{"id": "a", "messages": [{"role": "user", "content": "merhaba"}]}\n')
     args = ["batch", "--model", folder, "--input", prompts, "--max-new-tokens", "2"]
@@ -130,7 +130,7 @@ def test_batch_accepts_unchanged_refuses_changed_and_force_overrides(folder: Pat
     assert (tmp_path / "forced.jsonl").read_text().count('"id": "a"') == 1
 
 
-def test_serve_refuses_a_changed_tokenizer_before_the_port_opens(folder: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_serve_refuses_a_changed_tokenizer_before_the_port_opens(folder: Path, monkeypatch, capsys) -> None:
     import ayar.serve.server as server
     from ayar.serve.server import check_serve_contract
 
@@ -146,7 +146,7 @@ def test_serve_refuses_a_changed_tokenizer_before_the_port_opens(folder: Path, m
 
 
 def test_hf_export_carries_the_contract_and_refuses_a_changed_folder(folder: Path, tmp_path: Path, monkeypatch,
-                                                                     capsys) -> None:  # noqa: ANN001
+                                                                     capsys) -> None:
     assert cli(monkeypatch, "export", folder, "--out", tmp_path / "merged") == 0
     merged = tmp_path / "merged"
     assert (merged / CONTRACT_FILE).read_text() == (folder / CONTRACT_FILE).read_text()
@@ -158,7 +158,7 @@ def test_hf_export_carries_the_contract_and_refuses_a_changed_folder(folder: Pat
     assert cli(monkeypatch, "export", folder, "--out", tmp_path / "forced", "--force") == 0
 
 
-def test_gguf_export_refuses_other_token_ids_in_llama_cpp(folder: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_gguf_export_refuses_other_token_ids_in_llama_cpp(folder: Path, tmp_path: Path, monkeypatch) -> None:
     import ayar.export.llamacpp as llamacpp
     from ayar.export import export_model
 

@@ -51,7 +51,7 @@ def test_no_schema_driven_input_gets_a_5xx(fuzz_app: FastAPI) -> None:
 
         @given(case=operation.as_strategy(), served=st.booleans())
         @FUZZ_SETTINGS
-        def call(case, served: bool) -> None:  # noqa: ANN001 - schemathesis' Case
+        def call(case, served: bool) -> None:
             if served:  # half the cases name the served model, so they get past the 404 into generation
                 if isinstance(case.body, dict) and "model" in case.body:
                     case.body["model"] = "tiny"

@@ -30,7 +30,7 @@ def llamacpp_client(tool_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
         yield OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
 
 
-def test_llama_cpp_engine_returns_tool_calls_and_takes_tool_outputs(llamacpp_client) -> None:  # noqa: ANN001
+def test_llama_cpp_engine_returns_tool_calls_and_takes_tool_outputs(llamacpp_client) -> None:
     reply = llamacpp_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, temperature=0,
                                                     max_tokens=60)
     choice = reply.choices[0]

@@ -36,7 +36,7 @@ class StopAt(TrainerCallback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             control.should_training_stop = True
         return control
@@ -52,7 +52,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     log: dict[str, list] = defaultdict(list)
     original = engine.AyarTrainer.compute_loss
 
-    def recording(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN202
+    def recording(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             step = self.state.global_step + 1
             crash = log.get("crash_at")
@@ -85,7 +85,7 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         import pathlib
 
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
@@ -98,20 +98,20 @@ def plant(path: Path, marker: Path) -> None:
 class AtStep(TrainerCallback):
     """Runs ``action(model, args)`` when optimizer step ``step`` begins; ``undo`` when it ends."""
 
-    def __init__(self, step: int, action, undo=None) -> None:  # noqa: ANN001
+    def __init__(self, step: int, action, undo=None) -> None:
         self.step, self.action, self.undo, self.handles = step, action, undo, []
 
-    def on_step_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step + 1 == self.step:
             self.handles.append(self.action(model, args))
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             for handle in self.handles:
                 if handle is not None:
                     handle.remove()
 
 
-def send_sigterm(model, args):  # noqa: ANN001, ANN201
+def send_sigterm(model, args):
     """An ``AtStep`` action: SIGTERM to this process (ayar's fault guard finishes the step, then stops)."""
     os.kill(os.getpid(), signal.SIGTERM)

@@ -114,11 +114,11 @@ class RecordStart(TrainerCallback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_train_begin(self, args, state, control, **kwargs):
         self.path.write_text(str(state.global_step))
 
 
-def _child(recipe, model_dir: str, prepared, started: Path) -> None:  # noqa: ANN001
+def _child(recipe, model_dir: str, prepared, started: Path) -> None:
     slow = ckpt._fsync_file
 
     def slow_fsync(path: Path) -> None:  # stretch each save so that kills land inside it

@@ -24,24 +24,24 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"tmp": tmp, "prepared": prepared, "full": train(recipe, str(tiny_model_dir), prepared, recipe.run_dir)}
 
 
-def nan_weights(model, args):  # noqa: ANN001, ANN201
+def nan_weights(model, args):
     for name, param in model.named_parameters():
         if "lora_A" in name:
             param.data.fill_(float("nan"))
 
 
-def nan_output(model, args):  # noqa: ANN001, ANN201
+def nan_output(model, args):
     # On the input embeddings: the chunked loss runs the output layer outside the model's forward
     embeddings = model.get_input_embeddings()
     return embeddings.register_forward_hook(lambda module, inp, out: out * float("nan"))
 
 
-def nan_gradient(model, args):  # noqa: ANN001, ANN201
+def nan_gradient(model, args):
     param = next(p for n, p in model.named_parameters() if "lora_B" in n)
     return param.register_hook(lambda grad: grad * float("inf"))
 
 
-def _run(setup: dict, tiny_model_dir: Path, name: str, callback: TrainerCallback, *extra: str):  # noqa: ANN202
+def _run(setup: dict, tiny_model_dir: Path, name: str, callback: TrainerCallback, *extra: str):
     recipe = recipe_for(setup["tmp"], tiny_model_dir, name, "method.dropout=0.0", *extra)
     return recipe, lambda resume=False: train(recipe, str(tiny_model_dir), setup["prepared"], recipe.run_dir,
                                               resume=resume, extra_callbacks=[callback])
@@ -52,7 +52,7 @@ def _checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 @pytest.mark.parametrize(("poison", "what"), [(nan_weights, "loss"), (nan_gradient, "gradient")])
-def test_non_finite_stops_at_that_step_without_a_later_checkpoint(setup, tiny_model_dir, poison, what) -> None:  # noqa: ANN001
+def test_non_finite_stops_at_that_step_without_a_later_checkpoint(setup, tiny_model_dir, poison, what) -> None:
     recipe, run = _run(setup, tiny_model_dir, f"stop-{what}", AtStep(3, poison))
     with pytest.raises(NonFiniteError, match=f"non-finite {what}.* at step 3") as err:
         run()
@@ -61,7 +61,7 @@ def test_non_finite_stops_at_that_step_without_a_later_checkpoint(setup, tiny_mo
     assert not (recipe.run_dir / "model").exists()
 
 
-def test_skip_drops_bad_batches_and_counts_them(setup, tiny_model_dir) -> None:  # noqa: ANN001
+def test_skip_drops_bad_batches_and_counts_them(setup, tiny_model_dir) -> None:
     recipe, run = _run(setup, tiny_model_dir, "skip-loss", AtStep(3, nan_output), "train.on_nonfinite=skip")
     result = run()
     assert result.skipped_batches == 2 and result.skipped_steps == 0  # both micro-batches of step 3
@@ -70,7 +70,7 @@ def test_skip_drops_bad_batches_and_counts_them(setup, tiny_model_dir) -> None: 
     assert all(torch.isfinite(torch.tensor(v)) for v in step_losses(result.loss_history).values())
 
 
-def test_skip_drops_a_step_with_a_non_finite_gradient(setup, tiny_model_dir) -> None:  # noqa: ANN001
+def test_skip_drops_a_step_with_a_non_finite_gradient(setup, tiny_model_dir) -> None:
     recipe, run = _run(setup, tiny_model_dir, "skip-grad", AtStep(3, nan_gradient), "train.on_nonfinite=skip")
     result = run()
     assert result.skipped_steps == 1
@@ -83,7 +83,7 @@ def test_skip_drops_a_step_with_a_non_finite_gradient(setup, tiny_model_dir) -> 
     assert any(not torch.equal(before[k], last[k]) for k in before)  # the later steps trained
 
 
-def test_sigterm_finishes_the_step_checkpoints_and_resume_is_exact(setup, tiny_model_dir) -> None:  # noqa: ANN001
+def test_sigterm_finishes_the_step_checkpoints_and_resume_is_exact(setup, tiny_model_dir) -> None:
     recipe, run = _run(setup, tiny_model_dir, "sigterm", AtStep(2, send_sigterm), "train.save_steps=100")
     with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 2.*--resume") as err:
         run()
@@ -98,8 +98,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_resume_is_exact(setup, tiny_m
     assert_same_weights(full.model_dir, resumed.model_dir)
 
 
-def test_cpu_out_of_memory_is_one_clear_message(setup, tiny_model_dir) -> None:  # noqa: ANN001
-    def allocate(model, args):  # noqa: ANN001, ANN202
+def test_cpu_out_of_memory_is_one_clear_message(setup, tiny_model_dir) -> None:
+    def allocate(model, args):
         torch.empty(2**50, dtype=torch.uint8)
 
     _, run = _run(setup, tiny_model_dir, "cpu-oom", AtStep(2, allocate))
@@ -107,8 +107,8 @@ def test_cpu_out_of_memory_is_one_clear_message(setup, tiny_model_dir) -> None: 
         run()
 
 
-def test_accelerator_out_of_memory_halves_the_micro_batch(setup, tiny_model_dir, capsys) -> None:  # noqa: ANN001
-    def fail_at_batch_4(model, args):  # noqa: ANN001, ANN202
+def test_accelerator_out_of_memory_halves_the_micro_batch(setup, tiny_model_dir, capsys) -> None:
+    def fail_at_batch_4(model, args):
         if args.per_device_train_batch_size == 4:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 

@@ -29,7 +29,7 @@ def test_train_records(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest
                                 "data.template=alpaca", *(["data.rehearsal.share=0.3"] if rehearsal_on else [])])
     seen: list[list[dict]] = []
 
-    def capture(records, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def capture(records, *args, **kwargs):
         seen.append(records)
         raise Stop
 

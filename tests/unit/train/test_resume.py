@@ -17,13 +17,13 @@ class StopAt(TrainerCallback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             control.should_training_stop = True
         return control
 
 
-def _recipe(tmp: Path, model_dir: Path, name: str):  # noqa: ANN202
+def _recipe(tmp: Path, model_dir: Path, name: str):
     return load_recipe(None, [
         f"model.name_or_path={model_dir}", f"run.output_dir={tmp}", f"run.name={name}",
         "data.synthetic.num_records=64", "train.max_steps=6", "train.save_steps=3", "train.batch_size=4",

@@ -28,7 +28,7 @@ class CountingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.marker, self.own_loss_calls = marker, 0
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.own_loss_calls += 1
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
