@@ -41,12 +41,33 @@ def resolve_model_name(name: str) -> str:
     if name.startswith("package:"):
         return _package_model_path(name.removeprefix("package:"))
     path = Path(name)
+    if is_run_folder(path):
+        return resolve_model_name(str(path / "model"))
+    _refuse_missing_run(path)
     if path.suffix == ".gguf" and path.is_file():
         return str(converted_folder(path))
     if path.suffix == ".gguf":
         raise UsageError(f"GGUF file {name} does not exist")
     gguf = find_gguf_in_folder(path) if path.is_dir() else None
     return str(converted_folder(gguf)) if gguf else name
+
+
+RUN_FOLDER_MARKS = ("run.json", "recipe.yaml", "metrics.json")  # what a finished ayar run folder holds
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is an ayar run folder with a trained model (``<run>/model``) in it."""
+    return path.is_dir() and (path / "model").is_dir() and any((path / mark).is_file() for mark in RUN_FOLDER_MARKS)
+
+
+def _refuse_missing_run(path: Path) -> None:
+    """A UsageError naming the command that makes a run folder (``runs/<name>``) that does not exist yet."""
+    if path.exists() or path.parent.name != "runs":
+        return
+    make = ("`make quickstart`" if path.name == "quickstart"
+            else f"`ayar run` on the recipe whose run.name is {path.name}")
+    raise UsageError(f"model.name_or_path {path} is a run folder that does not exist (or has no model yet): "
+                     f"make it first with {make}")
 
 
 def _package_model_path(module_name: str) -> str:
@@ -114,9 +135,14 @@ def load_model(
     dtype: str = "float32",
     **kwargs: Any,
 ) -> PreTrainedModel:
-    """Load a model for a task through its Auto class; safetensors only."""
+    """Load a model for a task through its Auto class; safetensors only.
+
+    A peft adapter folder (a run's model) loads as its base with the adapter merged in: the model it computes.
+    """
     auto = getattr(transformers, get_task(task).auto_class)  # the task registry names it
     name = resolve_model_name(name)
+    if is_adapter_dir(name):
+        return merge_adapter(load_adapter_model(name, task, trust_remote_code, dtype, **kwargs))
     check_local_model(name, trust_remote_code)
     try:
         return auto.from_pretrained(
@@ -157,6 +183,19 @@ def save_head_config(model: Any, folder: str | Path) -> None:
     config = unwrapped(model).config
     fields = {name: getattr(config, name) for name in HEAD_FIELDS if getattr(config, name, None) is not None}
     (Path(folder) / HEAD_FILE).write_text(json.dumps(fields, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def load_adapter_model(path: str | Path, task: str = "causal_lm", trust_remote_code: bool = False,
+                       dtype: str = "float32", trainable: bool = False, **kwargs: Any) -> Any:
+    """A peft adapter folder on its base model, unmerged; ``trainable`` leaves the adapter's weights to train on."""
+    from peft import PeftConfig, PeftModel
+
+    path = Path(resolve_model_name(str(path)))
+    require_safetensors(path, "adapter_model", "adapter folder")
+    base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    head = json.loads((path / HEAD_FILE).read_text(encoding="utf-8")) if (path / HEAD_FILE).is_file() else {}
+    base = load_model(base_name, task, trust_remote_code, dtype=dtype, **head, **kwargs)
+    return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
 
 
 def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_code: bool = False) -> tuple[Any, Any]:

@@ -42,6 +42,7 @@ from ayar.train.packing import PackingCollator
 RUN_KINDS = {
     "supervised": "ayar.train.supervised:SupervisedRun",
     "preference": "ayar.train.preference:PreferenceRun",
+    "grpo": "ayar.train.grpo:GrpoRun",
 }
 
 

@@ -410,8 +410,10 @@ def build_trainer(build: TrainerBuild) -> Trainer:
     if cfg.early_stopping_patience:
         every.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer_class = trainer_class_for(spec.trainer_class)
+    # TRL's GRPOTrainer batches its own generations and takes no collator argument at all
+    collator = {"data_collator": build.data_collator} if build.data_collator is not None else {}
     return trainer_class(model=build.model, args=args, train_dataset=build.train_dataset,
-                         eval_dataset=build.eval_dataset, data_collator=build.data_collator,
-                         processing_class=build.processing_class, callbacks=every, method=method, faults=faults,
-                         chunked_loss=build.chunked_loss, resumable_order=build.resumable_order,
-                         self_distill=build.self_distill, **spec.kwargs)
+                         eval_dataset=build.eval_dataset, processing_class=build.processing_class, callbacks=every,
+                         method=method, faults=faults, chunked_loss=build.chunked_loss,
+                         resumable_order=build.resumable_order, self_distill=build.self_distill, **collator,
+                         **spec.kwargs)
