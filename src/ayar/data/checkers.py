@@ -71,7 +71,7 @@ def date_parts(answer: str, record: dict[str, Any]) -> float:
         return 1.0
     year, month, day = (str(int(part)) for part in record["input"].split("-"))
     numbers, got_month = _date_parts(first_line(answer))
-    return round((float(year in numbers) + float(got_month == month) + float(day in numbers - {year})) / 3, 4)
+    return (float(year in numbers) + float(got_month == month) + float(day in numbers - {year})) / 3
 
 
 def word_overlap(answer: str, record: dict[str, Any]) -> float:
@@ -79,7 +79,7 @@ def word_overlap(answer: str, record: dict[str, Any]) -> float:
     if exact(answer, record):
         return 1.0
     got, want = normalise(first_line(answer)).split(), normalise(str(record["output"])).split()
-    return round(0.5 * SequenceMatcher(None, got, want, autojunk=False).ratio(), 4)
+    return 0.5 * SequenceMatcher(None, got, want, autojunk=False).ratio()
 
 
 def suffixed(answer: str, record: dict[str, Any]) -> float:
@@ -91,7 +91,7 @@ def suffixed(answer: str, record: dict[str, Any]) -> float:
         return 0.0
     tail, right = got[len(stem):], want[len(stem):]
     same = sum(a == b for a, b in zip(tail, right, strict=False))
-    return round(0.5 * same / max(len(tail), len(right)), 4)
+    return 0.5 * same / max(len(tail), len(right))
 
 
 def label(answer: str, record: dict[str, Any]) -> float:
@@ -112,7 +112,7 @@ def reference_call(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _offered(record: dict[str, Any]) -> list[dict[str, Any]] | None:
-    tools = record.get("tools")
+    tools = record.get("tools") or None  # a training row holds "" where no tool is offered
     return json.loads(tools) if isinstance(tools, str) else tools
 
 
@@ -126,7 +126,7 @@ def tool_call(answer: str, record: dict[str, Any]) -> float:
         return 0.0
     got = calls[0]["function"]
     right_name = got["name"] == want["name"]
-    return round((1 + float(right_name) + float(right_name and got["arguments"] == want["arguments"])) / 3, 4)
+    return (1 + float(right_name) + float(right_name and got["arguments"] == want["arguments"])) / 3
 
 
 def no_tool(answer: str, record: dict[str, Any]) -> float:
