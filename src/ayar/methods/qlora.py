@@ -7,13 +7,13 @@ from typing import Any, Literal
 
 import torch
 from peft import prepare_model_for_kbit_training
-from pydantic import Field
+from pydantic import Field, field_validator
 from transformers import BitsAndBytesConfig, PreTrainedModel
 
 from ayar.errors import UsageError
 from ayar.methods import register
 from ayar.methods.base import Method
-from ayar.methods.lora import LoraParams, lora_config, wrap_peft
+from ayar.methods.lora import LoraOptions, LoraParams, lora_config, wrap_peft
 
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -25,6 +25,16 @@ class QLoraParams(LoraParams):
     compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16", description="dtype of the matrix products on the de-quantized weights."
     )
+
+    @field_validator("init_lora_weights")
+    @classmethod
+    def _init_keeps_the_quantized_base(cls, value: bool | str) -> bool | str:
+        # PiSSA/OLoRA rewrite each base weight; on a quantized base the adapter converted for the original
+        # weights no longer matches (Quant(W - AB) + AB differs from Quant(W)), so the saved model would drift
+        if isinstance(value, str) and (value.startswith("pissa") or value == "olora"):
+            raise ValueError(f"{value} rewrites the base weights, which a 4/8-bit base cannot take back exactly; "
+                             "use method.name: lora with init_lora_weights: pissa/olora, or true/gaussian here")
+        return value
 
 
 def require_cuda_and_bitsandbytes(method: str) -> None:
@@ -49,7 +59,7 @@ def quantization_config(params: QLoraParams) -> BitsAndBytesConfig:
 
 
 @register
-class QLora(Method):
+class QLora(LoraOptions, Method):
     name = "qlora"
     summary = "LoRA on a 4-bit NF4 (or 8-bit) base: the largest model that fits one GPU; needs CUDA."
     params_model = QLoraParams
@@ -70,4 +80,5 @@ class QLora(Method):
                              "(a bitsandbytes quantization config)")
         # Gradient checkpointing stays the recipe's choice (train.gradient_checkpointing).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return wrap_peft(model, lora_config(model, task, self.params, use_dora=False), self.name)
+        config = lora_config(model, task, self.params, use_dora=False, own_trainer=True)
+        return self.remember_initial_adapter(wrap_peft(model, config, self.name))
