@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -120,6 +121,10 @@ class Method:
     def callbacks(self) -> list[TrainerCallback]:
         """Optional Trainer callbacks (schedules such as gradual unfreezing)."""
         return []
+
+    def save_model(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write the trained model (or adapter) into the run's model folder."""
+        model.save_pretrained(str(folder))
 
     def trainer_spec(self) -> TrainerSpec:
         """The Trainer class (and its extra arguments) this method trains with; transformers' ``Trainer`` by default."""

@@ -11,13 +11,13 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PreTrainedModel
 
 from ayar.errors import UsageError
 from ayar.methods import register
@@ -186,37 +186,6 @@ def save_initial_adapter(model: torch.nn.Module) -> tempfile.TemporaryDirectory:
     return holder
 
 
-def save_as_plain_lora(model: torch.nn.Module, initial_adapter: Path) -> None:
-    """Make ``model.save_pretrained`` write the trained adapter converted to a plain LoRA (twice the rank)
-    that applies to the original base weights, peft's ``path_initial_model_for_weight_conversion``."""
-    save = type(model).save_pretrained.__get__(model)  # the class's own, so a second call does not stack
-
-    def save_converted(save_directory: str, **kwargs: Any) -> None:
-        with warnings.catch_warnings():
-            # peft loads the initial adapter beside the trained one to convert, and warns to convert
-            warnings.filterwarnings("ignore", message=".*changes the base weights of the model")
-            save(save_directory, path_initial_model_for_weight_conversion=str(initial_adapter), **kwargs)
-
-    model.save_pretrained = save_converted
-
-
-class SaveAsPlainLora(TrainerCallback):
-    """From the end of training on, the model saves as a plain LoRA for the original base.
-
-    Not before: a checkpoint is resumed into a freshly initialised PiSSA/OLoRA model (the base already
-    reduced), so it keeps the adapter as trained; only the final model folder is loaded onto the
-    original base.
-    """
-
-    def __init__(self, initial_adapter: Path) -> None:
-        self.initial_adapter = initial_adapter
-
-    def on_train_end(self, args: Any, state: Any, control: Any, model: torch.nn.Module | None = None,
-                     **kwargs: Any) -> None:
-        if model is not None:
-            save_as_plain_lora(model, self.initial_adapter)
-
-
 class LoraOptions:
     """The hooks LoRA+ and PiSSA/OLoRA need from a method that wraps the model with :func:`lora_config`."""
 
@@ -237,10 +206,19 @@ class LoraOptions:
             self.initial_adapter = save_initial_adapter(model)
         return model
 
-    def callbacks(self) -> list[TrainerCallback]:
+    def save_model(self, model: torch.nn.Module, folder: Path) -> None:
+        """PiSSA/OLoRA: the trained adapter converted to a plain LoRA (twice the rank) for the original base,
+        peft's ``path_initial_model_for_weight_conversion``. Only the final model: a checkpoint is resumed
+        into a freshly initialised PiSSA/OLoRA model (the base already reduced), so it keeps the adapter
+        as trained."""
         if self.initial_adapter is None:
-            return []
-        return [SaveAsPlainLora(Path(self.initial_adapter.name) / INITIAL_ADAPTER)]
+            super().save_model(model, folder)  # type: ignore[misc]
+            return
+        initial = Path(self.initial_adapter.name) / INITIAL_ADAPTER
+        with warnings.catch_warnings():
+            # peft loads the initial adapter beside the trained one to convert, and warns to convert
+            warnings.filterwarnings("ignore", message=".*changes the base weights of the model")
+            model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
 
     def param_groups(self, model: torch.nn.Module, base_lr: float, weight_decay: float) -> list[dict] | None:
         ratio = self.params.loraplus_lr_ratio

@@ -7,6 +7,7 @@ add and combine with ``super()``. This module registers no method itself.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,6 +91,9 @@ class WrappingMethod(Method):
 
     def callbacks(self) -> list[TrainerCallback]:
         return self.inner.callbacks()
+
+    def save_model(self, model: torch.nn.Module, folder: Path) -> None:
+        self.inner.save_model(model, folder)
 
     def trainer_spec(self) -> TrainerSpec:
         return self.inner.trainer_spec()

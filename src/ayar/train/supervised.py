@@ -92,7 +92,8 @@ class SupervisedRun(TrainingRun):
         self.method = build_method(self.recipe.method.name, self.recipe.method.params())  # no state from the failed try
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
-        super().write_model(trainer, tokenizer, folder)
+        self.method.save_model(trainer.model, folder)  # the method's own format (PiSSA converts, say)
+        tokenizer.save_pretrained(str(folder))
         if self.labels is not None and is_adapter_dir(folder):  # the adapter's head needs its labels to load again
             save_head_config(trainer.model, folder)
         # checked by serve, batch and export: the chat template and special tokens the model was trained with

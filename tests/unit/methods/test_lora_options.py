@@ -78,7 +78,7 @@ def test_the_saved_adapter_on_the_original_base_is_the_trained_model(init: str, 
     trainer = train_tiny(model, method, batch, tmp_path / "run", max_steps=3, batch_size=4, callbacks=[])
     trained = logits(trainer.model, batch)
     assert (trained - logits(original, batch)).abs().max() > 1e-2, "training did not change the model"
-    trainer.model.save_pretrained(str(tmp_path / "model"))  # as the run's final save does
+    method.save_model(trainer.model, tmp_path / "model")  # as the run's final save does (SupervisedRun.write_model)
     saved = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert (saved["r"], saved["init_lora_weights"]) == (2 * R, True)  # a plain LoRA: [A | A0], [B | -B0]
     checkpoint = json.loads((tmp_path / "checkpoint" / "adapter_config.json").read_text())
@@ -188,3 +188,20 @@ def test_the_documented_example_validates() -> None:
     params = build_method("lora", {"r": 64, "alpha": 64, "use_rslora": True, "init_lora_weights": "pissa_niter_4",
                                    "loraplus_lr_ratio": 16}).params
     assert (params.init_lora_weights, params.loraplus_lr_ratio) == ("pissa_niter_4", 16)
+
+
+def test_a_pissa_run_saves_a_plain_lora_for_the_original_base(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from ayar.pipeline import stage_prepare, stage_train
+    from ayar.recipe import load_recipe
+
+    recipe = load_recipe(None, [
+        f"model.name_or_path={tiny_model_dir}", f"run.output_dir={tmp_path}", "run.name=pissa", "run.carbon=false",
+        "data.synthetic.num_records=40", "data.synthetic.tasks=[upper]", "method.name=lora", f"method.r={R}",
+        "method.init_lora_weights=pissa", "train.max_steps=2", "train.batch_size=4", "train.save_steps=1",
+        "train.precision=fp32", "train.eval_steps=0", "train.report_to=[]"])
+    stage_prepare(recipe)
+    stage_train(recipe)
+    saved = json.loads((recipe.run_dir / "model" / "adapter_config.json").read_text())
+    assert (saved["r"], saved["init_lora_weights"]) == (2 * R, True)  # the run's save went through the method
+    checkpoint = json.loads((recipe.run_dir / "checkpoints" / "checkpoint-2" / "adapter_config.json").read_text())
+    assert (checkpoint["r"], checkpoint["init_lora_weights"]) == (R, "pissa")  # resumable as trained
