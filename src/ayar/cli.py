@@ -163,6 +163,31 @@ def run(
 
 
 @app.command()
+def sweep(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials in the study, all workers together "
+                                                            "(default: sweep.n_trials).", show_default=False)] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage shared by the workers: a database URL "
+                                                     "(sqlite:///, postgresql://...) or journal:PATH (default: "
+                                                     "SQLite in the sweep folder).", show_default=False)] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: run.name).", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads of this worker (default: "
+                                                            "train.num_threads, else every core: give cores / "
+                                                            "workers when several run on one machine).",
+                                                show_default=False)] = None,
+) -> None:
+    """Search the recipe's sweep.space with Optuna, judged on validation figures; run it again to continue,
+    or start more of it on the same --storage to share the study."""
+    from ayar.sweep import SweepOptions, run_sweep
+
+    result = run_sweep(_recipe(recipe, set_), SweepOptions(trials, storage, study, threads))
+    for number, values in result.best:
+        print(f"best trial {number}: {', '.join(f'{v:.4g}' for v in values)}")
+    print(f"sweep folder: {result.folder} (report: {result.report}; best recipe: {result.folder / 'best.yaml'})")
+
+
+@app.command()
 def generate(
     model: Annotated[Path, typer.Argument(help="Run folder, model folder or adapter folder.")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="User message (repeatable).")],

@@ -7,7 +7,7 @@ Every stage reads and writes the run folder ``<run.output_dir>/<run.name>/``, wh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ayar.console import say
 from ayar.data.prepare import PreparedData, prepare
@@ -15,6 +15,9 @@ from ayar.data.rehearsal import REHEARSAL_FILE
 from ayar.errors import GateError, UsageError
 from ayar.recipe import Recipe
 from ayar.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
 
 
 def run_folder_for(recipe: Recipe) -> RunFolder:
@@ -93,15 +96,20 @@ def _record_carbon(run: RunFolder, stage: str, figures: dict[str, Any]) -> None:
     run.update_metrics("carbon", {**run.read_metrics().get("carbon", {}), stage: figures})
 
 
-def stage_train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
-    """Fine-tune the base model; returns the train figures written to metrics.json."""
+def stage_train(recipe: Recipe, resume: bool = False, callbacks: list[TrainerCallback] | None = None
+                ) -> dict[str, Any]:
+    """Fine-tune the base model; returns the train figures written to metrics.json.
+
+    ``callbacks`` join the Trainer's own (the sweep's pruning callback reads the validation passes).
+    """
     from ayar.eval.carbon import track_emissions
     from ayar.eval.report import plot_loss
     from ayar.train.engine import train
 
     run = run_folder_for(recipe)
     with track_emissions(run.root, "train", recipe.run.country_iso_code, recipe.run.carbon) as emissions:
-        result = train(recipe, base_model_path(recipe), prepared_data(recipe), run.root, resume=resume)
+        result = train(recipe, base_model_path(recipe), prepared_data(recipe), run.root, resume=resume,
+                       extra_callbacks=callbacks)
     _record_carbon(run, "train", emissions.as_dict())
     plot_loss(result.loss_history, run.loss_curve)
     summary = result.summary()

@@ -1,7 +1,7 @@
 """Layers import downward only, and no two packages import each other (read from the source with ast).
 
 recipe/errors/safety/tasks at the bottom, then data (with the run folder type), models, methods, train, eval, export, serve, then
-pipeline, ui and cli. A module may import its own package and any lower layer, at module level or
+pipeline (with iterate and sweep), ui and cli. A module may import its own package and any lower layer, at module level or
 inside a function alike (a late import is still a dependency). Code named lazily as ``"ayar.x:function"``
 (a task's parts, the serve engines) must exist, and only a task definition names a higher layer's code
 (the layer that runs a task's part resolves it itself).
@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "ayar"
 LAYERS = [{"errors", "recipe", "safety", "console", "tasks"}, {"data", "run_folder"}, {"models"}, {"methods"},
           {"train"}, {"eval"},
-          {"export"}, {"serve"}, {"pipeline", "iterate"}, {"ui"}, {"cli"}]
+          {"export"}, {"serve"}, {"pipeline", "iterate", "sweep"}, {"ui"}, {"cli"}]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
 

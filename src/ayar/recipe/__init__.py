@@ -5,8 +5,8 @@ Defaults live here and only here (a method's own hyperparameters live in its mod
 defaults < YAML < ``--set dotted.key=value``. Unknown keys fail with the closest valid key.
 
 The sections are grouped by the stage that reads them (``model_config``, ``data_config``,
-``train_config``, ``eval_config``, ``deploy_config``), ``schema`` joins them into :class:`Recipe`,
-and ``loading`` reads YAML and overrides into it. Every public name is importable from
+``train_config``, ``eval_config``, ``deploy_config``, ``sweep_config``), ``schema`` joins them into
+:class:`Recipe`, and ``loading`` reads YAML and overrides into it. Every public name is importable from
 ``ayar.recipe`` itself.
 """
 
@@ -45,14 +45,16 @@ from ayar.recipe.loading import (
 from ayar.recipe.model_config import ModelConfig, PretrainConfig, ScratchModelConfig, TokenizerTrainConfig
 from ayar.recipe.schema import Recipe, RunConfig
 from ayar.recipe.section import Section
+from ayar.recipe.sweep_config import Direction, SearchRange, SweepConfig
 from ayar.recipe.train_config import InterpolateConfig, MethodConfig, SelfDistillConfig, TrainConfig
 
 __all__ = [
-    "CleanConfig", "ConsentConfig", "DataConfig", "DataFormat", "DedupConfig", "EvalConfig", "ExportConfig",
+    "CleanConfig", "ConsentConfig", "DataConfig", "DataFormat", "DedupConfig", "Direction", "EvalConfig", "ExportConfig",
     "ExportFormat", "FilterConfig", "ForgettingConfig", "GgufDtype", "InputConfig", "InterpolateConfig",
     "IterateConfig", "JudgeConfig", "LongTextConfig", "MethodConfig", "ModelConfig", "MonitorConfig", "PiiConfig",
     "PiiType", "PretrainConfig", "Recipe", "RehearsalConfig", "RiskConfig", "RunConfig", "ScratchModelConfig",
-    "Section", "SelfDistillConfig", "ServeConfig", "SplitConfig", "SyntheticConfig", "TokenizerTrainConfig",
+    "SearchRange", "Section", "SelfDistillConfig", "ServeConfig", "SplitConfig", "SweepConfig", "SyntheticConfig",
+    "TokenizerTrainConfig",
     "TrainConfig", "apply_overrides", "dump_recipe", "load_recipe", "params_error", "parse_override",
     "validate_recipe",
 ]

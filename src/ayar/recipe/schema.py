@@ -12,6 +12,7 @@ from ayar.recipe.deploy_config import ExportConfig, IterateConfig, MonitorConfig
 from ayar.recipe.eval_config import EvalConfig
 from ayar.recipe.model_config import ModelConfig, PretrainConfig
 from ayar.recipe.section import Section
+from ayar.recipe.sweep_config import SweepConfig
 from ayar.recipe.train_config import MethodConfig, TrainConfig
 from ayar.tasks import get_task, task_names
 
@@ -42,6 +43,8 @@ class Recipe(Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     iterate: IterateConfig = Field(default_factory=IterateConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="`ayar sweep`: the search space and "
+                               "objective of a hyperparameter search (other commands ignore it).")
 
     @field_validator("task")
     @classmethod

@@ -1,0 +1,52 @@
+"""Pruning stops a bad trial early; two `ayar sweep` processes share one SQLite study."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from sweep_helpers import sweep_sets
+
+from ayar.recipe import load_recipe
+from ayar.run_folder import RunFolder
+from ayar.sweep import SweepOptions, run_sweep
+from ayar.sweep.objective import validation_losses
+
+SRC = Path(__file__).resolve().parents[3] / "src"
+
+
+def test_the_median_pruner_stops_a_bad_trial_early(tiny_model_dir: Path, tmp_path: Path) -> None:
+    def sweep(trials: int, low: float, high: float) -> optuna.Study:
+        space = f"sweep.space={{train.learning_rate: {{low: {low}, high: {high}, log: true}}}}"
+        recipe = load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, space, "sweep.pruner=median",
+                                              f"sweep.n_trials={trials}", "train.learning_rate=1.0e-2"))
+        result = run_sweep(recipe, SweepOptions(threads=1))
+        return optuna.load_study(study_name="s", storage=result.storage)
+
+    sweep(2, 5.0e-3, 1.0e-2)  # two learning trials: the median to beat at each validation pass
+    trials = sweep(3, 1.0e-8, 2.0e-8).trials  # the same study, continued, with a rate too small to learn
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    bad = trials[2]
+    assert bad.user_attrs["steps"] == 2 and bad.last_step == 2  # of 4: stopped at the first validation pass
+    assert [step for step, _ in validation_losses(RunFolder(Path(bad.user_attrs["run_dir"])))] == [2]
+    assert bad.intermediate_values[2] > max(t.intermediate_values[2] for t in trials[:2])
+
+
+def test_two_workers_share_one_sqlite_study(tiny_model_dir: Path, tmp_path: Path) -> None:
+    sets = [arg for s in sweep_sets(tiny_model_dir, tmp_path, "sweep.n_trials=4") for arg in ("--set", s)]
+    (tmp_path / "recipe.yaml").write_text("{}\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "ayar.cli", "sweep", str(tmp_path / "recipe.yaml"), "--threads", "1", *sets]
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}").trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # distinct numbers, none lost, none extra
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+    assert all(RunFolder(tmp_path / "s" / "trials" / str(n)).has_model() for n in range(4))
+    assert all("best trial" in out for out in outputs)
