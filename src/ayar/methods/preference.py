@@ -43,7 +43,13 @@ class PreferenceParams(BaseModel):
     @model_validator(mode="after")
     def _base_params_valid(self) -> PreferenceParams:
         if self.base in ("lora", "dora"):
-            LoraParams.model_validate(self.base_params)
+            lora = LoraParams.model_validate(self.base_params)
+            init = str(lora.init_lora_weights)
+            # TRL's trainer saves the adapter itself and builds its own optimizer: no PiSSA/OLoRA conversion
+            # on save, no LoRA+ parameter groups
+            if init.startswith("pissa") or init == "olora" or lora.loraplus_lr_ratio:
+                raise ValueError("base_params: init_lora_weights pissa/olora and loraplus_lr_ratio need ayar's own "
+                                 "trainer (method lora, dora or qlora), not a preference method's")
         elif self.base_params:
             raise ValueError("base_params must be empty for base 'full'")
         return self

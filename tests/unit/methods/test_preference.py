@@ -167,3 +167,11 @@ def test_an_adapter_on_the_output_layer_is_left_out(tiny_model_dir: Path) -> Non
     model, _ = _model_and_tokenizer(tiny_model_dir)
     method = build_method("dpo", {"base_params": {"target_modules": ["q_proj", "lm_head", "embed_tokens"]}})
     assert method.peft_config(model, "causal_lm").target_modules == {"q_proj", "embed_tokens"}
+
+
+@pytest.mark.parametrize("base_params", [{"init_lora_weights": "pissa"}, {"init_lora_weights": "olora"},
+                                         {"loraplus_lr_ratio": 4.0}])
+def test_lora_options_that_need_ayars_trainer_are_refused_when_the_recipe_is_read(base_params: dict) -> None:
+    with pytest.raises(UsageError, match="need ayar's own trainer"):
+        build_method("dpo", {"base": "lora", "base_params": base_params})
+    assert build_method("dpo", {"base": "lora", "base_params": {"use_rslora": True}}).params.base == "lora"
