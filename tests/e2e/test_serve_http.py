@@ -107,6 +107,30 @@ def test_openai_client_streaming_equals_non_streaming(server: str) -> None:
     assert "".join(parts) == whole and finishes[-1] in ("stop", "length")
 
 
+def test_openai_client_parse_gets_valid_objects_and_logprobs(server: str) -> None:
+    from typing import Literal
+
+    from openai import OpenAI
+    from pydantic import BaseModel, Field
+
+    class Weather(BaseModel):
+        sunny: bool
+        sky: Literal["clear", "cloudy", "rain"]
+        degrees: int = Field(ge=-40, le=50)
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0, timeout=30)
+    for prompt in ("Bugün İzmir'de hava nasıl?", "What is the weather in Izmir today?"):
+        parsed = client.chat.completions.parse(model="tiny", messages=[{"role": "user", "content": prompt}],
+                                               response_format=Weather, max_tokens=60, temperature=1.0, seed=3)
+        assert isinstance(parsed.choices[0].message.parsed, Weather)
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Merhaba"}],
+                                          max_tokens=4, logprobs=True, top_logprobs=2, n=2, seed=1)
+    assert len(chat.choices) == 2 and all(len(c.logprobs.content[0].top_logprobs) == 2 for c in chat.choices)
+    scored = client.completions.create(model="tiny", prompt=[[5, 6, 7, 8]], max_tokens=0, echo=True, logprobs=1)
+    assert scored.choices[0].logprobs.token_logprobs[0] is None
+    assert all(v < 0 for v in scored.choices[0].logprobs.token_logprobs[1:])
+
+
 def test_openai_client_sees_auth_errors(server: str) -> None:
     from openai import AuthenticationError, NotFoundError, OpenAI
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +23,8 @@ from ayar.serve.feedback import add_feedback_route
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
 from ayar.serve.middleware import Gate
-from ayar.serve.schemas import ChatCompletionRequest, CompletionRequest, error_response
+from ayar.serve.replies import Answer, Reply, stream
+from ayar.serve.schemas import MAX_SEED, ChatCompletionRequest, CompletionRequest, error_response
 
 _DEFAULTS = ServeConfig()  # defaults live in the recipe schema only
 
@@ -183,16 +182,20 @@ def _add_completion_routes(app: FastAPI) -> None:
         tools = body.tool_list()
         ids = _encode_chat(engine, body, messages, tools)
         user_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
-        return await _complete(request, engine, body, ids, user_text, chat=True,
-                               max_tokens=body.max_completion_tokens or body.max_tokens, tools=tools)
+        options = {"logprobs": _honoured(engine, "logprobs", body.top_count()),
+                   "constraint": await _constraint(engine, body)}
+        return await _complete(request, engine, body, [Prompt(ids, user_text)], chat=True,
+                               max_tokens=body.max_completion_tokens or body.max_tokens, tools=tools,
+                               options=options)
 
     @app.post("/v1/completions", summary="Text completion (OpenAI format; stream: true for SSE).")
     async def completions(body: CompletionRequest, request: Request) -> Response:
         engine = _engine(request)
         _check_model(engine, body.model)
-        text = body.prompt_text()
-        return await _complete(request, engine, body, engine.encode_text(text), text, chat=False,
-                               max_tokens=body.max_tokens)
+        prompts = [_completion_prompt(engine, p) for p in body.prompt_list()]
+        options = {"logprobs": _honoured(engine, "logprobs", body.logprobs), "score_prompt": body.echo}
+        return await _complete(request, engine, body, prompts, chat=False, max_tokens=body.max_tokens,
+                               options=options, echo=body.echo)
 
 
 def _encode_chat(engine: QueuedEngine, body: ChatCompletionRequest, messages: list[dict[str, str]],
@@ -227,17 +230,6 @@ def _encode_with_tools(engine: QueuedEngine, body: ChatCompletionRequest, tools:
     return engine.encode_text(render_prompt(engine.tokenizer, messages, tools))
 
 
-def _tool_answer(text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, OpenAI tool_calls) of a generated answer; arguments go back as JSON text, as OpenAI sends them."""
-    from ayar.data.templates import parse_tool_calls
-
-    content, calls = parse_tool_calls(text, tools)
-    out = [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
-            "function": {"name": c["function"]["name"],
-                         "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}} for c in calls]
-    return (content or None) if out else content, out
-
-
 def _model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "ayar"}
 
@@ -258,149 +250,129 @@ def _token_budget(engine: QueuedEngine, prompt_tokens: int, requested: int | Non
     return requested
 
 
-async def _complete(request: Request, engine: QueuedEngine, body: Any, ids: list[int], user_text: str, chat: bool,
-                    max_tokens: int | None, tools: list[dict[str, Any]] | None = None) -> Response:
-    """Queue the job and answer in one piece or as server-sent events."""
-    state, settings = request.app.state, request.app.state.settings
-    if not ids:  # an empty prompt: start from the beginning-of-text token
-        ids = [engine.tokenizer.bos_token_id if engine.tokenizer.bos_token_id is not None
-               else engine.tokenizer.eos_token_id]
-    budget = _token_budget(engine, len(ids), max_tokens, settings.default_max_tokens)
-    log_info = {"model": body.model, "prompt_tokens": len(ids), "skip": not body.log,
-                "prompt": user_text}  # RequestLog keeps only its length unless text logging is on
-    request.scope["state"]["ayar_log"] = log_info
+class Prompt(NamedTuple):
+    """One prompt of a request: its token ids and its text (what the request log keeps, what echo answers)."""
+
+    ids: list[int]
+    text: str
+
+
+def _completion_prompt(engine: QueuedEngine, prompt: str | list[int]) -> Prompt:
+    """A completions prompt given as text or as token ids (as evaluation harnesses send them)."""
+    if isinstance(prompt, str):
+        return Prompt(engine.encode_text(prompt), prompt)
+    vocabulary = len(engine.tokenizer)
+    if any(token >= vocabulary for token in prompt):
+        raise ApiError(400, f"token id {max(prompt)} is outside the vocabulary of {vocabulary} tokens", "prompt",
+                       "invalid_token_id")
+    return Prompt(list(prompt), engine.tokenizer.decode(prompt))
+
+
+def _honoured(engine: QueuedEngine, name: str, value: Any) -> Any:
+    """``value`` when it is unset or the engine carries the field out; a 400 naming the field otherwise."""
+    if value is not None and name not in engine.honours:
+        raise ApiError(400, f"{name} is not supported by the {engine.kind} engine (serve with --engine "
+                       "transformers for it)", name, "unsupported_field")
+    return value
+
+
+async def _constraint(engine: QueuedEngine, body: ChatCompletionRequest) -> Any:
+    """The compiled grammar of the request's response_format, or None for free text."""
+    schema = body.response_format.schema_of_answer() if body.response_format else None
+    if _honoured(engine, "response_format", schema) is None:
+        return None
+    try:
+        return await asyncio.to_thread(engine.compile_constraint, schema)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), "response_format", "invalid_schema") from None
+
+
+def _start(engine: QueuedEngine, body: Any, ids: list[int], params: SamplingParams,
+           timeout: float) -> tuple[Job, asyncio.Queue]:
+    """Queue one job; its events arrive on the returned queue."""
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
-    params = SamplingParams(budget, body.temperature, body.top_p, body.stop_list(), body.seed, body.min_tokens)
-    job = Job(body.model, ids, params, time.monotonic() + settings.request_timeout,
+    job = Job(body.model, ids, params, time.monotonic() + timeout,
               emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
     try:
         engine.submit(job)
     except QueueFullError as exc:
         raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)}) from None
-    state.metrics.prompt_tokens.labels(body.model).inc(len(ids))
-    reply = _Reply(body.model, chat, len(ids))
-    log_info["completion_id"] = reply.id  # what /v1/feedback names the answer by
-    reply.tools = tools
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(job, events, reply, include_usage, state, log_info),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    text, finish, completion_tokens = "", "stop", 0
-    while True:
+    return job, events
+
+
+async def _answer(events: asyncio.Queue | None, prompt: Prompt, echo: bool) -> Answer:
+    """One job's whole answer (no job at all: nothing to generate or score)."""
+    text = ""
+    while events is not None:
         event = await events.get()
         if event.kind == "delta":
             text += event.value
         elif event.kind == "error":
             raise ApiError(500, event.value, code="generation_failed")
         else:
-            finish, completion_tokens = event.value, event.tokens
-            break
-    log_info["completion_tokens"], log_info["completion"] = completion_tokens, text
+            return Answer(text, event.value, event.tokens, event.logprobs, prompt.text, echo)
+    return Answer("", "length", 0, None, prompt.text, echo)
+
+
+def _sampling(body: Any, budget: int, choice: int, options: dict[str, Any]) -> SamplingParams:
+    """Choice ``choice``'s settings: with a seed, choice i samples with seed + i (n different, repeatable)."""
+    seed = None if body.seed is None else (body.seed + choice) % (MAX_SEED + 1)
+    return SamplingParams(budget, body.temperature, body.top_p, body.stop_list(), seed, body.min_tokens, **options)
+
+
+def _start_all(engine: QueuedEngine, body: Any, prompts: list[Prompt], budgets: list[int],
+               options: dict[str, Any], timeout: float) -> list[tuple[Job, asyncio.Queue] | None]:
+    """n jobs per prompt, in choice order (None where there is nothing to generate or score); when the queue
+    fills half-way, the jobs already queued are cancelled with the 429."""
+    runs: list[tuple[Job, asyncio.Queue] | None] = []
+    try:
+        for prompt, budget in zip(prompts, budgets, strict=True):
+            for choice in range(body.n):
+                params = _sampling(body, budget, choice, options)
+                wanted = budget > 0 or params.logprobs is not None
+                runs.append(_start(engine, body, prompt.ids, params, timeout) if wanted else None)
+    except ApiError:
+        for run in runs:
+            if run:
+                run[0].cancel.set()
+        raise
+    return runs
+
+
+async def _complete(request: Request, engine: QueuedEngine, body: Any, prompts: list[Prompt], chat: bool,
+                    max_tokens: int | None, tools: list[dict[str, Any]] | None = None,
+                    options: dict[str, Any] | None = None, echo: bool = False) -> Response:
+    """Queue the jobs (n per prompt) and answer in one piece, or one choice as server-sent events."""
+    state, settings, options = request.app.state, request.app.state.settings, options or {}
+    bos = engine.tokenizer.bos_token_id
+    # an empty prompt: start from the beginning-of-text token
+    prompts = [p if p.ids else Prompt([bos if bos is not None else engine.tokenizer.eos_token_id], p.text)
+               for p in prompts]
+    budgets = [_token_budget(engine, len(p.ids), max_tokens, settings.default_max_tokens) for p in prompts]
+    prompt_tokens = sum(len(p.ids) for p in prompts) * body.n
+    if body.stream and (len(prompts) * body.n > 1 or options.get("logprobs") is not None or echo
+                        or budgets[0] == 0):
+        raise ApiError(400, "stream answers one generated choice without logprobs or echo; send stream: false "
+                       "for n > 1, several prompts, logprobs, echo or max_tokens 0", "stream", "unsupported_field")
+    log_info = {"model": body.model, "prompt_tokens": prompt_tokens, "skip": not body.log,
+                "prompt": "\n".join(p.text for p in prompts)}  # RequestLog keeps only its length unless text logging is on
+    request.scope["state"]["ayar_log"] = log_info
+    runs = _start_all(engine, body, prompts, budgets, options, settings.request_timeout)
+    state.metrics.prompt_tokens.labels(body.model).inc(prompt_tokens)
+    reply = Reply(body.model, chat, prompt_tokens, engine.tokenizer)
+    log_info["completion_id"] = reply.id  # what /v1/feedback names the answer by
+    reply.tools = tools
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        job, events = runs[0]  # type: ignore[misc]  # a streamed prompt always has room to generate
+        return StreamingResponse(stream(job, events, reply, include_usage, state, log_info),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    answers = await asyncio.gather(*(_answer(run[1] if run else None, prompts[i // body.n], echo)
+                                     for i, run in enumerate(runs)))
+    completion_tokens = sum(a.tokens for a in answers)
+    log_info["completion_tokens"], log_info["completion"] = completion_tokens, answers[0].text
     state.metrics.generated_tokens.labels(body.model).inc(completion_tokens)
-    if finish == "timeout":
+    if any(a.finish == "timeout" for a in answers):
         raise ApiError(504, f"generation took longer than the request timeout of {settings.request_timeout:g} s",
                        code="timeout")
-    return JSONResponse(reply.full(text, finish, completion_tokens))
-
-
-class _Reply:
-    """Builds OpenAI response and chunk objects for one request."""
-
-    def __init__(self, model: str, chat: bool, prompt_tokens: int) -> None:
-        self.model, self.chat, self.prompt_tokens = model, chat, prompt_tokens
-        self.tools: list[dict[str, Any]] | None = None  # with tools, answers are parsed for tool calls
-        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        self.created = int(time.time())
-        self.object = "chat.completion" if chat else "text_completion"
-
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens}
-
-    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
-
-    def full(self, text: str, finish: str, completion_tokens: int) -> dict[str, Any]:
-        if self.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if self.tools:
-                message["content"], calls = _tool_answer(text, self.tools)
-                if calls:
-                    message["tool_calls"], finish = calls, "tool_calls"
-            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-        else:
-            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-        return {**self._envelope(self.object, [choice]), "usage": self.usage(completion_tokens)}
-
-    def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> str:
-        if self.chat:
-            delta: dict[str, str] = {"role": "assistant", "content": ""} if first else {}
-            if text:
-                delta["content"] = text
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return _sse(self._envelope("chat.completion.chunk", [choice]))
-        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return _sse(self._envelope("text_completion", [choice]))
-
-    def tool_chunk(self, content: str | None, calls: list[dict[str, Any]]) -> str:
-        """One chunk with a parsed answer: its text and its tool calls (each with its index, as OpenAI streams)."""
-        delta: dict[str, Any] = {"content": content}
-        if calls:
-            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
-        choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
-        return _sse(self._envelope("chat.completion.chunk", [choice]))
-
-    def usage_chunk(self, completion_tokens: int) -> str:
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
-        return _sse({**self._envelope(obj, []), "usage": self.usage(completion_tokens)})
-
-
-def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-async def _stream(job: Job, events: asyncio.Queue, reply: _Reply, include_usage: bool, state: Any,
-                  log_info: dict[str, Any]) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``.
-
-    When the client leaves, Starlette stops this generator; ``finally`` then cancels the job, which
-    stops ``generate`` at its next token.
-    """
-    finished = False
-    held: list[str] | None = [] if reply.tools else None  # with tools, the answer is parsed whole at the end
-    try:
-        if reply.chat:
-            yield reply.chunk(None, first=True)
-        while True:
-            event = await events.get()
-            if event.kind == "delta":
-                log_info["completion"] = log_info.get("completion", "") + event.value
-                if held is not None:
-                    held.append(event.value)
-                else:
-                    yield reply.chunk(event.value)
-                continue
-            if event.kind == "error" or event.value == "timeout":
-                message = event.value if event.kind == "error" else "generation passed the request timeout"
-                yield _sse({"error": {"message": message, "type": "server_error", "param": None,
-                                      "code": "generation_failed" if event.kind == "error" else "timeout"}})
-                break
-            log_info["completion_tokens"] = event.tokens
-            state.metrics.generated_tokens.labels(reply.model).inc(event.tokens)
-            if held is not None:
-                content, calls = _tool_answer("".join(held), reply.tools or [])
-                yield reply.tool_chunk(content, calls)
-                yield reply.chunk(None, finish="tool_calls" if calls else event.value)
-                if include_usage:
-                    yield reply.usage_chunk(event.tokens)
-                break
-            yield reply.chunk(None, finish=event.value)
-            if include_usage:
-                yield reply.usage_chunk(event.tokens)
-            break
-        yield "data: [DONE]\n\n"
-        finished = True
-    finally:
-        if not finished:
-            job.cancel.set()
-            state.metrics.cancelled.inc()
+    return JSONResponse(reply.full(answers))

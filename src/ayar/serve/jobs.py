@@ -20,6 +20,25 @@ class Event(NamedTuple):
     kind: Literal["delta", "done", "error"]
     value: str  # the new text, the finish reason (stop, length, cancelled, timeout) or the error message
     tokens: int = 0  # completion tokens, on "done"
+    logprobs: TokenLogprobs | None = None  # on "done", when the job asked for them
+
+
+@dataclass
+class TokenLogprob:
+    """One token of an answer or prompt: its id, log-probability (None for a prompt's first token, which
+    nothing predicts) and the most likely tokens at its position as (id, log-probability), best first."""
+
+    token: int
+    logprob: float | None
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class TokenLogprobs:
+    """The scored tokens of one job: the prompt's (when it asked for them) and the generated ones."""
+
+    prompt: list[TokenLogprob]
+    completion: list[TokenLogprob]
 
 
 class QueueFullError(Exception):
@@ -46,6 +65,9 @@ class SamplingParams:
     min_tokens: int = 0
     top_k: int | None = None
     repetition_penalty: float | None = None
+    logprobs: int | None = None  # score the tokens, with this many alternatives each (None: no scores)
+    score_prompt: bool = False  # with logprobs: the prompt's tokens too
+    constraint: Any = None  # a grammar the engine compiled (QueuedEngine.compile_constraint); None: free text
 
 
 def sampling_defaults(model: Any) -> dict[str, float]:

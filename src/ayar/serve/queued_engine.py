@@ -20,6 +20,12 @@ class QueuedEngine:
     """The part every engine shares: served names, the tokenizer that renders prompts as training did, the
     bounded queue, the worker thread and batching; a subclass says how a batch of jobs is generated."""
 
+    kind = "queued"
+    """The engine's name in ``serve.engine``, for error messages."""
+    honours: frozenset[str] = frozenset()
+    """The optional request fields this engine carries out (``logprobs``, ``response_format``); the API
+    refuses the others with a 400 rather than drop them."""
+
     def __init__(self, tokenizer: Any, names: dict[str, str | None], context_length: int, stop_ids: set[int],
                  defaults: dict[str, float], max_queue: int = 64, max_batch: int = 32) -> None:
         """names maps each served model name to what the engine knows it by (a peft adapter name, or None)."""
@@ -81,6 +87,11 @@ class QueuedEngine:
         """Token ids of a raw completion prompt (the template already adds its own special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def compile_constraint(self, schema: dict[str, Any]) -> Any:
+        """The grammar that keeps an answer to JSON matching ``schema``; ValueError for a schema it cannot
+        compile. Only engines that honour ``response_format`` have one."""
+        raise NotImplementedError(f"the {self.kind} engine has no constrained decoding")
+
     # ------------------------------------------------------------- the worker
 
     def _work(self) -> None:
@@ -104,11 +115,13 @@ class QueuedEngine:
     @staticmethod
     def _batch_key(job: Job) -> tuple:
         """Jobs share one ``generate`` call only when they decode alike; a seeded job runs alone, so that its
-        seed alone decides its sample."""
+        seed alone decides its sample, and so does a constrained one (its grammar holds one row's state);
+        prompts only scored (max_tokens 0) batch among themselves."""
         p = job.params
         sampled = (p.top_p, p.top_k) if p.temperature > 0 else None
-        return (job.model, p.temperature, sampled, p.repetition_penalty, p.min_tokens,
-                id(job) if p.seed is not None else None)
+        alone = p.seed is not None or p.constraint is not None
+        return (job.model, p.temperature, sampled, p.repetition_penalty, p.min_tokens, p.max_tokens == 0,
+                id(job) if alone else None)
 
     def _next_batch(self) -> list[Job] | None:
         """Up to max_batch queued jobs that decode alike (dynamic batching: no waiting for a batch to fill)."""

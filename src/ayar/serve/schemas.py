@@ -102,8 +102,43 @@ class Tool(_Body):
     function: FunctionSchema
 
 
+class JsonSchemaFormat(_Body):
+    name: str = Field("response", description="The schema's name.")
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema",
+                                        description="The JSON schema the answer must match.")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+    def schema_of_answer(self) -> dict[str, Any] | None:
+        """The JSON schema the answer must match (any object for json_object); None: free text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            from ayar.serve.constrained import json_object_schema
+
+            return json_object_schema()
+        return self.json_schema.json_schema if self.json_schema else None
+
+
 class StreamOptions(_Body):
     include_usage: bool = False
+
+
+MAX_CHOICES = 16
+MAX_TOP_LOGPROBS = 20
 
 
 class _Sampling(_Body):
@@ -112,7 +147,8 @@ class _Sampling(_Body):
     temperature: float | None = Field(None, ge=0, le=2, description="0 means greedy decoding "
                                       "(default: the model's generation_config.json, else 1).")
     top_p: float | None = Field(None, gt=0, le=1, description="Default: the model's generation_config.json, else 1.")
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="Choices per prompt: n samples (a seed makes them "
+                   "repeatable: choice i samples with seed + i).")
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
@@ -143,6 +179,11 @@ class ChatCompletionRequest(_Sampling):
                                      "template, and calls in the template's format come back as tool_calls.")
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
         None, description="'none' hides the tools; other values are read as 'auto' (the model decides).")
+    logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                     description="With logprobs: the most likely tokens at each position.")
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: the answer is decoded under a JSON grammar.")
 
     def tool_list(self) -> list[dict[str, Any]] | None:
         """The tools as chat templates take them, or None (no tools, or tool_choice 'none')."""
@@ -150,18 +191,42 @@ class ChatCompletionRequest(_Sampling):
             return None
         return [t.model_dump(exclude_none=True) for t in self.tools]
 
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def top_count(self) -> int | None:
+        """Alternatives per token to return (None: no logprobs)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] = Field(description="One prompt (a list must hold exactly one).")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A prompt, a list of prompts, a prompt as token ids, or a list of token-id prompts.")
+    max_tokens: int | None = Field(None, ge=0, description="New tokens at most; 0 with echo scores the prompt "
+                                   "without generating (default: what the context allows).")
+    echo: bool = Field(False, description="Answer the prompt back before the completion (and score it with "
+                       "logprobs).")
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Return each token's "
+                                 "log-probability and this many most likely tokens at each position.")
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        prompts = [value] if isinstance(value, str) else value
-        if len(prompts) != 1:
-            raise ValueError("exactly one prompt per request (n=1, no batched prompts)")
-        _no_lone_surrogates(prompts[0])
+    def _prompts(cls, value: str | list[str] | list[int] | list[list[int]]) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("the prompt list is empty")
+        for prompt in [value] if isinstance(value, str) else value:
+            if isinstance(prompt, str):
+                _no_lone_surrogates(prompt)
+            elif isinstance(prompt, list) and any(token < 0 for token in prompt):
+                raise ValueError("token ids are not negative")
         return value
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompt_list(self) -> list[str | list[int]]:
+        """Each prompt as text or as token ids."""
+        value = self.prompt
+        if isinstance(value, str) or isinstance(value[0], int):
+            return [value]  # type: ignore[list-item]
+        return list(value)  # type: ignore[arg-type]

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ayar.errors import UsageError
 from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
+from ayar.serve.constrained import JsonGrammars
 from ayar.serve.engine_factory import EngineRequest, PreparedEngine, default_served_name
-from ayar.serve.jobs import Event, Job, TokenStreamer, sampling_defaults
+from ayar.serve.jobs import Event, Job, TokenLogprobs, TokenStreamer, sampling_defaults
+from ayar.serve.logprobs import score_tokens
 from ayar.serve.queued_engine import QueuedEngine
 
 
@@ -61,6 +63,9 @@ class _StopRows(StoppingCriteria):
 class Engine(QueuedEngine):
     """The transformers engine: one model under one or several names (a base and its LoRA adapters)."""
 
+    kind = "transformers"
+    honours = frozenset({"logprobs", "response_format"})
+
     def __init__(self, model: Any, tokenizer: Any, names: dict[str, str | None], max_queue: int = 64,
                  max_batch: int = 32) -> None:
         """names maps each served model name to its peft adapter name (None: the base weights)."""
@@ -68,13 +73,24 @@ class Engine(QueuedEngine):
         super().__init__(tokenizer, names, int(getattr(model.config, "max_position_embeddings", 0) or 2048),
                          set(stop_token_ids(model, tokenizer)),  # eos and the chat template's end of turn
                          sampling_defaults(model), max_queue, max_batch)
+        self._grammars = JsonGrammars(tokenizer, int(model.config.get_text_config().vocab_size), self.stop_ids)
 
     def _run_batch(self, jobs: list[Job]) -> None:
         live = self._live(jobs)
         if not live:
             return
-        params = live[0].params  # all jobs of a batch decode alike
+        if live[0].params.max_tokens == 0:  # only scoring the prompts: no generate call
+            for job in live:
+                self._finish(job, Event("done", "length", 0, self._scores(job, [])))
+            return
         rows = [TokenStreamer(self.tokenizer, job, self.stop_ids) for job in live]
+        self._generate(live, rows)
+        for row in rows:
+            self._finish(row.job, Event("done", self._finish_reason(row.job, row), len(row.ids),
+                                        self._scores(row.job, row.ids)))
+
+    def _generate(self, live: list[Job], rows: list[TokenStreamer]) -> None:
+        params = live[0].params  # all jobs of a batch decode alike
         width = max(len(job.prompt_ids) for job in live)
         pad = self.tokenizer.pad_token_id
         # left padding: every row continues from the right edge
@@ -82,6 +98,7 @@ class Engine(QueuedEngine):
         mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in live])
         sample = params.temperature > 0
         most_tokens = max(job.params.max_tokens for job in live)
+        grammar = [params.constraint.processor()] if params.constraint is not None else None
         with self._use(live[0].model), torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
@@ -95,13 +112,25 @@ class Engine(QueuedEngine):
                 top_p=params.top_p if sample else None,
                 top_k=params.top_k if sample else None,
                 repetition_penalty=params.repetition_penalty,
+                logits_processor=LogitsProcessorList(grammar) if grammar else None,
                 streamer=_BatchStreamer(rows),
                 stopping_criteria=StoppingCriteriaList([_StopRows(rows, width)]),
                 pad_token_id=pad,
                 eos_token_id=sorted(self.stop_ids),
             )
-        for row in rows:
-            self._finish(row.job, Event("done", self._finish_reason(row.job, row), len(row.ids)))
+
+    def _scores(self, job: Job, generated: list[int]) -> TokenLogprobs | None:
+        """The model's log-probabilities of the job's tokens, when it asked for them (one forward pass over
+        the prompt and the answer, under the job's adapter)."""
+        if job.params.logprobs is None:
+            return None
+        with self._use(job.model):
+            scored = score_tokens(self.model, job.prompt_ids + generated, job.params.logprobs)
+        prompt = scored[:len(job.prompt_ids)] if job.params.score_prompt else []
+        return TokenLogprobs(prompt, scored[len(job.prompt_ids):])
+
+    def compile_constraint(self, schema: dict[str, Any]) -> Any:
+        return self._grammars.compile(schema)
 
     @contextlib.contextmanager
     def _use(self, name: str) -> Iterator[None]:

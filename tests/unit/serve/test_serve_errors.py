@@ -29,11 +29,15 @@ def test_invalid_json_is_400_and_invalid_fields_are_422(make_client) -> None:
     assert "not valid JSON" in error["message"]
     assert _error(client.post(CHAT, json={"model": "tiny", "messages": HELLO, "temperature": 7}), 422)[
         "param"] == "temperature"
-    assert _error(client.post(CHAT, json={"model": "tiny", "messages": HELLO, "n": 2}), 422)["param"] == "n"
+    assert _error(client.post(CHAT, json={"model": "tiny", "messages": HELLO, "n": 17}), 422)["param"] == "n"
     assert _error(client.post(CHAT, json={"model": "tiny", "messages": []}), 422)["param"] == "messages"
     assert _error(client.post(CHAT, json={"model": "tiny"}), 422)["param"] == "messages"
     assert _error(client.post(CHAT, json=[1, 2]), 422)
-    assert _error(client.post("/v1/completions", json={"model": "tiny", "prompt": ["a", "b"]}), 422)
+    assert _error(client.post("/v1/completions", json={"model": "tiny", "prompt": []}), 422)
+    assert _error(client.post("/v1/completions", json={"model": "tiny", "prompt": [[1, -2]]}), 422)
+    assert _error(client.post(CHAT, json={"model": "tiny", "messages": HELLO, "top_logprobs": 2}), 422)
+    assert _error(client.post(CHAT, json={"model": "tiny", "messages": HELLO,
+                                          "response_format": {"type": "json_schema"}}), 422)
     lone_surrogate = b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}'
     assert _error(client.post(CHAT, content=lone_surrogate, headers={"content-type": "application/json"}), 422)
 
