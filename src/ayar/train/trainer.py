@@ -365,8 +365,9 @@ class TrainerBuild:
     method's (:meth:`~ayar.methods.base.Method.trainer_spec`; ``spec`` overrides it). ``tensorboard_dir``
     adds TensorBoard, ``reporters`` the experiment trackers, ``callbacks`` anything else. ``arguments``
     are TrainingArguments fields that win over the recipe's mapping (e.g. ``disable_tqdm``).
-    ``resumable_order=False`` keeps the Trainer's own example order (for a run that writes no checkpoint
-    to resume from).
+    ``resumable_order=False`` keeps the Trainer's own sampler: for a run that writes no checkpoint to resume
+    from, or a trainer whose sampler makes its batches (TRL's GRPO repeats each prompt once per sampled
+    answer, in an order drawn from the seed, so a resumed GRPO run still sees the same prompts).
     """
 
     model: torch.nn.Module
