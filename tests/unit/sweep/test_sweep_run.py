@@ -88,3 +88,17 @@ def test_the_objective_never_reads_the_test_split(tiny_model_dir: Path, tmp_path
     test = json.loads((result.folder / "best_test.json").read_text(encoding="utf-8"))
     assert test["trial"] == 0 and test["eval"]["split"]["name"] == "test"
     assert "Test split, trial 0" in (result.folder / "report.md").read_text(encoding="utf-8")
+
+
+def test_two_objectives_give_a_pareto_front(tiny_model_dir: Path, tmp_path: Path) -> None:
+    recipe = load_recipe(None, sweep_sets(
+        tiny_model_dir, tmp_path, "sweep.n_trials=2", "sweep.objective=[validation.loss, eval.tuned.chrf]",
+        "sweep.direction=[minimize, maximize]", "eval.compare_base=false", "eval.risks.enabled=false",
+        "eval.max_new_tokens=4", "eval.num_samples=2"))
+    result = run_sweep(recipe, SweepOptions(threads=1))
+    study = study_of(result.folder)
+    front = {t.number for t in study.best_trials}
+    assert {number for number, _ in result.best} == front and all(len(v) == 2 for _, v in result.best)
+    assert {p.name for p in (result.folder / "pareto").iterdir()} == {f"trial-{n}.yaml" for n in front}
+    assert load_recipe(result.folder / "best.yaml").sweep.space == {}  # a plain recipe
+    assert (result.folder / "pareto.png").is_file() and (result.folder / "history.png").is_file()

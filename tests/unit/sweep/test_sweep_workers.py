@@ -50,3 +50,16 @@ def test_two_workers_share_one_sqlite_study(tiny_model_dir: Path, tmp_path: Path
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
     assert all(RunFolder(tmp_path / "s" / "trials" / str(n)).has_model() for n in range(4))
     assert all("best trial" in out for out in outputs)
+
+
+def test_a_journal_file_holds_the_study_and_a_rerun_continues_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    journal = tmp_path / "shared" / "study.log"
+    for trials in (1, 1, 2):  # the second run finds the study full and runs nothing
+        recipe = load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, f"sweep.n_trials={trials}"))
+        result = run_sweep(recipe, SweepOptions(storage=f"journal:{journal}", threads=1))
+        assert result.storage == f"journal:{journal}"
+    study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    assert not (tmp_path / "s" / "study.db").exists()
