@@ -208,3 +208,47 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(served_model_dir: P
             os.killpg(proc.pid, 0)
     finally:
         stop_server(proc)
+
+
+_MC_TASK = """task: serve_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_eval_local_completions_scores_as_its_hf_model_does(server: str, served_model_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval's API model scores multiple choice through the server exactly as lm-eval's own hf model does on
+    the same weights (token-id prompts, echo, logprobs 1, max_tokens 1)."""
+    import json
+
+    pytest.importorskip("lm_eval", reason="lm-eval is installed by the benchmarks extra")
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    rows = [{"question": f"Question {i}: which keyword defines a function?", "choices": ["def", "class", "lambda x"],
+             "answer": i % 3} for i in range(6)]
+    (tmp_path / "mc.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "serve_mc.yaml").write_text(_MC_TASK.format(data=tmp_path / "mc.jsonl"))
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    tasks = TaskManager(include_path=str(tmp_path))
+    models = {"local-completions": {"model": "tiny", "base_url": f"{server}/v1/completions", "num_concurrent": 1,
+                                    "tokenizer": str(served_model_dir), "tokenized_requests": True, "max_retries": 1},
+              "hf": {"pretrained": str(served_model_dir), "dtype": "float32", "device": "cpu"}}
+    runs = {name: simple_evaluate(model=name, model_args=args, tasks=["serve_mc"], task_manager=tasks,
+                                  log_samples=True, batch_size=1) for name, args in models.items()}
+    served, direct = ([s["resps"] for s in runs[name]["samples"]["serve_mc"]] for name in models)
+    pairs = [(a[0], b[0]) for x, y in zip(served, direct, strict=True) for a, b in zip(x, y, strict=True)]
+    assert len(pairs) == 18
+    for (served_ll, served_greedy), (direct_ll, direct_greedy) in pairs:
+        assert served_ll == pytest.approx(direct_ll, abs=1e-4) and served_greedy == direct_greedy
+    assert runs["local-completions"]["results"]["serve_mc"]["acc,none"] == runs["hf"]["results"]["serve_mc"]["acc,none"]
