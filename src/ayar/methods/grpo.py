@@ -83,6 +83,7 @@ class Grpo(Method):
         """An adapter start model keeps its adapter trainable; a plain one gets TRL's LoRA or trains every weight."""
         self._peft_config = None
         if hasattr(model, "peft_config"):
+            self.is_adapter = True  # whatever the recipe's base, the run saves the start model's adapter
             for name, param in model.named_parameters():
                 param.requires_grad_("lora_" in name)
             say(f"method {self.name}: training the start model's adapter further")
