@@ -114,12 +114,13 @@ class QueuedEngine:
 
     @staticmethod
     def _batch_key(job: Job) -> tuple:
-        """Jobs share one ``generate`` call only when they decode alike; a seeded job runs alone, so that its
-        seed alone decides its sample, and so does a constrained one (its grammar holds one row's state);
-        prompts only scored (max_tokens 0) batch among themselves."""
+        """Jobs share one ``generate`` call only when they decode alike; a seeded sampling job runs alone, so
+        that its seed alone decides its sample (a greedy one ignores its seed: evaluation harnesses send one),
+        and so does a constrained one (its grammar holds one row's state); prompts only scored (max_tokens 0)
+        batch among themselves."""
         p = job.params
         sampled = (p.top_p, p.top_k) if p.temperature > 0 else None
-        alone = p.seed is not None or p.constraint is not None
+        alone = (p.seed is not None and p.temperature > 0) or p.constraint is not None
         return (job.model, p.temperature, sampled, p.repetition_penalty, p.min_tokens, p.max_tokens == 0,
                 id(job) if alone else None)
 

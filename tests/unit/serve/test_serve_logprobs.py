@@ -137,3 +137,21 @@ def test_token_ids_outside_the_vocabulary_are_a_400(make_client) -> None:
     size = len(client.app.state.engine.tokenizer)
     response = client.post("/v1/completions", json={"model": "tiny", "prompt": [1, size], "max_tokens": 1})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_token_id"
+
+
+def test_greedy_seeded_jobs_batch_together_and_sampled_or_constrained_ones_run_alone() -> None:
+    """lm-eval sends a seed with temperature 0: its requests still share generate calls."""
+    from ayar.serve.jobs import Job, SamplingParams
+    from ayar.serve.queued_engine import QueuedEngine
+
+    jobs: list[Job] = []  # kept alive: a job running alone is keyed by its id, which a freed job's successor reuses
+
+    def key(**params: object) -> tuple:
+        settings = {"max_tokens": 1, "top_p": 1.0, "top_k": 0, **params}
+        jobs.append(Job("tiny", [1], SamplingParams(**settings), 0.0, emit=lambda event: None))
+        return QueuedEngine._batch_key(jobs[-1])
+
+    assert key(temperature=0.0, seed=1) == key(temperature=0.0, seed=2) == key(temperature=0.0)
+    assert key(temperature=1.0, seed=1) != key(temperature=1.0, seed=1)
+    assert key(temperature=0.0, constraint=object()) != key(temperature=0.0)
+    assert key(temperature=0.0, max_tokens=0) != key(temperature=0.0)
