@@ -231,8 +231,7 @@ def test_lm_eval_local_completions_scores_as_its_hf_model_does(server: str, serv
     the same weights (token-id prompts, echo, logprobs 1, max_tokens 1)."""
     import json
 
-    pytest.importorskip("lm_eval", reason="lm-eval is installed by the benchmarks extra")
-    from lm_eval import simple_evaluate
+    from lm_eval import simple_evaluate  # the benchmarks extra, which the dev extra (make test) installs
     from lm_eval.tasks import TaskManager
 
     rows = [{"question": f"Question {i}: which keyword defines a function?", "choices": ["def", "class", "lambda x"],
