@@ -7,7 +7,8 @@ The internal message is what Hugging Face chat templates take::
      "tool_call_id"?: str, "name"?: str,                                                            # tool
      "train"?: bool}                                                   # assistant: learn this turn or not
 
-Read here: OpenAI ``messages`` (content as a string or a list of text parts; ``tool_calls`` with
+Read here: OpenAI ``messages`` (content as a string or a list of text parts, a part's text under
+``text`` or, as LLaMA-Factory's v1 data writes it, ``value``; ``tool_calls`` with
 JSON-string or object arguments; ``tool`` messages; per-turn ``weight``/``loss_weight``/``train``),
 sharegpt ``conversations`` (``from``/``value``, with the ``function_call`` and ``observation``
 roles and a ``tools`` column of LLaMA-Factory's tool data), preference pairs (strings, sharegpt,
@@ -43,6 +44,25 @@ LEARN_FLAGS = ("train", "weight", "loss_weight")  # per-turn keys that say wheth
 # ---------------------------------------------------------------- pieces
 
 
+def _part_text(part: Any, where: str) -> str:
+    """One content part's text: a string, or a text part whose text is under ``text`` (OpenAI) or ``value``
+    (LLaMA-Factory's v1 data)."""
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        raise RecordError(f"{where} must be a string or a text part object, got {type(part).__name__}")
+    kind = part.get("type")
+    if kind is None:
+        raise RecordError(f"{where} has no 'type': a text part is {{\"type\": \"text\", \"text\": \"...\"}}")
+    if kind != "text":
+        raise RecordError(f"{where} is a {kind!r} part: only text parts are read (no images or audio yet)")
+    for key in ("text", "value"):
+        if isinstance(part.get(key), str):
+            return part[key]
+    found = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in part.items() if k != "type") or "no other key"
+    raise RecordError(f"{where} is a 'text' part without a string 'text' (or 'value'); it has {found}")
+
+
 def content_text(value: Any, where: str) -> str:
     """A message's content as text: a string, None (empty), or a list of text parts joined."""
     if value is None:
@@ -50,17 +70,7 @@ def content_text(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        texts = []
-        for index, part in enumerate(value):
-            if isinstance(part, str):
-                texts.append(part)
-                continue
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind != "text" or not isinstance(part.get("text"), str):
-                raise RecordError(f"{where}[{index}] is a '{kind}' part: only text parts are read "
-                                  f"(no images or audio yet)")
-            texts.append(part["text"])
-        return "".join(texts)
+        return "".join(_part_text(part, f"{where}[{index}]") for index, part in enumerate(value))
     raise RecordError(f"{where} must be a string or a list of text parts, got {type(value).__name__}")
 
 
@@ -154,7 +164,7 @@ def normalize_message(turn: Any, where: str) -> dict[str, Any]:
         raise RecordError(f"{where}.role must be one of {sorted(MESSAGE_ROLES)}, got {role!r}")
     role = "system" if role == "developer" else role
     if role == "user" and turn.get("content") is None:
-        raise RecordError(f"{where}.content must be a string")
+        raise RecordError(f"{where}.content is missing: a user turn needs a string or a list of text parts")
     content = turn.get("content")
     if role == "tool" and isinstance(content, dict):  # a tool's result stored as an object: its JSON text
         content = json.dumps(content, ensure_ascii=False)
@@ -164,10 +174,11 @@ def normalize_message(turn: Any, where: str) -> dict[str, Any]:
         if role != "assistant":
             raise RecordError(f"{where} has tool_calls but is a {role} turn")
         if not isinstance(calls, list):
-            raise RecordError(f"{where}.tool_calls must be a list")
+            raise RecordError(f"{where}.tool_calls must be a list, got {type(calls).__name__}")
         message["tool_calls"] = [_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls)]
     elif role == "assistant" and turn.get("content") is None:
-        raise RecordError(f"{where}.content must be a string (or the turn must have tool_calls)")
+        raise RecordError(f"{where}.content is missing and the turn has no tool_calls: an assistant turn needs "
+                          f"one of them")
     if role == "tool":
         for key in ("tool_call_id", "name"):
             if isinstance(turn.get(key), str):
@@ -202,7 +213,8 @@ def sharegpt_turn(turn: Any, where: str) -> dict[str, Any]:
         raise RecordError(f"{where}.from must be one of {sorted(SHAREGPT_ROLES)}, got {source!r}")
     value = turn.get("value")
     if not isinstance(value, str):
-        raise RecordError(f"{where}.value must be a string")
+        got = "nothing" if value is None else type(value).__name__
+        raise RecordError(f"{where}.value must be a string, got {got}")
     role = SHAREGPT_TO_ROLE[source]
     if source == "function_call":
         message = {"role": "assistant", "content": "", "tool_calls": _sharegpt_calls(value, f"{where}.value")}

@@ -2,14 +2,16 @@
 
 Writes ``predictions.jsonl`` (every example, every model, every per-example score and the deltas),
 ``samples.jsonl`` (the first few, for the report) and ``annotation/`` (a blind human-eval sheet),
-and returns the figures for metrics.json: ``base``, ``tuned``, ``comparison``, ``error_analysis``,
-``risks``, ``judge``, ``histograms``, ``split`` and ``forgetting`` (see ``ayar.eval.forgetting``).
+and returns the figures for metrics.json as an ``EvalResult``: the ``eval`` sections (``base``, ``tuned``,
+``comparison``, ``error_analysis``, ``risks``, ``judge``, ``histograms``, ``split``) and the ``forgetting``
+report (see ``ayar.eval.forgetting``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,21 @@ from ayar.eval.compare import compare_per_example
 from ayar.eval.error_analysis import analyze_errors
 from ayar.eval.preference import instruction_records, preference_scores
 from ayar.eval.tasks import evaluate_model, record_prompt
-from ayar.methods.preference import PREFERENCE_FORMATS
+from ayar.methods.preference import PREFERENCE_FORMATS, to_conversational
 from ayar.models.load import load_for_inference
 from ayar.recipe import Recipe
 from ayar.tasks import get_task
 
 SCORE_KEYS = ("nll", "exact_match", "chrf", "rouge1", "rouge2", "rougeL", "correct", "judge_score")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What the eval stage measured: the figures of metrics.json's ``eval`` key, and the forgetting report
+    (its own ``forgetting`` key; None unless base and tuned were both probed)."""
+
+    sections: dict[str, Any]
+    forgetting: dict[str, Any] | None = None
 
 
 def splits_used_for_training(recipe: Recipe) -> set[str]:
@@ -55,16 +66,27 @@ def _load(path: str | Path, recipe: Recipe, template: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def _train_messages(record: dict[str, Any], recipe: Recipe) -> list[dict[str, Any]]:
+    """A prepared training record as the conversation it teaches, in any chat-rendered format.
+
+    A preference pair teaches its chosen answer and a KTO record its completion when labelled good; a
+    completion labelled bad is trained against, so only its prompt is text the model is pushed toward.
+    """
+    if recipe.data.format not in PREFERENCE_FORMATS:
+        return record_to_messages(record, recipe.data.system_prompt)
+    # the shape TRL's trainers were given (trl_records), so the text matches what was trained on
+    conversation = to_conversational(record, recipe.data.system_prompt)
+    if "chosen" in conversation:
+        return conversation["prompt"] + conversation["chosen"]
+    return conversation["prompt"] + (conversation["completion"] if conversation["label"] else [])
+
+
 def _train_texts(prepared: PreparedData, recipe: Recipe, tokenizer: Any) -> list[str]:
     """Training records as the model saw them (chat-formatted), for the memorisation probe."""
-    texts = []
-    for record in prepared.read_split("train"):
-        if not get_task(recipe.task).renders_chat(recipe.data.format):
-            texts.append(str(record.get("text") or record.get("source") or ""))
-        else:
-            messages = record_to_messages(record, recipe.data.system_prompt)
-            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
-    return texts
+    if not get_task(recipe.task).renders_chat(recipe.data.format):
+        return [str(record.get("text") or record.get("source") or "") for record in prepared.read_split("train")]
+    return [tokenizer.apply_chat_template(_train_messages(record, recipe), tokenize=False)
+            for record in prepared.read_split("train")]
 
 
 def _histograms(models: dict[str, dict[str, Any]], key: str, bins: int = 20) -> dict[str, Any] | None:
@@ -128,75 +150,124 @@ def _write_predictions(records: list[dict], models: dict[str, dict], run_dir: Pa
     (run_dir / "samples.jsonl").write_text(shown, encoding="utf-8")
 
 
-def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: PreparedData, run_dir: Path) -> dict:
-    """Evaluate the tuned model (and the base, when asked) on the recipe's eval split; see the module doc."""
+def _eval_records(prepared: PreparedData, recipe: Recipe) -> tuple[list[dict], list[dict] | None]:
+    """(records to generate for, preference pairs or None) from the recipe's eval split."""
     cfg = recipe.eval
     records = prepared.read_split(cfg.split)
     if not records:
         raise UsageError(f"the '{cfg.split}' split is empty: nothing to evaluate (check data.split)")
     if cfg.max_examples:
         records = records[: cfg.max_examples]
-    pairs = None
-    if recipe.data.format in PREFERENCE_FORMATS:  # generation is scored against the preferred answer
-        pairs, records = records, instruction_records(records)
-        if not records:
-            raise UsageError(f"the '{cfg.split}' split holds no preferred answer to evaluate against")
-    prompts = [record_prompt(r, recipe) for r in records]
-    sources = {"tuned": tuned_dir}
+    if recipe.data.format not in PREFERENCE_FORMATS:
+        return records, None
+    pairs, records = records, instruction_records(records)  # generation is scored against the preferred answer
+    if not records:
+        raise UsageError(f"the '{cfg.split}' split holds no preferred answer to evaluate against")
+    return records, pairs
+
+
+def _sources(recipe: Recipe, tuned_dir: Path, base_dir: str | None) -> dict[str, str | Path]:
+    """The models to evaluate by name: the tuned one, and the base first when it is compared."""
     # A classification base model has an untrained head: its figures would be noise.
-    task = get_task(recipe.task)
-    if base_dir is not None and cfg.compare_base and not task.label_map:
-        sources = {"base": base_dir, "tuned": tuned_dir}
-    models: dict[str, dict[str, Any]] = {}
-    risks: dict[str, Any] = {}
-    forgetting: dict[str, Any] = {}  # general-material probes per model, when base and tuned are both here
-    measure_forgetting = cfg.forgetting.enabled and task.chat and "base" in sources  # chat-formatted probes
-    for name, path in sources.items():
-        model, tokenizer = _load(path, recipe, template=name == "base")
-        models[name] = evaluate_model(model, tokenizer, records, prompts, recipe)
-        if pairs is not None:
-            scores = preference_scores(model, tokenizer, pairs, recipe.data.system_prompt, cfg.batch_size,
-                                       recipe.data.max_length)
-            models[name]["summary"]["preference"] = {k: v for k, v in scores.items() if k != "margins"}
-        if cfg.risks.enabled:
-            from ayar.eval.risks.run import run_risk_probes
+    if base_dir is not None and recipe.eval.compare_base and not get_task(recipe.task).label_map:
+        return {"base": base_dir, "tuned": tuned_dir}
+    return {"tuned": tuned_dir}
 
-            risks[name] = run_risk_probes(model, tokenizer, models[name]["rows"],
-                                          _train_texts(prepared, recipe, tokenizer), recipe)
-        if measure_forgetting:
-            from ayar.eval.forgetting import probe, probe_cached
 
-            # the base's results are kept by model hash: a run evaluates an unchanged base once
-            forgetting[name] = probe_cached(model, tokenizer, cfg, path) if name == "base" else probe(model, tokenizer, cfg)
-        del model
+def _score_model(model: Any, tokenizer: Any, records: list[dict], prompts: list[str], pairs: list[dict] | None,
+                 recipe: Recipe) -> dict[str, Any]:
+    """One model's rows and summary on the eval records (with preference accuracy on the pairs, if any)."""
+    cfg = recipe.eval
+    block = evaluate_model(model, tokenizer, records, prompts, recipe)
+    if pairs is not None:
+        scores = preference_scores(model, tokenizer, pairs, recipe.data.system_prompt, cfg.batch_size,
+                                   recipe.data.max_length)
+        block["summary"]["preference"] = {k: v for k, v in scores.items() if k != "margins"}
+    return block
+
+
+def _forgetting_probe(model: Any, tokenizer: Any, recipe: Recipe, name: str, path: str | Path) -> dict[str, Any]:
+    """One model's general-material probes (chat-formatted)."""
+    from ayar.eval.forgetting import probe, probe_cached
+
+    # the base's results are kept by model hash: a run evaluates an unchanged base once
+    if name == "base":
+        return probe_cached(model, tokenizer, recipe.eval, path)
+    return probe(model, tokenizer, recipe.eval)
+
+
+def _forgetting_report(forgetting: dict[str, Any], recipe: Recipe) -> dict[str, Any] | None:
+    """Tuned against base on the general-material probes, with the gate's verdict (None when not probed)."""
+    if not forgetting:
+        return None
+    from ayar.eval.forgetting import compare
+
+    return compare(forgetting["base"], forgetting["tuned"], recipe.eval.forgetting)
+
+
+def _comparison(models: dict[str, dict[str, Any]], recipe: Recipe) -> dict[str, Any]:
+    """Paired tuned-versus-base differences of every per-example score (nll weighted by tokens)."""
+    cfg = recipe.eval
+    scores = {name: {k: [r.get(k, math.nan) for r in block["rows"]] for k in SCORE_KEYS
+                     if k in block["rows"][0]} for name, block in models.items()}
+    tokens = [r.get("tokens", 1) for r in models["base"]["rows"]]
+    return compare_per_example(scores["base"], scores["tuned"], ("base", "tuned"), {"nll": tokens},
+                               cfg.bootstrap_resamples, cfg.confidence, recipe.run.seed)
+
+
+def _figures(models: dict[str, dict[str, Any]], risks: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The eval figures for metrics.json from every model's rows; the judge's scores join the rows first."""
+    cfg = recipe.eval
     result: dict[str, Any] = {name: block["summary"] for name, block in models.items()}
-    if forgetting:
-        from ayar.eval.forgetting import compare
-
-        result["forgetting"] = compare(forgetting["base"], forgetting["tuned"], cfg.forgetting)
     if cfg.judge.enabled:
         result["judge"] = _judge(models, recipe)
     if "base" in models:
-        scores = {name: {k: [r.get(k, math.nan) for r in block["rows"]] for k in SCORE_KEYS
-                         if k in block["rows"][0]} for name, block in models.items()}
-        tokens = [r.get("tokens", 1) for r in models["base"]["rows"]]
-        result["comparison"] = compare_per_example(scores["base"], scores["tuned"], ("base", "tuned"),
-                                                   {"nll": tokens}, cfg.bootstrap_resamples, cfg.confidence,
-                                                   recipe.run.seed)
-    metric = "correct" if task.label_map else cfg.error_metric
+        result["comparison"] = _comparison(models, recipe)
+    metric = "correct" if get_task(recipe.task).label_map else cfg.error_metric
     result["error_analysis"] = {
         name: analyze_errors(block["rows"], metric, cfg.error_k, block.get("true_labels"), block.get("pred_labels"))
         for name, block in models.items()}
     result["histograms"] = {k: h for k in ("nll", "chrf") if (h := _histograms(models, k))}
     if risks:
         result["risks"] = risks
+    return result
+
+
+def _export_annotation(models: dict[str, dict[str, Any]], run_dir: Path, recipe: Recipe) -> None:
+    """The blind human-eval sheet of base and tuned outputs."""
+    from ayar.eval.human import export_sheet
+
+    rows = [{"id": r["id"], "prompt": r["prompt"], "reference": r["reference"],
+             "base_output": r["output"], "tuned_output": t["output"]}
+            for r, t in zip(models["base"]["rows"], models["tuned"]["rows"], strict=True)]
+    export_sheet(rows, run_dir / "annotation", seed=recipe.run.seed)
+
+
+def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: PreparedData,
+             run_dir: Path) -> EvalResult:
+    """Evaluate the tuned model (and the base, when asked) on the recipe's eval split; see the module doc."""
+    cfg = recipe.eval
+    records, pairs = _eval_records(prepared, recipe)
+    prompts = [record_prompt(r, recipe) for r in records]
+    sources = _sources(recipe, tuned_dir, base_dir)
+    models: dict[str, dict[str, Any]] = {}
+    risks: dict[str, Any] = {}
+    forgetting: dict[str, Any] = {}  # general-material probes per model, when base and tuned are both here
+    measure_forgetting = cfg.forgetting.enabled and get_task(recipe.task).chat and "base" in sources
+    for name, path in sources.items():
+        model, tokenizer = _load(path, recipe, template=name == "base")
+        models[name] = _score_model(model, tokenizer, records, prompts, pairs, recipe)
+        if cfg.risks.enabled:
+            from ayar.eval.risks.run import run_risk_probes
+
+            risks[name] = run_risk_probes(model, tokenizer, models[name]["rows"],
+                                          _train_texts(prepared, recipe, tokenizer), recipe)
+        if measure_forgetting:
+            forgetting[name] = _forgetting_probe(model, tokenizer, recipe, name, path)
+        del model
+    result = _figures(models, risks, recipe)
     result["split"] = {"name": cfg.split, "examples": len(records)}
     _write_predictions(records, models, run_dir, recipe)
     if "base" in models and cfg.annotation_sheet:
-        from ayar.eval.human import export_sheet
-
-        rows = [{"id": r["id"], "prompt": r["prompt"], "reference": r["reference"],
-                 "base_output": r["output"], "tuned_output": t["output"]}
-                for r, t in zip(models["base"]["rows"], models["tuned"]["rows"], strict=True)]
-        export_sheet(rows, run_dir / "annotation", seed=recipe.run.seed)
-    return result
+        _export_annotation(models, run_dir, recipe)
+    return EvalResult(result, _forgetting_report(forgetting, recipe))

@@ -12,7 +12,7 @@ import pytest
 from ayar.data.prepare import PreparedData
 from ayar.data.synthetic import generate_records, write_jsonl
 from ayar.errors import UsageError
-from ayar.eval.evaluate import check_eval_split, evaluate, splits_used_for_training
+from ayar.eval.evaluate import EvalResult, check_eval_split, evaluate, splits_used_for_training
 from ayar.eval.report import write_report
 from ayar.recipe import load_recipe
 
@@ -25,7 +25,7 @@ def _recipe(tmp_path: Path, model_dir: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, object]:
+def evaluated(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EvalResult, object]:
     tmp_path = tmp_path_factory.mktemp("eval_stage")
     recipe = _recipe(tmp_path, tiny_model_dir)
     records = list(generate_records(16, seed=1, languages=["tr", "en"], tasks=["add", "upper"]))
@@ -41,8 +41,8 @@ def evaluated(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run_dir, result, recipe
 
 
-def test_evaluate_returns_every_section(evaluated: tuple[Path, dict, object]) -> None:
-    _, result, _ = evaluated
+def test_evaluate_returns_every_section(evaluated: tuple[Path, EvalResult, object]) -> None:
+    result = evaluated[1].sections
     assert set(result) >= {"base", "tuned", "comparison", "error_analysis", "risks", "histograms", "split"}
     for name in ("base", "tuned"):
         block = result[name]
@@ -57,7 +57,14 @@ def test_evaluate_returns_every_section(evaluated: tuple[Path, dict, object]) ->
     assert result["error_analysis"]["tuned"]["by_label"].keys() == {"add", "upper"}
 
 
-def test_evaluate_writes_predictions_samples_and_sheet(evaluated: tuple[Path, dict, object]) -> None:
+def test_forgetting_report_is_apart_from_the_eval_figures(evaluated: tuple[Path, EvalResult, object]) -> None:
+    result = evaluated[1]
+    assert "forgetting" not in result.sections  # metrics.json keeps it under its own key
+    assert result.forgetting is not None and set(result.forgetting) == {"text", "answers", "gate"}
+    assert result.forgetting["gate"]["passed"]  # the same model as base and tuned forgets nothing
+
+
+def test_evaluate_writes_predictions_samples_and_sheet(evaluated: tuple[Path, EvalResult, object]) -> None:
     run_dir, _, _ = evaluated
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 6
@@ -67,8 +74,8 @@ def test_evaluate_writes_predictions_samples_and_sheet(evaluated: tuple[Path, di
     assert (run_dir / "annotation" / "annotation_key.json").is_file()
 
 
-def test_report_md_and_html_show_the_figures(evaluated: tuple[Path, dict, object]) -> None:
-    run_dir, result, _ = evaluated
+def test_report_md_and_html_show_the_figures(evaluated: tuple[Path, EvalResult, object]) -> None:
+    run_dir, result = evaluated[0], evaluated[1].sections
     metrics = {"train": {"final_loss": 1.5, "loss_history": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]},
                "eval": result,
                "carbon": {"train": {"energy_kwh": 0.001, "co2_kg": 0.0004, "duration_s": 3.0,
