@@ -37,6 +37,24 @@ class EvalConfig(Section):
     risks: RiskConfig = Field(default_factory=lambda: RiskConfig())
     forgetting: ForgettingConfig = Field(default_factory=lambda: ForgettingConfig(),
                                          description="Forgetting report and gate (causal_lm with compare_base).")
+    benchmarks: BenchmarksConfig = Field(default_factory=lambda: BenchmarksConfig(),
+                                         description="Standard benchmarks (lm-evaluation-harness) on base and tuned.")
+
+
+class BenchmarksConfig(Section):
+    """lm-evaluation-harness tasks on the base and the tuned model; empty ``tasks``: none run."""
+
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task names (hub data needs a network), "
+                             "paths of local task YAMLs, or ayar_general (ayar's forgetting questions, offline).")
+    limit: int | None = Field(None, ge=1, description="Examples per task (all when empty).")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples (each task's default when empty).")
+    batch_size: int = Field(8, ge=1)
+    apply_chat_template: bool = Field(False, description="Prompts in the model's chat template (published "
+                                      "scores of base models are without it; ayar_general matches ayar's own "
+                                      "choice scoring with it).")
+    max_questions: int | None = Field(None, ge=1, description="ayar_general: how many of the probe's questions.")
+    max_drop: float | None = Field(None, ge=0, description="Largest allowed fall of a task's main metric "
+                                   "(0-1 scale) from base to tuned; past it the forgetting gate fails.")
 
 
 class JudgeConfig(Section):
