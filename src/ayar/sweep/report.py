@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ayar.console import warn
 from ayar.recipe import Recipe, dump_recipe
 from ayar.run_folder import RunFolder, json_safe
+from ayar.sweep.study import best_trials
 
 TEST_FILE = "best_test.json"
 
@@ -37,7 +38,8 @@ def trial_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, Any
         row |= {k: t.params.get(k) for k in params}
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        row |= {"steps": t.user_attrs.get("steps"), "seconds": seconds, "failure": t.user_attrs.get("failure", "")}
+        row |= {"steps": t.user_attrs.get("steps"), "seconds": seconds, "gate": t.user_attrs.get("gate", ""),
+                "failure": t.user_attrs.get("failure", "")}
         rows.append(row)
     return rows
 
@@ -65,13 +67,6 @@ def _cell(value: Any) -> str:
         return ""
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The best trial (one objective) or the Pareto front, best on the first objective first."""
-    front = study.best_trials
-    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(front, key=lambda t: t.values[0], reverse=reverse)
 
 
 def runnable_recipe(trial: FrozenTrial, original: Recipe, name: str) -> Recipe:

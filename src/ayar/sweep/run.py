@@ -13,9 +13,9 @@ import torch
 from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.recipe import Recipe, dump_recipe
-from ayar.sweep.report import best_trials, test_best, write_report
+from ayar.sweep.report import test_best, write_report
 from ayar.sweep.space import check_space
-from ayar.sweep.study import SweepOptions, default_storage, open_study, say_progress, trials_left
+from ayar.sweep.study import SweepOptions, best_trials, default_storage, open_study, say_progress, trials_left
 from ayar.sweep.trial import TRIAL_FAILURES, TrialPlan, run_trial
 
 

@@ -89,8 +89,7 @@ def make_sampler(cfg: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=worker_seed)
     startup = cfg.startup_trials or min(10, max(2, cfg.n_trials // 3))
-    return optuna.samplers.TPESampler(n_startup_trials=startup, seed=worker_seed,
-                                      multivariate=True, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(n_startup_trials=startup, seed=worker_seed, multivariate=True)
 
 
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
@@ -104,7 +103,7 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
 def open_study(recipe: Recipe, storage: str, name: str) -> optuna.Study:
     """The study under ``name`` in ``storage``, created on first use; its directions must match the recipe's."""
     cfg = recipe.sweep
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # ayar prints its own line per trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # ayar prints its own line per trial, failures too
     opened = open_storage(storage)
     study = retried(lambda: optuna.create_study(
         storage=opened, study_name=name, load_if_exists=True, directions=cfg.directions(),
@@ -138,12 +137,29 @@ def progress_line(study: optuna.Study, trial: FrozenTrial) -> str:
 
 
 def best_so_far(study: optuna.Study) -> str:
-    best = study.best_trials
+    best = best_trials(study)
     if not best:
         return "none"
     if len(study.directions) == 1:
         return f"trial {best[0].number} ({_short(best[0].value)})"
     return f"Pareto front of {len(best)} (trials {', '.join(str(t.number) for t in best)})"
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial (one objective) or the Pareto front, trials past the forgetting gate last.
+
+    With one objective that is the best trial that passed the gate (the best one when none did); with
+    several, the front ordered by the first objective, those that passed the gate first.
+    """
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+
+    def rank(t: FrozenTrial) -> tuple[bool, float]:
+        return "gate" in t.user_attrs, sign * t.values[0]
+
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=rank)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=rank)[:1]
 
 
 def _short(value: object) -> str:

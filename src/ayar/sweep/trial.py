@@ -3,7 +3,8 @@
 A trial prepares its data, trains (with the pruning callback when the study prunes) and, when an
 objective reads the eval stage, evaluates on the validation split. Its folder is
 ``<sweep folder>/trials/<number>/``; its user attributes in the study name the folder, the worker
-(host:pid), the steps it trained and, for a failed trial, the reason.
+(host:pid), the steps it trained, the forgetting gate's verdict when it failed (the trial still counts:
+its figures are valid, and forgetting may well be an objective) and, for a failed trial, the reason.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ import optuna
 import torch
 from transformers import TrainerCallback
 
-from ayar.errors import AyarError
+from ayar.errors import AyarError, GateError
 from ayar.pipeline import stage_eval, stage_prepare, stage_train
 from ayar.recipe import Direction, Recipe, SweepConfig
 from ayar.run_folder import RunFolder
 from ayar.sweep.objective import needs_eval, objective_values, trial_figures
 from ayar.sweep.space import recipe_with, sample
 
-# What a trial may fail with and the sweep go on: ayar's own errors (a NaN loss, a value the recipe refuses,
-# the forgetting gate), running out of memory, and a failure inside a library on a sampled value.
+# What a trial may fail with and the sweep go on: ayar's own errors (a NaN loss, a value the recipe refuses),
+# running out of memory, and a failure inside a library on a sampled value.
 TRIAL_FAILURES = (AyarError, torch.OutOfMemoryError, RuntimeError, ValueError)
 
 
@@ -67,11 +68,10 @@ class PruningCallback(TrainerCallback):
 def trial_recipe(plan: TrialPlan, values: dict[str, Any], number: int) -> Recipe:
     """The base recipe with the sampled values, in its own run folder, evaluated on the validation split."""
     recipe = recipe_with(plan.base, values)
-    placed = recipe.model_copy(deep=True)
-    placed.run.output_dir = plan.trials
-    placed.run.name = str(number)
-    placed.eval.split = "validation"  # the test split waits for the best trial, reported apart
-    return placed
+    recipe.run.output_dir = plan.trials
+    recipe.run.name = str(number)
+    recipe.eval.split = "validation"  # the test split waits for the best trial, reported apart
+    return recipe
 
 
 def run_trial(trial: optuna.Trial, plan: TrialPlan) -> list[float]:
@@ -94,7 +94,11 @@ def _run(trial: optuna.Trial, plan: TrialPlan) -> list[float]:
     trial.set_user_attr("steps", int(summary["steps"]))
     if pruning and pruning.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned at step {pruning.pruned_at} of {recipe.train.max_steps}")
+    run = RunFolder(recipe.run_dir)
     if needs_eval(plan.sweep.objective):
-        stage_eval(recipe, force=True)  # validation picked the checkpoint, maybe: it is what the sweep judges on
-    figures = trial_figures(RunFolder(recipe.run_dir), recipe.train.load_best_model_at_end)
+        try:
+            stage_eval(recipe, force=True)  # validation picked the checkpoint, maybe: it is what the sweep judges
+        except GateError:  # the figures are written and the trial counts; the verdict goes into the table
+            trial.set_user_attr("gate", "failed: " + "; ".join(run.read_metrics()["forgetting"]["gate"]["reasons"]))
+    figures = trial_figures(run, recipe.train.load_best_model_at_end)
     return objective_values(figures, plan.sweep.objective)

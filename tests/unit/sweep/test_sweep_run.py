@@ -102,3 +102,30 @@ def test_two_objectives_give_a_pareto_front(tiny_model_dir: Path, tmp_path: Path
     assert {p.name for p in (result.folder / "pareto").iterdir()} == {f"trial-{n}.yaml" for n in front}
     assert load_recipe(result.folder / "best.yaml").sweep.space == {}  # a plain recipe
     assert (result.folder / "pareto.png").is_file() and (result.folder / "history.png").is_file()
+
+
+def test_a_trial_past_the_forgetting_gate_counts_but_is_not_the_best(tiny_model_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ayar.errors import GateError
+
+    real_eval = trial_module.stage_eval
+
+    def gate_fails_on_trial_0(recipe, force: bool = False):  # the tiny model's forgetting is too noisy to fail on cue
+        sections = real_eval(recipe, force=force)
+        if recipe.run.name == "0":
+            RunFolder(recipe.run_dir).update_metrics("forgetting", {"gate": {"passed": False,
+                                                                             "reasons": ["tr perplexity +40%"]}})
+            raise GateError("forgetting gate failed: tr perplexity +40%")
+        return sections
+
+    monkeypatch.setattr(trial_module, "stage_eval", gate_fails_on_trial_0)
+    recipe = load_recipe(None, sweep_sets(
+        tiny_model_dir, tmp_path, "sweep.n_trials=2", "sweep.objective=eval.tuned.chrf", "sweep.direction=maximize",
+        "eval.compare_base=false", "eval.risks.enabled=false", "eval.max_new_tokens=4", "eval.num_samples=2"))
+    result = run_sweep(recipe, SweepOptions(threads=1))
+    trials = study_of(result.folder).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs["gate"] == "failed: tr perplexity +40%" and "gate" not in trials[1].user_attrs
+    assert [number for number, _ in result.best] == [1]
+    rows = list(csv.DictReader((result.folder / "trials.csv").open(encoding="utf-8")))
+    assert [r["gate"] for r in rows] == ["failed: tr perplexity +40%", ""]
