@@ -270,4 +270,29 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
     _write_predictions(records, models, run_dir, recipe)
     if "base" in models and cfg.annotation_sheet:
         _export_annotation(models, run_dir, recipe)
-    return EvalResult(result, _forgetting_report(forgetting, recipe))
+    report = _forgetting_report(forgetting, recipe)
+    if cfg.benchmarks.tasks:
+        result["benchmarks"] = _benchmarks("base" in sources, tuned_dir, base_dir, recipe, run_dir)
+        _bound_benchmarks(report, result["benchmarks"])
+    return EvalResult(result, report)
+
+
+def _benchmarks(with_base: bool, tuned_dir: Path, base_dir: str | None, recipe: Recipe,
+                run_dir: Path) -> dict[str, Any]:
+    """lm-eval's tasks on the tuned model (an adapter on its base through peft=) and, when compared, the base
+    (``eval.benchmarks``)."""
+    from ayar.eval.benchmarks import compare, model_args, run_benchmarks
+    from ayar.models.load import is_adapter_dir
+
+    cfg, work = recipe.eval.benchmarks, run_dir / "benchmarks"
+    tuned = run_benchmarks(model_args(tuned_dir, base_dir, is_adapter_dir(tuned_dir)), cfg, work / "tuned")
+    base = run_benchmarks(model_args(Path(base_dir), None, False), cfg, work / "base") if with_base and base_dir \
+        else None
+    return compare(base, tuned, cfg)
+
+
+def _bound_benchmarks(forgetting: dict[str, Any] | None, benchmarks: dict[str, Any]) -> None:
+    """A benchmark drop past ``eval.benchmarks.max_drop`` fails the forgetting gate (where the probe ran)."""
+    if forgetting is not None and not benchmarks["passed"]:
+        forgetting["gate"]["reasons"] += benchmarks["reasons"]
+        forgetting["gate"]["passed"] = False

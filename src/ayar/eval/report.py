@@ -12,6 +12,7 @@ from typing import Any
 from ayar.eval.plots import comparison_png, confusion_png, histogram_png, loss_curve_png
 from ayar.eval.report_render import Heading, Image, Para, Table, fmt, render_html, render_markdown
 from ayar.eval.report_sections import (
+    benchmark_blocks,
     error_blocks,
     forgetting_blocks,
     human_blocks,
@@ -146,6 +147,8 @@ def build_blocks(run_dir: Path, metrics: dict[str, Any], name: str) -> list[Any]
         blocks += preference_blocks(model_blocks(evals))
     if section(metrics, "forgetting"):
         blocks += forgetting_blocks(section(metrics, "forgetting"))
+    if evals.get("benchmarks"):
+        blocks += benchmark_blocks(evals["benchmarks"])
     if section(metrics, "judge"):
         blocks += judge_blocks(section(metrics, "judge"))
     if section(metrics, "human"):

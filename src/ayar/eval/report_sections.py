@@ -209,3 +209,17 @@ def forgetting_blocks(forgetting: dict[str, Any]) -> list[Any]:
         out.append(Table(["question", "base answer", "tuned answer"],
                          [[_cut(x["prompt"]), _cut(x["base"]), _cut(x["tuned"])] for x in lost]))
     return out
+
+
+def benchmark_blocks(benchmarks: dict[str, Any]) -> list[Any]:
+    """lm-evaluation-harness tasks: each task's main metric, base and tuned with standard errors, and the drop."""
+    def figure(row: dict[str, Any] | None) -> str:
+        if not row:
+            return "-"
+        return fmt(row["value"]) + (f" ± {fmt(row['stderr'])}" if row.get("stderr") is not None else "")
+
+    rows = [[name, row["tuned"]["metric"], figure(row.get("base")), figure(row["tuned"]), fmt(row.get("drop"))]
+            for name, row in benchmarks.get("tasks", {}).items()]
+    verdict = "within the bound" if benchmarks.get("passed", True) else "; ".join(benchmarks.get("reasons", []))
+    return [Heading(2, "Benchmarks (lm-evaluation-harness)"),
+            Table(["task", "metric", "base", "tuned", "drop"], rows), Para(f"Benchmark drops: {verdict}.")]

@@ -94,3 +94,44 @@ def test_task_names_resolve_local_yaml_files_and_refuse_what_is_not_a_task(tmp_p
         task_names(BenchmarksConfig(tasks=[str(tmp_path / "bad.yaml")]), tmp_path)
     with pytest.raises(UsageError, match="unknown lm-eval task"):
         run_benchmarks({"pretrained": "unused"}, BenchmarksConfig(tasks=["no_such_task_anywhere"]), tmp_path)
+
+
+def test_the_eval_stage_scores_base_and_tuned_and_a_drop_joins_the_forgetting_gate(tiny_model_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    from ayar.errors import GateError
+    from ayar.pipeline import stage_eval, stage_prepare, stage_train
+    from ayar.recipe import load_recipe
+    from ayar.run_folder import RunFolder
+
+    recipe = load_recipe(None, [
+        f"model.name_or_path={tiny_model_dir}", f"run.output_dir={tmp_path}", "run.name=bench", "run.carbon=false",
+        "data.synthetic.num_records=40", "data.synthetic.tasks=[upper]", "data.template=chatml",
+        "train.max_steps=3", "train.learning_rate=5e-2", "train.precision=fp32", "train.eval_steps=0",
+        "train.report_to=[]", "eval.max_examples=4", "eval.max_new_tokens=4", "eval.risks.enabled=false",
+        "eval.forgetting.max_questions=4", "eval.forgetting.text_tokens=64", "eval.forgetting.max_new_tokens=4",
+        "eval.forgetting.max_perplexity_increase=null", "eval.forgetting.max_lost_share=null",
+        "eval.benchmarks.tasks=[ayar_general]", "eval.benchmarks.max_questions=8", "eval.benchmarks.max_drop=0.0"])
+    stage_prepare(recipe)
+    stage_train(recipe)
+    try:
+        stage_eval(recipe)
+    except GateError as stopped:
+        assert "benchmark ayar_general" in str(stopped)
+    metrics = RunFolder(recipe.run_dir).read_metrics()
+    row = metrics["eval"]["benchmarks"]["tasks"]["ayar_general"]
+    assert row["drop"] == pytest.approx(row["base"]["value"] - row["tuned"]["value"])
+    failed = row["drop"] > 0
+    assert metrics["eval"]["benchmarks"]["passed"] is not failed
+    assert metrics["forgetting"]["gate"]["passed"] is not failed
+
+
+def test_the_report_shows_each_task_with_its_error_and_the_verdict(tmp_path: Path) -> None:
+    from ayar.eval.report import build_blocks
+    from ayar.eval.report_render import render_markdown
+
+    row = {"metric": "acc_norm", "value": 0.4, "stderr": 0.01, "n": 100}
+    benchmarks = compare({"hellaswag": row}, {"hellaswag": {**row, "value": 0.3}},
+                         BenchmarksConfig(tasks=["hellaswag"], max_drop=0.05))
+    text = render_markdown(build_blocks(tmp_path, {"eval": {"benchmarks": benchmarks}}, "r"), tmp_path, "files")
+    assert "Benchmarks (lm-evaluation-harness)" in text and "hellaswag" in text and "0.4 ± 0.01" in text
+    assert "hellaswag acc_norm fell 0.100 (bound 0.05)" in text
