@@ -33,7 +33,7 @@ from ayar.recipe.deploy_config import (
     MonitorConfig,
     ServeConfig,
 )
-from ayar.recipe.eval_config import EvalConfig, ForgettingConfig, JudgeConfig, RiskConfig
+from ayar.recipe.eval_config import BenchmarksConfig, EvalConfig, ForgettingConfig, JudgeConfig, RiskConfig
 from ayar.recipe.loading import (
     apply_overrides,
     dump_recipe,
@@ -49,12 +49,11 @@ from ayar.recipe.sweep_config import Direction, SearchRange, SweepConfig
 from ayar.recipe.train_config import InterpolateConfig, MethodConfig, SelfDistillConfig, TrainConfig
 
 __all__ = [
-    "CleanConfig", "ConsentConfig", "DataConfig", "DataFormat", "DedupConfig", "Direction", "EvalConfig", "ExportConfig",
-    "ExportFormat", "FilterConfig", "ForgettingConfig", "GgufDtype", "InputConfig", "InterpolateConfig",
-    "IterateConfig", "JudgeConfig", "LongTextConfig", "MethodConfig", "ModelConfig", "MonitorConfig", "PiiConfig",
-    "PiiType", "PretrainConfig", "Recipe", "RehearsalConfig", "RiskConfig", "RunConfig", "ScratchModelConfig",
-    "SearchRange", "Section", "SelfDistillConfig", "ServeConfig", "SplitConfig", "SweepConfig", "SyntheticConfig",
-    "TokenizerTrainConfig",
-    "TrainConfig", "apply_overrides", "dump_recipe", "load_recipe", "params_error", "parse_override",
-    "validate_recipe",
+    "BenchmarksConfig", "CleanConfig", "ConsentConfig", "DataConfig", "DataFormat", "DedupConfig", "Direction",
+    "EvalConfig", "ExportConfig", "ExportFormat", "FilterConfig", "ForgettingConfig", "GgufDtype",
+    "InputConfig", "InterpolateConfig", "IterateConfig", "JudgeConfig", "LongTextConfig", "MethodConfig",
+    "ModelConfig", "MonitorConfig", "PiiConfig", "PiiType", "PretrainConfig", "Recipe", "RehearsalConfig",
+    "RiskConfig", "RunConfig", "ScratchModelConfig", "SearchRange", "Section", "SelfDistillConfig",
+    "ServeConfig", "SplitConfig", "SweepConfig", "SyntheticConfig", "TokenizerTrainConfig", "TrainConfig",
+    "apply_overrides", "dump_recipe", "load_recipe", "params_error", "parse_override", "validate_recipe",
 ]
