@@ -35,7 +35,7 @@ NOT_RUN_HERE = {
 # What a recipe's size is cut to; every key exists in the recipe schema, whatever the recipe holds. Sizes only:
 # no key here switches a stage off (a stage left out of these runs is a stage whose failures go unseen).
 TINY = {
-    "train.max_steps": "2", "train.batch_size": "4", "train.grad_accum": "1", "train.logging_steps": "1",
+    "train.max_steps": "2", "train.batch_size": "2", "train.grad_accum": "1", "train.logging_steps": "1",
     "train.self_distill.batch_size": "2", "train.self_distill.max_length": "16",
     "train.interpolate.examples": "2", "train.interpolate.questions": "2", "train.interpolate.text_tokens": "16",
     "eval.max_examples": "3", "eval.max_new_tokens": "2", "eval.batch_size": "16", "eval.num_samples": "2",
