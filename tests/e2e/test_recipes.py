@@ -71,6 +71,8 @@ def tiny_overrides(recipe: dict[str, Any], corpus: Path, out: Path) -> list[str]
             values |= {f"{section}.{key}": value for key, value in sizes.items()}
     if (recipe.get("method") or {}).get("student_layers") is not None:
         values["method.student_layers"] = "2"  # a two-block student: the same code path, less to train
+    if (recipe.get("method") or {}).get("num_generations") is not None:
+        values["method.num_generations"] = "2"  # GRPO: one prompt's two answers fill the tiny batch of 2
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
 
 
@@ -115,10 +117,25 @@ def test_exceptions_name_shipped_recipes() -> None:
     assert set(NOT_RUN_HERE) <= {path.stem for path in RECIPES}, "an excepted recipe was renamed or removed"
 
 
+def start_run(recipe: dict[str, Any], corpus: Path, out: Path) -> list[str]:
+    """A recipe that starts from another's run (``model.name_or_path: runs/<name>``, e.g. GRPO from the
+    quickstart) gets that run first, made by the shipped recipe of that name on the same tiny settings."""
+    start = str((recipe.get("model") or {}).get("name_or_path") or "")
+    if not start.startswith("runs/"):
+        return []
+    name = start.removeprefix("runs/")
+    first = ROOT / "recipes" / f"{name}.yaml"
+    first_recipe = yaml.safe_load(first.read_text(encoding="utf-8"))
+    result = CliRunner().invoke(app, ["run", str(first), *tiny_overrides(first_recipe, corpus, out / "start")])
+    assert result.exit_code == 0, f"the start run {first.name}: {result.exception!r}\n{result.output[-2000:]}"
+    return ["--set", f"model.name_or_path={out / 'start' / first_recipe['run']['name']}"]
+
+
 @pytest.mark.parametrize("path", [p for p in RECIPES if p.stem not in NOT_RUN_HERE], ids=lambda p: p.stem)
 def test_recipe_runs(path: Path, small_corpus: Path, tmp_path: Path, small_probe_sets: None) -> None:
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    result = CliRunner().invoke(app, ["run", str(path), *tiny_overrides(recipe, small_corpus, tmp_path)])
+    result = CliRunner().invoke(app, ["run", str(path), *tiny_overrides(recipe, small_corpus, tmp_path),
+                                      *start_run(recipe, small_corpus, tmp_path)])
     assert result.exit_code == 0, f"{path.name}: {result.exception!r}\n{result.output[-3000:]}"
     name = (recipe.get("run") or {}).get("name", "run")
     metrics = json.loads((tmp_path / name / "metrics.json").read_text(encoding="utf-8"))
