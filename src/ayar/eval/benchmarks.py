@@ -58,18 +58,18 @@ def task_names(cfg: BenchmarksConfig, work_dir: Path) -> tuple[list[str], list[s
     """(lm-eval task names, include folders): a local YAML's folder is included and its task named by
     the file's ``task`` key; the built-in probe is written into ``work_dir`` first."""
     names, include = [], []
-    for task in cfg.tasks:
-        if task == PROBE_TASK:
+    for entry in cfg.tasks:
+        if entry == PROBE_TASK:
             include.append(str(write_probe_task(work_dir / "tasks", cfg.max_questions)))
             names.append(PROBE_TASK)
-        elif task.endswith((".yaml", ".yml")):
-            path = Path(task)
+        elif entry.endswith((".yaml", ".yml")):
+            path = Path(entry)
             if not path.is_file():
-                raise UsageError(f"eval.benchmarks.tasks: task file {task} not found")
+                raise UsageError(f"eval.benchmarks.tasks: task file {entry} not found")
             include.append(str(path.resolve().parent))
             names.append(_yaml_task_name(path))
         else:
-            names.append(task)
+            names.append(entry)
     return names, include
 
 

@@ -1,4 +1,4 @@
-"""The training engine mixes the prepared rehearsal rows into the train split, only when the recipe asks."""
+"""A supervised run mixes the prepared rehearsal rows into the train split, only when the recipe asks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from ayar.data.prepare import PreparedData
 from ayar.data.synthetic import generate_records, write_jsonl
 from ayar.recipe import load_recipe
-from ayar.train import engine
+from ayar.train import engine, supervised
 
 
 class Stop(Exception):
@@ -33,7 +33,7 @@ def test_train_records(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest
         seen.append(records)
         raise Stop
 
-    monkeypatch.setattr(engine, "tokenize_split", capture)
+    monkeypatch.setattr(supervised, "tokenize_split", capture)  # the supervised run kind tokenizes
     with pytest.raises(Stop):
         engine.train(recipe, str(tiny_model_dir), PreparedData(data), tmp_path / "run")
     assert len(seen[0]) == expected
