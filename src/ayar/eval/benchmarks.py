@@ -1,6 +1,7 @@
 """Standard benchmarks through lm-evaluation-harness, on the base and the tuned model (``eval.benchmarks``).
 
-Tasks are lm-eval's by name (its hub-hosted data needs a network), the path of a local task YAML, or
+Tasks are lm-eval's by name (its hub-hosted data needs a network, or a local stand-in named in
+``local_data``), the path of a local task YAML, or
 ``ayar_general``: ayar's own forgetting questions written as an lm-eval multiple-choice task, so the same
 probe runs offline inside ayar and in a plain ``lm_eval`` command. An adapter is scored through lm-eval's
 own hf model with ``peft=`` (the adapter on its base, as peft loads it), a full model by its folder.
@@ -82,6 +83,36 @@ def _yaml_task_name(path: Path) -> str:
     return str(data["task"])
 
 
+def task_specs(names: list[str], manager: Any, cfg: BenchmarksConfig, folder: Path) -> list[str]:
+    """What lm-eval is asked to run: each task's name, or for a task in ``local_data`` the path of a task YAML
+    that reads its data from the local stand-in."""
+    strays = sorted(set(cfg.local_data) - set(names))
+    if strays:
+        raise UsageError(f"eval.benchmarks.local_data: {', '.join(strays)} not among eval.benchmarks.tasks")
+    return [str(local_task_file(manager.task_index[name], Path(cfg.local_data[name]), folder))
+            if name in cfg.local_data else name for name in names]
+
+
+def local_task_file(entry: Any, data: Path, folder: Path) -> Path:
+    """A task YAML in ``folder`` that includes the hub task's own (its prompts and metrics unchanged) and reads
+    its dataset from ``data``: a copy of the hub repository keeps the task's config name (its README.md names
+    the configs); a plain folder of split files has no configs, so the name and the hub's loading
+    arguments go."""
+    if entry.kind.name != "TASK" or entry.yaml_path is None:
+        raise UsageError(f"eval.benchmarks.local_data: {entry.name} is not a task defined by a YAML file "
+                         "(a group or a Python task cannot be pointed at local data)")
+    if not data.is_dir():
+        raise UsageError(f"eval.benchmarks.local_data: {entry.name}: folder {data} not found")
+    lines = [f"include: {json.dumps(str(Path(entry.yaml_path).resolve()))}",
+             f"dataset_path: {json.dumps(str(data.resolve()))}"]
+    if not (data / "README.md").is_file():
+        lines += ["dataset_name: null", "dataset_kwargs: null"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{entry.name}.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def model_args(model_dir: Path, base: str | None, adapter: bool) -> dict[str, Any]:
     """lm-eval's hf model arguments: the adapter through ``peft=`` on its base, else the folder itself."""
     if adapter:
@@ -102,7 +133,8 @@ def run_benchmarks(args: dict[str, Any], cfg: BenchmarksConfig, work_dir: Path) 
     if unknown:
         raise UsageError(f"eval.benchmarks.tasks: unknown lm-eval task(s) {', '.join(unknown)} (a task name "
                          f"lm-eval lists, the path of a task YAML, or {PROBE_TASK})")
-    results = simple_evaluate(model="hf", model_args=args, tasks=names, task_manager=manager, limit=cfg.limit,
+    specs = task_specs(names, manager, cfg, work_dir / "local_data")
+    results = simple_evaluate(model="hf", model_args=args, tasks=specs, task_manager=manager, limit=cfg.limit,
                               num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size,
                               apply_chat_template=cfg.apply_chat_template, random_seed=0, numpy_random_seed=0,
                               torch_random_seed=0, fewshot_random_seed=0)

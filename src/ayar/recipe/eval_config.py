@@ -46,6 +46,10 @@ class BenchmarksConfig(Section):
 
     tasks: list[str] = Field(default_factory=list, description="lm-eval task names (hub data needs a network), "
                              "paths of local task YAMLs, or ayar_general (ayar's forgetting questions, offline).")
+    local_data: dict[str, str] = Field(default_factory=dict, description="Hub task name -> a local folder "
+                                       "standing in for its hub dataset, to run it offline: a copy of the dataset's "
+                                       "hub repository (README.md with its configs) or a folder of split files "
+                                       "(test.jsonl, validation.parquet...).")
     limit: int | None = Field(None, ge=1, description="Examples per task (all when empty).")
     num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples (each task's default when empty).")
     batch_size: int = Field(8, ge=1)

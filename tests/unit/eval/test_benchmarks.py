@@ -135,3 +135,55 @@ def test_the_report_shows_each_task_with_its_error_and_the_verdict(tmp_path: Pat
     text = render_markdown(build_blocks(tmp_path, {"eval": {"benchmarks": benchmarks}}, "r"), tmp_path, "files")
     assert "Benchmarks (lm-evaluation-harness)" in text and "hellaswag" in text and "0.4 ± 0.01" in text
     assert "hellaswag acc_norm fell 0.100 (bound 0.05)" in text
+
+
+def _arc_rows(count: int) -> list[dict]:
+    """ARC-shaped rows whose two options are the same text: every option scores alike, lm-eval picks the first,
+    so accuracy is the share of rows whose answer key is A, whatever the model."""
+    return [{"id": f"q{i}", "question": f"Soru {i}: which one?", "answerKey": "AB"[i % 2],
+             "choices": {"text": ["the same", "the same"], "label": ["A", "B"]}} for i in range(count)]
+
+
+def _hub_copy(folder: Path, rows: list[dict]) -> Path:
+    """A folder laid out as allenai/ai2_arc's hub repository: README.md naming the configs, parquet splits."""
+    from datasets import Dataset
+
+    for split in ("train", "validation", "test"):
+        Dataset.from_list(rows).to_parquet(folder / "ARC-Easy" / f"{split}-00000-of-00001.parquet")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: ARC-Easy\n  data_files:\n" + "".join(
+        f"  - split: {s}\n    path: ARC-Easy/{s}-*\n" for s in ("train", "validation", "test")) + "---\n")
+    return folder
+
+
+def _split_files(folder: Path, rows: list[dict]) -> Path:
+    import json
+
+    folder.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.mark.parametrize("layout", [_hub_copy, _split_files], ids=["hub_copy", "split_files"])
+def test_a_hub_task_runs_offline_on_a_local_stand_in_of_its_dataset(chat_model: Path, tmp_path: Path,
+                                                                    layout) -> None:
+    import datasets
+
+    assert datasets.config.HF_HUB_OFFLINE  # the hub's allenai/ai2_arc cannot be what is scored
+    data = layout(tmp_path / "ai2_arc", _arc_rows(5))
+    cfg = BenchmarksConfig(tasks=["arc_easy"], local_data={"arc_easy": str(data)})
+    scores = run_benchmarks(model_args(chat_model, None, False), cfg, tmp_path / "work")
+    assert scores["arc_easy"]["n"] == 5 and scores["arc_easy"]["metric"] == "acc_norm"
+    assert scores["arc_easy"]["value"] == pytest.approx(3 / 5)  # rows 0, 2, 4 have answer key A
+    written = (tmp_path / "work" / "local_data" / "arc_easy.yaml").read_text()
+    assert "arc/arc_easy.yaml" in written and str(data) in written
+
+
+def test_local_data_names_only_listed_yaml_tasks_and_existing_folders(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="piqa not among"):
+        run_benchmarks({}, BenchmarksConfig(tasks=["arc_easy"], local_data={"piqa": str(tmp_path)}), tmp_path)
+    with pytest.raises(UsageError, match="folder .* not found"):
+        run_benchmarks({}, BenchmarksConfig(tasks=["arc_easy"], local_data={"arc_easy": str(tmp_path / "no")}),
+                       tmp_path)
+    with pytest.raises(UsageError, match="not a task defined by a YAML"):
+        run_benchmarks({}, BenchmarksConfig(tasks=["ai2_arc"], local_data={"ai2_arc": str(tmp_path)}), tmp_path)
