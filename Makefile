@@ -37,9 +37,11 @@ quickstart: $(RUN_STAMP)
 # CI's command: the lint (ruff, RUF100 among its rules: no dead noqa), then every tier that runs without a GPU (slow tests included: the SIGKILL, DDP and
 # MiniLM transfer tests belong in CI). `make test-fast` is the quick tier for development.
 # The browser tests (report.html, `ayar ui`) run in Debian's headless Chromium: installed here when missing
-# (root, or sudo), never skipped.
+# (root, or sudo), never skipped. The tests run in TEST_WORKERS processes (pytest-xdist), one thread each:
+# every test keeps to its own tmp_path, port and cache, so they share the cores without sharing state.
+TEST_WORKERS ?= 2
 test: $(STAMP) chromium lint
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu" -n $(TEST_WORKERS)
 
 llama-cpp:
 	ls $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
