@@ -95,3 +95,26 @@ def test_json_object_string_values_are_capped(make_client) -> None:
         ids = grammar.vocabulary.tokenize_str('{"a":"' + "x" * length + '"}')
         matcher = llguidance.LLMatcher(grammar.vocabulary, grammar.grammar, log_level=0)
         assert (matcher.validate_tokens(ids) == len(ids)) is fits
+
+
+class City(BaseModel):
+    name: str = Field(max_length=20)
+    weather: Weather
+
+
+class Forecast(BaseModel):
+    cities: list[City] = Field(min_length=1, max_length=2)
+
+
+def test_the_openai_client_parse_gets_a_valid_pydantic_object_in_turkish_and_english(make_client) -> None:
+    """chat.completions.parse sends the model's schema as json_schema and validates the answer into it: the
+    tiny model's answers are objects only because the grammar keeps them so."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url="http://testserver/v1", api_key="x", http_client=make_client(), max_retries=0)
+    for prompt in ("Yarın Ankara ve İzmir'de hava nasıl olacak?", "What is tomorrow's weather in Ankara?"):
+        reply = client.chat.completions.parse(model="tiny", messages=[{"role": "user", "content": prompt}],
+                                              response_format=Forecast, max_tokens=300, temperature=1.0, seed=2, n=2)
+        for choice in reply.choices:
+            assert choice.finish_reason == "stop", choice.message.content
+            assert isinstance(choice.message.parsed, Forecast) and choice.message.parsed.cities
