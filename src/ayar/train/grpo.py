@@ -17,26 +17,22 @@ from typing import Any
 
 from transformers import PreTrainedModel, Trainer
 
-from ayar.console import say
 from ayar.data.checkers import CHECKERS
 from ayar.data.prepare import PreparedData
-from ayar.data.templates import record_to_messages, record_tools, render_prompt, set_template
+from ayar.data.templates import record_to_messages, record_tools, render_prompt
 from ayar.errors import UsageError
-from ayar.methods import build_method
-from ayar.methods.base import count_parameters
 from ayar.methods.grpo import Grpo
 from ayar.models.load import (
     is_adapter_dir,
     load_adapter_model,
     load_model,
-    load_tokenizer,
     resolve_model_name,
 )
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard
-from ayar.train.lifecycle import RunSetup, TrainingRun
+from ayar.train.lifecycle import MethodRun, RunSetup, library_trainer
 from ayar.train.trainer import TrainerBuild, build_trainer
 
 GRPO_FORMATS = ("alpaca", "messages", "sharegpt")  # record shapes with a prompt and a reference answer
@@ -96,21 +92,20 @@ def load_start_model(name: str, recipe: Recipe) -> PreTrainedModel:
     return load_model(name, recipe.task, model.trust_remote_code, model.revision, model.dtype)
 
 
-class GrpoRun(TrainingRun):
+class GrpoRun(MethodRun):
     """TRL's GRPOTrainer sampling answers to the training split's prompts and learning from their rewards."""
 
+    method: Grpo
+
     def __init__(self, recipe: Recipe, base_model: str, prepared: PreparedData, method: Grpo) -> None:
-        self.recipe, self.base_model, self.prepared, self.method = recipe, base_model, prepared, method
+        super().__init__(recipe, base_model, prepared, method)
         self.rows: list[dict[str, Any]] = []
 
-    def check(self) -> None:
+    def check_recipe(self) -> None:
         check_grpo_recipe(self.recipe, self.method)
-        self.method.preflight(self.recipe.task)
 
     def tokenizer(self) -> Any:
-        recipe = self.recipe
-        tokenizer = load_tokenizer(self.base_model, recipe.model.trust_remote_code, recipe.model.revision)
-        set_template(tokenizer, recipe.data.template)
+        tokenizer = super().tokenizer()
         tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
         return tokenizer
 
@@ -127,19 +122,15 @@ class GrpoRun(TrainingRun):
 
         recipe, method = self.recipe, self.method
         model = method.prepare_model(load_start_model(self.base_model, recipe), recipe.task)
-        trainer = build_trainer(TrainerBuild(
+        return build_trainer(TrainerBuild(
             model, recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum}), setup.checkpoints,
             Dataset.from_list(self.rows), seed=setup.seed, processing_class=tokenizer, method=method,
             callbacks=setup.callbacks, history=history, faults=faults,
             reporters=tracking_callbacks(recipe, setup.run_dir),
             resumable_order=False))  # TRL's sampler makes the groups (see the module's docstring)
-        trainable, total = count_parameters(trainer.model)
-        say(f"method grpo (TRL {type(trainer).__name__}, {method.params.num_generations} answers per prompt): "
-            f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
-        return trainer
 
-    def after_out_of_memory(self) -> None:
-        self.method = build_method(self.recipe.method.name, self.recipe.method.params())
+    def describe(self, trainer: Trainer) -> str:
+        return f"method grpo (TRL {library_trainer(trainer)}, {self.method.params.num_generations} answers per prompt)"
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
         super().write_model(trainer, tokenizer, folder)

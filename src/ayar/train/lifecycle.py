@@ -30,9 +30,14 @@ import torch
 from transformers import Trainer, TrainerCallback, set_seed
 
 from ayar.console import say, warn
-from ayar.methods.base import count_parameters
-from ayar.recipe import TrainConfig
+from ayar.data.prepare import PreparedData
+from ayar.data.templates import set_template
+from ayar.methods import build_method
+from ayar.methods.base import Method, count_parameters
+from ayar.models.load import load_tokenizer
+from ayar.recipe import Recipe, TrainConfig
 from ayar.run_folder import RunFolder
+from ayar.tasks import get_task
 from ayar.train import checkpoint as ckpt
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard, OutOfMemory, TrainingStopped, cpu_oom_bytes, cpu_oom_error, halved
@@ -83,8 +88,12 @@ class RunSetup:
     callbacks: list[TrainerCallback] = field(default_factory=list)
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def checkpoints(self) -> Path:
-        return RunFolder(self.run_dir).checkpoints
+        return self.folder.checkpoints
 
 
 @dataclass
@@ -124,6 +133,48 @@ class TrainingRun:
         trainer.model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))
 
+    def describe(self, trainer: Trainer) -> str:
+        """What trains, for the line that counts its parameters."""
+        return "model"
+
+
+class MethodRun(TrainingRun):
+    """A fine-tuning method on a base model and the prepared splits: what every method's kind shares.
+
+    A kind adds its recipe checks (:meth:`check_recipe`), its datasets and its Trainer.
+    """
+
+    chat_template_always = True  # False: the template is set only for tasks that have one
+
+    def __init__(self, recipe: Recipe, base_model: str, prepared: PreparedData, method: Method) -> None:
+        self.recipe, self.base_model, self.prepared, self.method = recipe, base_model, prepared, method
+
+    def check_recipe(self) -> None:
+        """Refuse, with a UsageError, a recipe this kind cannot train."""
+
+    def check(self) -> None:
+        self.check_recipe()
+        self.method.preflight(self.recipe.task)
+
+    def tokenizer(self) -> Any:
+        model = self.recipe.model
+        tokenizer = load_tokenizer(self.base_model, model.trust_remote_code, model.revision)
+        if self.chat_template_always or get_task(self.recipe.task).chat:
+            set_template(tokenizer, self.recipe.data.template)
+        return tokenizer
+
+    def after_out_of_memory(self) -> None:
+        self.method = build_method(self.recipe.method.name, self.recipe.method.params())  # no state from the failed try
+
+    def describe(self, trainer: Trainer) -> str:
+        return f"method {self.method.name}"
+
+
+def library_trainer(trainer: Trainer) -> str:
+    """The library's trainer class an ayar trainer extends (TRL's DPOTrainer, say), by name."""
+    return next((c.__name__ for c in type(trainer).__mro__ if not c.__module__.startswith("ayar.")),
+                type(trainer).__name__)
+
 
 def run_kind(name: str) -> type[TrainingRun]:
     """The TrainingRun class registered under ``name``."""
@@ -146,12 +197,12 @@ def run_training(run: TrainingRun, setup: RunSetup) -> TrainResult:
     history, faults = LossHistory(), FaultGuard(setup.train.on_nonfinite)
     fitted = _fit(run, setup, tokenizer, history, faults, _resume_point(setup))
     _stop_if_signalled(fitted.trainer, faults, setup.checkpoints)
-    trainer = fitted.trainer
+    trainer, folder = fitted.trainer, setup.folder
     if trainer.args.should_save:
-        ckpt.write_atomically(setup.run_dir, "model", lambda folder: run.write_model(trainer, tokenizer, folder))
+        ckpt.write_atomically(setup.run_dir, "model", lambda model_dir: run.write_model(trainer, tokenizer, model_dir))
     if trainer.is_world_process_zero():  # in multi-process runs only rank 0 writes
-        RunFolder(setup.run_dir).train_history.write_text(json.dumps(history.records, indent=1), encoding="utf-8")
-    return _result(fitted, RunFolder(setup.run_dir).model, history, faults)
+        folder.train_history.write_text(json.dumps(history.records, indent=1), encoding="utf-8")
+    return _result(fitted, folder.model, history, faults)
 
 
 def _resume_point(setup: RunSetup) -> Path | None:
@@ -173,6 +224,7 @@ def _fit(run: TrainingRun, setup: RunSetup, tokenizer: Any, history: LossHistory
         set_seed(setup.seed)  # the same initial weights on a retry as on the first attempt
         trainer = run.build_trainer(setup, tokenizer, batch, accum, history, faults)
         parameters = count_parameters(trainer.model)  # before training: gradual unfreezing changes it
+        _say_parameters(run.describe(trainer), *parameters)
         try:
             with faults.signals():
                 output = trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -187,6 +239,10 @@ def _fit(run: TrainingRun, setup: RunSetup, tokenizer: Any, history: LossHistory
             if cpu_oom_bytes(exc) is None:
                 raise
             raise cpu_oom_error(exc, batch, accum) from None
+
+
+def _say_parameters(what: str, trainable: int, total: int) -> None:
+    say(f"{what}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
 
 
 def _smaller_batch(on_oom: str, batch: int, accum: int, trainer: Trainer, last: Path | None

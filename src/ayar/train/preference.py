@@ -14,20 +14,15 @@ from typing import Any
 
 from transformers import PreTrainedModel, Trainer
 
-from ayar.console import say
-from ayar.data.prepare import PreparedData
-from ayar.data.templates import set_template
 from ayar.errors import UsageError
-from ayar.methods import build_method
-from ayar.methods.base import count_parameters
 from ayar.methods.preference import PREFERENCE_FORMATS, PreferenceMethod
-from ayar.models.load import load_model, load_tokenizer
+from ayar.models.load import load_model
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe, TrainConfig
 from ayar.tasks import get_task, tasks_where
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard
-from ayar.train.lifecycle import RunSetup, TrainingRun
+from ayar.train.lifecycle import MethodRun, RunSetup, library_trainer
 from ayar.train.trainer import TrainerBuild, build_trainer
 
 
@@ -65,21 +60,13 @@ def build_preference_trainer(method: PreferenceMethod, model: PreTrainedModel, t
         arguments={"max_length": max_length}, resumable_order=not method.unpaired, **build))
 
 
-class PreferenceRun(TrainingRun):
+class PreferenceRun(MethodRun):
     """The preference method's TRL trainer on the prepared preference (or KTO) records."""
 
-    def __init__(self, recipe: Recipe, base_model: str, prepared: PreparedData, method: PreferenceMethod) -> None:
-        self.recipe, self.base_model, self.prepared, self.method = recipe, base_model, prepared, method
+    method: PreferenceMethod
 
-    def check(self) -> None:
+    def check_recipe(self) -> None:
         check_preference_recipe(self.recipe)
-        self.method.preflight(self.recipe.task)
-
-    def tokenizer(self) -> Any:
-        recipe = self.recipe
-        tokenizer = load_tokenizer(self.base_model, recipe.model.trust_remote_code, recipe.model.revision)
-        set_template(tokenizer, recipe.data.template)
-        return tokenizer
 
     def build_trainer(self, setup: RunSetup, tokenizer: Any, batch: int, accum: int, history: LossHistory,
                       faults: FaultGuard) -> Trainer:
@@ -88,20 +75,16 @@ class PreferenceRun(TrainingRun):
         recipe, method = self.recipe, self.method
         model = load_model(self.base_model, recipe.task, recipe.model.trust_remote_code, recipe.model.revision,
                            recipe.model.dtype)
-        trainer = build_preference_trainer(
+        return build_preference_trainer(
             method, model, tokenizer, self.prepared.read_split("train"),
             self.prepared.read_split("validation") or None,
             recipe.train.model_copy(update={"batch_size": batch, "grad_accum": accum}), setup.checkpoints,
             recipe.data.max_length, seed=setup.seed, system_prompt=recipe.data.system_prompt,
             callbacks=setup.callbacks, history=history, faults=faults,
             reporters=tracking_callbacks(recipe, setup.run_dir))  # TensorBoard among them, as train.report_to says
-        trainable, total = count_parameters(trainer.model)
-        say(f"method {method.name} (TRL {type(trainer).__name__}, base {method.params.base}): {trainable:,} "
-            f"trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")
-        return trainer
 
-    def after_out_of_memory(self) -> None:
-        self.method = build_method(self.recipe.method.name, self.recipe.method.params())  # no state from the failed try
+    def describe(self, trainer: Trainer) -> str:
+        return f"method {self.method.name} (TRL {library_trainer(trainer)}, base {self.method.params.base})"
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
         super().write_model(trainer, tokenizer, folder)

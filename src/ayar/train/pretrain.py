@@ -53,12 +53,14 @@ class PretrainRun(TrainingRun):
     def build_trainer(self, setup: RunSetup, tokenizer: Any, batch: int, accum: int, history: LossHistory,
                       faults: FaultGuard) -> Trainer:
         model = build_model(self.cfg.model, tokenizer, self.seed)
-        say(f"pretrain: {sum(p.numel() for p in model.parameters()):,} parameters")
         return build_trainer(TrainerBuild(
             model, setup.train.model_copy(update={"batch_size": batch, "grad_accum": accum}), setup.checkpoints,
             self.dataset, seed=setup.seed, history=history, faults=faults,
             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), tensorboard_dir=setup.run_dir / "tb",
             arguments={"disable_tqdm": True}, resumable_order=False))  # no checkpoints: the Trainer's own order
+
+    def describe(self, trainer: Trainer) -> str:
+        return "pretrain"
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
         untie_embeddings(trainer.model)

@@ -15,17 +15,15 @@ from transformers import Trainer
 
 from ayar.console import say, warn
 from ayar.data.prepare import PreparedData
-from ayar.data.templates import set_template
 from ayar.errors import UsageError
-from ayar.methods import build_method
-from ayar.methods.base import Method, count_parameters
-from ayar.models.load import is_adapter_dir, load_model, load_tokenizer, save_head_config
+from ayar.methods.base import Method
+from ayar.models.load import is_adapter_dir, load_model, save_head_config
 from ayar.models.template_contract import write_contract
 from ayar.recipe import Recipe
 from ayar.tasks import get_task
 from ayar.train.callbacks import LossHistory
 from ayar.train.faults import FaultGuard
-from ayar.train.lifecycle import RunSetup, TrainingRun
+from ayar.train.lifecycle import MethodRun, RunSetup
 from ayar.train.packing import collator_for_packing, resolve_packing
 from ayar.train.self_distill import SelfDistillation
 from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
@@ -33,26 +31,20 @@ from ayar.train.tracking import tracking_callbacks
 from ayar.train.trainer import TrainerBuild, build_trainer, prepare_model
 
 
-class SupervisedRun(TrainingRun):
+class SupervisedRun(MethodRun):
     """The recipe's method trained on the prepared splits, tokenized by ayar for the recipe's task."""
 
+    chat_template_always = False
+
     def __init__(self, recipe: Recipe, base_model: str, prepared: PreparedData, method: Method) -> None:
-        self.recipe, self.base_model, self.prepared, self.method = recipe, base_model, prepared, method
+        super().__init__(recipe, base_model, prepared, method)
         self.labels: LabelMap | None = None
         self.train_records: list[dict[str, Any]] = []
         self.train_set: Any = None
         self.eval_set: Any = None
 
-    def check(self) -> None:
+    def check_recipe(self) -> None:
         check_task_format(self.recipe)
-        self.method.preflight(self.recipe.task)
-
-    def tokenizer(self) -> Any:
-        recipe = self.recipe
-        tokenizer = load_tokenizer(self.base_model, recipe.model.trust_remote_code, recipe.model.revision)
-        if get_task(recipe.task).chat:
-            set_template(tokenizer, recipe.data.template)
-        return tokenizer
 
     def prepare_data(self, tokenizer: Any) -> None:
         recipe, prepared = self.recipe, self.prepared
@@ -73,7 +65,6 @@ class SupervisedRun(TrainingRun):
         model = prepare_model(method, model, recipe.task, recipe.train.precision)
         method.setup(model, tokenizer, self.train_set, setup.run_dir)
         method.use_validation(self.eval_set)
-        _say_parameters(method, model)
         packed, why_not = resolve_packing(recipe.train.packing, recipe.task, model, method.model_inputs_extra())
         next_token = get_task(recipe.task).next_token
         if next_token:
@@ -88,9 +79,6 @@ class SupervisedRun(TrainingRun):
             self_distill=self_distillation(recipe, model, tokenizer),
         ))
 
-    def after_out_of_memory(self) -> None:
-        self.method = build_method(self.recipe.method.name, self.recipe.method.params())  # no state from the failed try
-
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
         self.method.save_model(trainer.model, folder)  # the method's own format (PiSSA converts, say)
         tokenizer.save_pretrained(str(folder))
@@ -98,12 +86,6 @@ class SupervisedRun(TrainingRun):
             save_head_config(trainer.model, folder)
         # checked by serve, batch and export: the chat template and special tokens the model was trained with
         write_contract(folder, tokenizer, tools_used=any(r.get("tools") for r in self.train_records))
-
-
-def _say_parameters(method: Method, model: torch.nn.Module) -> None:
-    trainable, total = count_parameters(model)
-    say(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
-        f"({100 * trainable / max(total, 1):.2f}%)")
 
 
 def _rehearsal(prepared: PreparedData) -> list[dict[str, Any]]:

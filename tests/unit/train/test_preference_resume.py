@@ -58,7 +58,12 @@ def test_out_of_memory_halves_a_dpo_runs_micro_batch(tiny_model_dir: Path, tmp_p
     recipe = recipe_for(tmp_path, tiny_model_dir, "oom", settings=DPO)
     result = train(recipe, str(tiny_model_dir), dpo_run["prepared"], recipe.run_dir,
                    extra_callbacks=[AtStep(2, fail_at_full_batch)])
-    assert "retrying with 2 x 4 (effective batch 8 -> 8) from checkpoint-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "retrying with 2 x 4 (effective batch 8 -> 8) from checkpoint-1" in out
+    counted = [line for line in out.splitlines() if "trainable of" in line]
+    assert len(counted) == 2  # once per attempt, by the lifecycle, in the run kind's words
+    assert all(line.startswith("method dpo (TRL DPOTrainer, base lora): ") for line in counted)
+    assert counted[0] == counted[1]
     assert result.steps == dpo_run["full"].steps
     full = load_file(dpo_run["full"].model_dir / "adapter_model.safetensors")
     halved = load_file(result.model_dir / "adapter_model.safetensors")
