@@ -25,21 +25,26 @@ from ayar.run_folder import RunFolder, json_safe
 from ayar.sweep.study import best_trials
 
 TEST_FILE = "best_test.json"
+STUDY_FILE = "study.json"  # the study's name and storage, for `ayar ui`
 
 
 def trial_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, Any]]:
-    """One row per trial: number, state, objective values, parameters, steps, seconds, failure reason."""
+    """One row per trial: number, state, whether it is the best (or on the Pareto front), objective values,
+    parameters, steps, threads, seconds, the forgetting gate's verdict and the failure reason."""
     params = sorted({k for t in study.get_trials(deepcopy=False) for k in t.params})
+    best = {t.number for t in best_trials(study)}
+    mark = "best" if len(objectives) == 1 else "pareto"
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = t.values if t.state == TrialState.COMPLETE and t.values else [None] * len(objectives)
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower()}
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower(),
+                               "best": mark if t.number in best else ""}
         row |= dict(zip(objectives, values, strict=True))
         row |= {k: t.params.get(k) for k in params}
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        row |= {"steps": t.user_attrs.get("steps"), "seconds": seconds, "gate": t.user_attrs.get("gate", ""),
-                "failure": t.user_attrs.get("failure", "")}
+        row |= {"steps": t.user_attrs.get("steps"), "threads": t.user_attrs.get("threads"), "seconds": seconds,
+                "gate": t.user_attrs.get("gate", ""), "failure": t.user_attrs.get("failure", "")}
         rows.append(row)
     return rows
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from ayar.console import say
 from ayar.errors import AyarError, UsageError
 from ayar.recipe import Recipe, dump_recipe
-from ayar.sweep.report import test_best, write_report
+from ayar.sweep.report import STUDY_FILE, test_best, write_report
 from ayar.sweep.space import check_space
 from ayar.sweep.study import SweepOptions, best_trials, default_storage, open_study, say_progress, trials_left
 from ayar.sweep.trial import TRIAL_FAILURES, TrialPlan, run_trial
+from ayar.sweep.workers import live_workers, machine_cores, registered_worker
 
 
 @dataclass
@@ -46,8 +46,11 @@ def run_sweep(recipe: Recipe, options: SweepOptions | None = None) -> SweepResul
     dump_recipe(recipe, folder / "sweep.yaml")
     storage = options.storage or default_storage(folder)
     study = open_study(recipe, storage, options.study or recipe.run.name)
-    plan = TrialPlan(trial_base(recipe, options.threads), recipe.sweep, folder)
-    _optimize(study, plan)
+    write_study_file(folder, storage, study.study_name)
+    plan = TrialPlan(trial_base(recipe), recipe.sweep, folder, options.threads)
+    with registered_worker():
+        say(f"sweep: study '{study.study_name}' in {without_password(storage)}; {threads_note(plan)}")
+        _optimize(study, plan)
     best = best_trials(study)
     if not best:
         write_report(study, recipe, folder, None)
@@ -70,8 +73,8 @@ def sweep_recipe(recipe: Recipe, options: SweepOptions) -> Recipe:
     return recipe
 
 
-def trial_base(recipe: Recipe, threads: int | None) -> Recipe:
-    """The recipe every trial starts from: validation passes on, the worker's thread count, no sweep section."""
+def trial_base(recipe: Recipe) -> Recipe:
+    """The recipe every trial starts from: validation passes on, no sweep section."""
     base = recipe.model_copy(deep=True)
     base.sweep = type(base.sweep)()
     if base.train.eval_steps == 0:
@@ -79,10 +82,35 @@ def trial_base(recipe: Recipe, threads: int | None) -> Recipe:
         every = f"every {base.train.eval_steps} steps" if base.train.eval_steps else "once per epoch"
         say(f"sweep: the recipe has no validation pass (train.eval_steps 0); trials validate {every}, "
             "since the objective and the pruner read validation figures")
-    threads = threads or base.train.num_threads or os.cpu_count() or 1
-    base.train.num_threads = threads
-    torch.set_num_threads(threads)  # the eval stage too
     return base
+
+
+def threads_note(plan: TrialPlan) -> str:
+    """How this worker picks its thread count, for its first line."""
+    if plan.threads:
+        return f"threads per trial: {plan.threads} (--threads)"
+    cap = f", at most train.num_threads {plan.base.train.num_threads}" if plan.base.train.num_threads else ""
+    return (f"threads per trial: the {machine_cores()} cores divided by the sweep workers running on this machine "
+            f"(now {live_workers()}){cap}, counted again before each trial")
+
+
+def write_study_file(folder: Path, storage: str, study: str) -> None:
+    """study.json: the study's name and storage, for `ayar ui` to read the trials live.
+
+    A storage URL with a password is not written (the UI then reads the trials table of the last report).
+    """
+    shown = storage if without_password(storage) == storage else None
+    (folder / STUDY_FILE).write_text(json.dumps({"study": study, "storage": shown}, indent=2), encoding="utf-8")
+
+
+def without_password(storage: str) -> str:
+    """The storage URL with its password masked, for the console and the sweep folder."""
+    if "://" not in storage:
+        return storage
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage)
+    return url.render_as_string(hide_password=True) if url.password else storage
 
 
 def _optimize(study: optuna.Study, plan: TrialPlan) -> None:

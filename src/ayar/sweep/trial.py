@@ -25,6 +25,7 @@ from ayar.recipe import Direction, Recipe, SweepConfig
 from ayar.run_folder import RunFolder
 from ayar.sweep.objective import needs_eval, objective_values, trial_figures
 from ayar.sweep.space import recipe_with, sample
+from ayar.sweep.workers import share_of_cores
 
 # What a trial may fail with and the sweep go on: ayar's own errors (a NaN loss, a value the recipe refuses),
 # running out of memory, and a failure inside a library on a sampled value.
@@ -33,11 +34,13 @@ TRIAL_FAILURES = (AyarError, torch.OutOfMemoryError, RuntimeError, ValueError)
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """What every trial of one sweep shares: the recipe to vary, its sweep section and the sweep folder."""
+    """What every trial of one sweep shares: the recipe to vary, its sweep section, the sweep folder and the
+    worker's fixed thread count (None: its share of the machine's cores, counted before each trial)."""
 
     base: Recipe
     sweep: SweepConfig
     folder: Path
+    threads: int | None = None
 
     @property
     def trials(self) -> Path:
@@ -71,6 +74,8 @@ def trial_recipe(plan: TrialPlan, values: dict[str, Any], number: int) -> Recipe
     recipe.run.output_dir = plan.trials
     recipe.run.name = str(number)
     recipe.eval.split = "validation"  # the test split waits for the best trial, reported apart
+    recipe.train.num_threads = plan.threads or share_of_cores(plan.base.train.num_threads)
+    torch.set_num_threads(recipe.train.num_threads)  # the eval stage too
     return recipe
 
 
@@ -88,6 +93,7 @@ def _run(trial: optuna.Trial, plan: TrialPlan) -> list[float]:
     trial.set_user_attr("run_dir", str(plan.trials / str(trial.number)))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     recipe = trial_recipe(plan, values, trial.number)
+    trial.set_user_attr("threads", recipe.train.num_threads)
     pruning = PruningCallback(trial, plan.sweep.directions()[0]) if plan.sweep.pruner != "none" else None
     stage_prepare(recipe)
     summary = stage_train(recipe, callbacks=[pruning] if pruning else None)

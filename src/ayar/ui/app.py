@@ -21,6 +21,7 @@ from ayar.errors import UsageError
 from ayar.serve.middleware import key_matches
 from ayar.ui import forms, pages
 from ayar.ui import runs as R
+from ayar.ui import sweeps as S
 from ayar.ui.i18n import COOKIE, pick_language
 from ayar.ui.jobs import Jobs
 from ayar.ui.playground import Playground
@@ -122,14 +123,26 @@ class UiState:
     examples_dir: Path | None
 
     def run_dir(self, name: str) -> Path:
-        """The folder of run ``name``; a name that is not a run folder directly under the root is refused."""
+        """The folder of run ``name``: a run folder directly under the root, or a sweep's trial
+        (``<sweep>/trials/<n>``); any other name is refused."""
+        trial = S.trial_dir(self.runs_root, name)
+        if trial is not None:
+            return trial
         path = self.runs_root / name
         if not RUN_NAME.match(name) or name.startswith(".") or not R.is_run_dir(path):
             raise UsageError(f"no run named {name}")
         return path
 
     def summary(self, name: str, active: set[Path]) -> R.RunSummary:
-        return R.summarize(self.run_dir(name), self.jobs.state(name), active)
+        summary = R.summarize(self.run_dir(name), self.jobs.state(name), active)
+        summary.name = name  # a trial's folder name is its number alone: its pages link by the full name
+        return summary
+
+    def sweep(self, name: str) -> S.SweepView:
+        path = self.runs_root / name
+        if not S.SWEEP_NAME.match(name) or not S.is_sweep_dir(path):
+            raise UsageError(f"no sweep named {name}")
+        return S.read_sweep(path)
 
     def summaries(self) -> list[R.RunSummary]:
         active = R.active_run_dirs()
@@ -175,6 +188,7 @@ def create_ui_app(runs_root: Path, api_keys: list[str] | None = None, shown_root
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(UsageError, _usage_error)
     _add_run_pages(app, ui)
+    _add_sweep_pages(app, ui)
     _add_new_run_and_login_pages(app, ui, list(api_keys or []))
     _add_run_api(app, ui)
     _add_form_api(app, ui)
@@ -196,22 +210,22 @@ def _add_run_pages(app: FastAPI, ui: UiState) -> None:
     async def index(request: Request) -> HTMLResponse:
         return _page(request, pages.runs_page(_lang(request), ui.runs_root, ui.summaries()))
 
-    @app.get("/runs/{name}", response_class=HTMLResponse)
-    async def run(name: str, request: Request) -> HTMLResponse:
-        summary = ui.summary(name, R.active_run_dirs())
-        return _page(request, pages.run_page(_lang(request), summary, f"{ui.shown}/{name}"))
-
-    @app.get("/runs/{name}/files/{filename}")
+    @app.get("/runs/{name:path}/files/{filename}")
     async def run_file(name: str, filename: str) -> FileResponse:
         path = ui.run_dir(name) / filename
         if filename not in FILES or not path.is_file():
             raise UsageError(f"no file {filename} in run {name}")
         return FileResponse(path)
 
-    @app.get("/runs/{name}/play", response_class=HTMLResponse)
+    @app.get("/runs/{name:path}/play", response_class=HTMLResponse)
     async def play(name: str, request: Request) -> HTMLResponse:
         ui.run_dir(name)
         return _page(request, pages.playground_page(_lang(request), name))
+
+    @app.get("/runs/{name:path}", response_class=HTMLResponse)  # after the routes above: a trial's name has "/"
+    async def run(name: str, request: Request) -> HTMLResponse:
+        summary = ui.summary(name, R.active_run_dirs())
+        return _page(request, pages.run_page(_lang(request), summary, f"{ui.shown}/{name}"))
 
     @app.get("/compare", response_class=HTMLResponse)
     async def compare(request: Request) -> HTMLResponse:
@@ -220,6 +234,30 @@ def _add_run_pages(app: FastAPI, ui: UiState) -> None:
         chosen = [ui.summary(n, active) for n in dict.fromkeys(names)]
         everything = [p.name for p in R.list_run_dirs(ui.runs_root)]
         return _page(request, pages.compare_page(_lang(request), chosen, everything))
+
+
+def _add_sweep_pages(app: FastAPI, ui: UiState) -> None:
+    """The sweeps list, a sweep's trials and plots, and its Pareto front's points for the chart script."""
+
+    @app.get("/sweeps", response_class=HTMLResponse)
+    async def sweeps(request: Request) -> HTMLResponse:
+        views = [S.read_sweep(p) for p in S.list_sweep_dirs(ui.runs_root)]
+        return _page(request, S.sweeps_page(_lang(request), ui.runs_root, views))
+
+    @app.get("/sweeps/{name}", response_class=HTMLResponse)
+    async def sweep(name: str, request: Request) -> HTMLResponse:
+        return _page(request, S.sweep_page(_lang(request), ui.sweep(name), ui.runs_root))
+
+    @app.get("/sweeps/{name}/files/{filename}")
+    async def sweep_file(name: str, filename: str) -> FileResponse:
+        path = ui.sweep(name).path / filename
+        if filename not in S.FILES or not path.is_file():
+            raise UsageError(f"no file {filename} in sweep {name}")
+        return FileResponse(path)
+
+    @app.get("/api/sweeps/{name}/pareto")
+    async def api_pareto(name: str) -> dict[str, Any]:
+        return S.pareto_series(ui.sweep(name))
 
 
 def _add_new_run_and_login_pages(app: FastAPI, ui: UiState, api_keys: list[str]) -> None:
@@ -254,7 +292,7 @@ def _add_run_api(app: FastAPI, ui: UiState) -> None:
     async def api_runs() -> list[dict[str, Any]]:
         return [s.as_dict() for s in ui.summaries()]
 
-    @app.get("/api/runs/{name}/curve")
+    @app.get("/api/runs/{name:path}/curve")
     async def api_curve(name: str) -> dict[str, Any]:
         path = ui.run_dir(name)
         return {"status": R.run_status(path, ui.jobs.state(name), R.active_run_dirs()),
@@ -271,7 +309,7 @@ def _add_run_api(app: FastAPI, ui: UiState) -> None:
                 series[f"{name} {key}"] = points
         return {"status": "running" if "running" in statuses else "done", "series": series}
 
-    @app.get("/api/play/{name}/status")
+    @app.get("/api/play/{name:path}/status")
     async def api_play_status(name: str) -> dict[str, Any]:
         ui.run_dir(name)
         return ui.playground.status(name)

@@ -100,6 +100,24 @@ TEXT: dict[str, dict[str, str]] = {
     "login_note": {"en": "This UI is bound beyond this machine and needs the key given with --api-key.",
                    "tr": "Bu arayüz bu makinenin dışına açık; --api-key ile verilen anahtarı ister."},
     "other_sections": {"en": "Other figures", "tr": "Diğer rakamlar"},
+    "sweeps": {"en": "Sweeps", "tr": "Taramalar"},
+    "sweep": {"en": "Sweep", "tr": "Tarama"},
+    "no_sweeps": {"en": "No sweep folders under {root} yet. Start one with `ayar sweep recipe.yaml` "
+                        "(see docs/sweep.md).",
+                  "tr": "{root} altında henüz tarama klasörü yok. `ayar sweep recipe.yaml` ile başlatın "
+                        "(bkz. docs/sweep.md)."},
+    "objectives": {"en": "Objectives", "tr": "Hedefler"},
+    "trials": {"en": "Trials", "tr": "Denemeler"},
+    "trial": {"en": "trial", "tr": "deneme"},
+    "no_trials": {"en": "No trial yet.", "tr": "Henüz deneme yok."},
+    "best_trial": {"en": "Best", "tr": "En iyi"},
+    "best_mark": {"en": "★ best", "tr": "★ en iyi"},
+    "pareto_mark": {"en": "★ Pareto front", "tr": "★ Pareto cephesi"},
+    "pareto_front": {"en": "Pareto front (first two objectives)", "tr": "Pareto cephesi (ilk iki hedef)"},
+    "sweep_live": {"en": "read live from the study", "tr": "çalışmadan canlı okundu"},
+    "sweep_from_table": {"en": "from the trials table of the last report (the study's storage is not readable "
+                                "from here)",
+                         "tr": "son raporun deneme tablosundan (çalışmanın deposu buradan okunamıyor)"},
     "language": {"en": "Türkçe", "tr": "English"},
 }
 

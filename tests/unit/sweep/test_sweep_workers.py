@@ -1,13 +1,16 @@
-"""Pruning stops a bad trial early; two `ayar sweep` processes share one SQLite study."""
+"""Pruning stops a bad trial early; two `ayar sweep` processes share one SQLite study; each worker takes its
+share of the machine's cores."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from sweep_helpers import sweep_sets
 
 from ayar.recipe import load_recipe
@@ -63,3 +66,31 @@ def test_a_journal_file_holds_the_study_and_a_rerun_continues_it(tiny_model_dir:
     study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(journal))))
     assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
     assert not (tmp_path / "s" / "study.db").exists()
+
+
+def test_each_worker_takes_its_share_of_the_cores(tiny_model_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from ayar.sweep import workers
+
+    monkeypatch.setattr(workers, "registry", lambda: tmp_path / "workers")
+    monkeypatch.setattr(workers, "machine_cores", lambda: 4)
+    (tmp_path / "workers").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # a second live worker
+    try:
+        (tmp_path / "workers" / str(other.pid)).touch()
+        (tmp_path / "workers" / "999999999").touch()  # a killed worker's file: no such process
+        assert workers.live_workers() == 1 and workers.share_of_cores() == 4  # this test is not a worker yet
+        assert not (tmp_path / "workers" / "999999999").exists()
+        with workers.registered_worker():
+            assert workers.live_workers() == 2
+            assert workers.share_of_cores() == 2 and workers.share_of_cores(cap=1) == 1
+        recipe = load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, "sweep.n_trials=1"))
+        result = run_sweep(recipe)  # no --threads: the cores divided by the workers on this machine
+    finally:
+        other.kill()
+        other.wait()
+    [trial] = optuna.load_study(study_name="s", storage=result.storage).trials
+    assert trial.user_attrs["threads"] == 2
+    assert RunFolder(Path(trial.user_attrs["run_dir"])).read_recipe().train.num_threads == 2
+    assert [row["threads"] for row in csv.DictReader((result.folder / "trials.csv").open(encoding="utf-8"))] == ["2"]
+    assert sorted(p.name for p in (tmp_path / "workers").iterdir()) == [str(other.pid)]  # its own file removed

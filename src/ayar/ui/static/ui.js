@@ -40,7 +40,9 @@
     if (parent) parent.appendChild(el);
     return el;
   }
+  // data-scatter: points alone (a sweep's trials), joined only for the series named by data-line
   function drawChart(box, series) {
+    const scatter = "scatter" in box.dataset;
     const names = Object.keys(series).filter((n) => series[n].length);
     const all = names.flatMap((n) => series[n]);
     box.dataset.points = String(all.length);
@@ -60,19 +62,26 @@
       const yv = y0 + (y1 - y0) * i / 4, xv = x0 + (x1 - x0) * i / 4;
       svg("line", { x1: L, x2: W - R, y1: sy(yv), y2: sy(yv), class: "grid" }, root);
       svg("text", { x: L - 6, y: sy(yv) + 4, "text-anchor": "end", class: "tick" }, root).textContent = yv.toPrecision(3);
-      svg("text", { x: sx(xv), y: H - B + 16, "text-anchor": "middle", class: "tick" }, root).textContent = Math.round(xv);
+      svg("text", { x: sx(xv), y: H - B + 16, "text-anchor": "middle", class: "tick" }, root).textContent =
+        scatter ? xv.toPrecision(3) : Math.round(xv);
     }
-    svg("text", { x: (W + L) / 2, y: H - 4, "text-anchor": "middle", class: "tick" }, root).textContent = "step";
+    svg("text", { x: (W + L) / 2, y: H - 4, "text-anchor": "middle", class: "tick" }, root).textContent =
+      box.dataset.xlabel || "step";
+    if (box.dataset.ylabel) {
+      svg("text", { x: L + 4, y: TOP + 12, class: "tick" }, root).textContent = box.dataset.ylabel;
+    }
     const legend = document.createElement("div");
     legend.className = "legend";
     names.forEach((name, i) => {
       const color = COLORS[i % COLORS.length];
       const points = series[name].map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-      svg("polyline", { points, fill: "none", stroke: color, "stroke-width": 2,
-                        "stroke-dasharray": name.endsWith("eval_loss") ? "6 4" : "", "data-name": name }, root);
-      if (series[name].length === 1) {
-        const [x, y] = series[name][0];
-        svg("circle", { cx: sx(x), cy: sy(y), r: 3, fill: color }, root);
+      if (!scatter || name === box.dataset.line) {
+        svg("polyline", { points, fill: "none", stroke: color, "stroke-width": 2,
+                          "stroke-dasharray": name.endsWith("eval_loss") ? "6 4" : "", "data-name": name }, root);
+      }
+      if (scatter || series[name].length === 1) {
+        series[name].forEach(([x, y]) => svg("circle", { cx: sx(x), cy: sy(y), r: 4, fill: color,
+                                                          "data-name": name }, root));
       }
       const item = document.createElement("span");
       item.innerHTML = `<i style="background:${color}"></i>`;
