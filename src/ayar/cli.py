@@ -172,9 +172,10 @@ def sweep(
                                                      "(sqlite:///, postgresql://...) or journal:PATH (default: "
                                                      "SQLite in the sweep folder).", show_default=False)] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: run.name).", show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads of this worker (default: "
-                                                            "train.num_threads, else every core: give cores / "
-                                                            "workers when several run on one machine).",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads of each trial of this worker "
+                                                            "(default: the machine's cores divided by the `ayar "
+                                                            "sweep` workers running on it, counted before each "
+                                                            "trial; at most train.num_threads).",
                                                 show_default=False)] = None,
 ) -> None:
     """Search the recipe's sweep.space with Optuna, judged on validation figures; run it again to continue,

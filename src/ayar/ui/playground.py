@@ -9,6 +9,7 @@ the run's chat template. The UI mounts the apps at /play/<run>/<side>/v1/...
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ayar.run_folder import RunFolder
+
+# /play/<run>/<side>/<rest>, where a run is a runs/ folder or a sweep's trial (<sweep>/trials/<n>)
+PLAY_PATH = re.compile(r"^/play/(?P<run>[^/]+(?:/trials/\d+)?)/(?P<side>[^/]+)/(?P<rest>.*)$")
 
 SIDES = ("base", "tuned")
 MAX_LOADED = 2  # runs kept in memory at once; the least recently used one is unloaded
@@ -101,13 +105,13 @@ class Playground:
                 engine.stop(timeout=2)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
-        """Send /play/<run>/<side>/<rest> to that side's API app as /<rest>."""
-        parts = scope["path"].split("/", 4)  # ['', 'play', run, side, rest]
-        run_dir = self.runs_root / parts[2] if len(parts) == 5 else None
-        if run_dir is None or parts[3] not in SIDES or not RunFolder(run_dir).recipe_file.is_file() \
-                or parts[2].startswith("."):
+        """Send /play/<run>/<side>/<rest> to that side's API app as /<rest> (a sweep's trial is a run too)."""
+        found = PLAY_PATH.match(scope["path"])
+        run_dir = self.runs_root / found["run"] if found else None
+        if found is None or run_dir is None or found["side"] not in SIDES \
+                or not RunFolder(run_dir).recipe_file.is_file() or found["run"].startswith("."):
             await fallback(scope, receive, send)
             return
-        app = self.models(parts[2]).apps[parts[3]]
-        rest = "/" + parts[4]
+        app = self.models(found["run"]).apps[found["side"]]
+        rest = "/" + found["rest"]
         await app({**scope, "path": rest, "raw_path": rest.encode(), "root_path": ""}, receive, send)
