@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ayar.recipe import ServeConfig
-from ayar.serve.engine import Job, QueuedEngine, QueueFullError, SamplingParams
+from ayar.serve.engine import Engine, Job, QueuedEngine, QueueFullError, SamplingParams
 from ayar.serve.feedback import add_feedback_route
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
@@ -177,13 +177,13 @@ def _add_completion_routes(app: FastAPI) -> None:
         if not engine.has_chat_template():
             raise ApiError(400, "this model has no chat template: use /v1/completions", "messages",
                            "no_chat_template")
+        _refuse_unhonoured(engine, body)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         tools = body.tool_list()
         ids = _encode_chat(engine, body, messages, tools)
         user_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
-        options = {"logprobs": _honoured(engine, "logprobs", body.top_count()),
-                   "constraint": await _constraint(engine, body)}
+        options = {"logprobs": body.top_count(), "constraint": await _constraint(engine, body)}
         return await _complete(request, engine, body, [Prompt(ids, user_text)], chat=True,
                                max_tokens=body.max_completion_tokens or body.max_tokens, tools=tools,
                                options=options)
@@ -192,8 +192,9 @@ def _add_completion_routes(app: FastAPI) -> None:
     async def completions(body: CompletionRequest, request: Request) -> Response:
         engine = _engine(request)
         _check_model(engine, body.model)
+        _refuse_unhonoured(engine, body)
         prompts = [_completion_prompt(engine, p) for p in body.prompt_list()]
-        options = {"logprobs": _honoured(engine, "logprobs", body.logprobs), "score_prompt": body.echo}
+        options = {"logprobs": body.logprobs, "score_prompt": body.echo}
         return await _complete(request, engine, body, prompts, chat=False, max_tokens=body.max_tokens,
                                options=options, echo=body.echo)
 
@@ -268,18 +269,20 @@ def _completion_prompt(engine: QueuedEngine, prompt: str | list[int]) -> Prompt:
     return Prompt(list(prompt), engine.tokenizer.decode(prompt))
 
 
-def _honoured(engine: QueuedEngine, name: str, value: Any) -> Any:
-    """``value`` when it is unset or the engine carries the field out; a 400 naming the field otherwise."""
-    if value is not None and name not in engine.honours:
-        raise ApiError(400, f"{name} is not supported by the {engine.kind} engine (serve with --engine "
-                       "transformers for it)", name, "unsupported_field")
-    return value
+def _refuse_unhonoured(engine: QueuedEngine, body: ChatCompletionRequest | CompletionRequest) -> None:
+    """A 400 naming the first field the request sets that the engine does not carry out: never a silent drop."""
+    for name in body.asked_features():
+        if name not in engine.honours:
+            where = ("serve with --engine transformers for it" if name in Engine.honours
+                     else "no ayar engine carries it out yet")
+            raise ApiError(400, f"{name} is not supported by the {engine.kind} engine ({where})", name,
+                           "unsupported_field")
 
 
 async def _constraint(engine: QueuedEngine, body: ChatCompletionRequest) -> Any:
     """The compiled grammar of the request's response_format, or None for free text."""
     schema = body.response_format.schema_of_answer() if body.response_format else None
-    if _honoured(engine, "response_format", schema) is None:
+    if schema is None:
         return None
     try:
         return await asyncio.to_thread(engine.compile_constraint, schema)
@@ -317,7 +320,9 @@ async def _answer(events: asyncio.Queue | None, prompt: Prompt, echo: bool) -> A
 def _sampling(body: Any, budget: int, choice: int, options: dict[str, Any]) -> SamplingParams:
     """Choice ``choice``'s settings: with a seed, choice i samples with seed + i (n different, repeatable)."""
     seed = None if body.seed is None else (body.seed + choice) % (MAX_SEED + 1)
-    return SamplingParams(budget, body.temperature, body.top_p, body.stop_list(), seed, body.min_tokens, **options)
+    top_k = 0 if body.top_k == -1 else body.top_k  # vLLM's -1 and OpenAI-style 0 both mean no cut
+    return SamplingParams(budget, body.temperature, body.top_p, body.stop_list(), seed, body.min_tokens, top_k,
+                          body.repetition_penalty, **options)
 
 
 def _start_all(engine: QueuedEngine, body: Any, prompts: list[Prompt], budgets: list[int],

@@ -154,6 +154,13 @@ class _Sampling(_Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     min_tokens: int = Field(0, ge=0, description="vLLM extension: generate at least this many tokens.")
+    top_k: int | None = Field(None, ge=-1, description="vLLM extension: sample among the k most likely tokens "
+                              "(0 or -1: all; default: the model's generation_config.json).")
+    repetition_penalty: float | None = Field(None, gt=0, description="vLLM extension: divide the scores of "
+                                             "tokens already in the text (1: off; default: the model's).")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Not carried out: a non-zero value is a 400.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Not carried out: a non-zero value is a 400.")
+    logit_bias: dict[str, float] | None = Field(None, description="Not carried out: a non-empty map is a 400.")
     log: bool = Field(True, description="ayar extension: false keeps this request out of the request log.")
     user: str | None = None
 
@@ -171,6 +178,13 @@ class _Sampling(_Body):
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
         return [s for s in stops if s]
 
+    def asked_features(self) -> list[str]:
+        """The optional fields set to a value that changes the answer: each must be one the engine carries
+        out (a field left at its neutral value asks nothing)."""
+        asked = {"frequency_penalty": self.frequency_penalty != 0, "presence_penalty": self.presence_penalty != 0,
+                 "logit_bias": bool(self.logit_bias)}
+        return [name for name, wanted in asked.items() if wanted]
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -178,12 +192,22 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Tool] | None = Field(None, description="Functions the model may call; rendered by the chat "
                                      "template, and calls in the template's format come back as tool_calls.")
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
-        None, description="'none' hides the tools; other values are read as 'auto' (the model decides).")
+        None, description="'none' hides the tools; 'auto' lets the model decide; 'required' or a named function "
+        "is a 400 on an engine that cannot force a call.")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
                                      description="With logprobs: the most likely tokens at each position.")
     response_format: ResponseFormat | None = Field(
         None, description="json_object or json_schema: the answer is decoded under a JSON grammar.")
+    parallel_tool_calls: bool | None = Field(None, description="Not carried out: false is a 400 (the model may "
+                                             "call several tools in one answer).")
+
+    def asked_features(self) -> list[str]:
+        forced_call = self.tool_choice == "required" or isinstance(self.tool_choice, dict)
+        asked = {"logprobs": self.logprobs, "response_format": self.response_format is not None
+                 and self.response_format.type != "text", "tool_choice": bool(self.tools) and forced_call,
+                 "parallel_tool_calls": self.parallel_tool_calls is False}
+        return super().asked_features() + [name for name, wanted in asked.items() if wanted]
 
     def tool_list(self) -> list[dict[str, Any]] | None:
         """The tools as chat templates take them, or None (no tools, or tool_choice 'none')."""
@@ -211,6 +235,13 @@ class CompletionRequest(_Sampling):
                        "logprobs).")
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Return each token's "
                                  "log-probability and this many most likely tokens at each position.")
+    best_of: int | None = Field(None, ge=1, description="Not carried out: more candidates than n is a 400.")
+    suffix: str | None = Field(None, description="Not carried out: a non-empty suffix is a 400.")
+
+    def asked_features(self) -> list[str]:
+        asked = {"logprobs": self.logprobs is not None, "best_of": (self.best_of or self.n) > self.n,
+                 "suffix": bool(self.suffix)}
+        return super().asked_features() + [name for name, wanted in asked.items() if wanted]
 
     @field_validator("prompt")
     @classmethod

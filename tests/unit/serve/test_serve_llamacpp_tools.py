@@ -1,5 +1,6 @@
 """Tools through the llama.cpp engine: the tiny model trained to call (test_serve_tools), exported to GGUF and
-served by llama.cpp, returns the same tool_calls to the official openai client as the transformers engine."""
+served by llama.cpp, returns the same tool_calls to the official openai client as the transformers engine; each
+field the engine cannot carry out is a 400 naming it, the fields it takes are carried out."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_serve_tools import ASK, TOOLS, tool_model_dir  # noqa: F401 - the trained model fixture, reused
+from pydantic import BaseModel, Field
+from test_serve_tools import AFTER, ASK, TOOLS, tool_model_dir  # noqa: F401 - the trained model fixture, reused
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +48,59 @@ def test_llama_cpp_engine_returns_tool_calls_and_takes_tool_outputs(llamacpp_cli
                                                      max_tokens=60, stream=True)
     calls = [c for chunk in stream if chunk.choices for c in chunk.choices[0].delta.tool_calls or []]
     assert [c.function.name for c in calls] == ["get_weather"]
+
+
+class Reply(BaseModel):
+    answer: str = Field(max_length=10)
+
+
+NAMED_CALL = {"type": "function", "function": {"name": "get_weather"}}
+REFUSED = [  # (route, arguments beyond model/messages or prompt, the field the 400 names)
+    ("chat", {"logprobs": True}, "logprobs"),
+    ("chat", {"logprobs": True, "top_logprobs": 2}, "logprobs"),
+    ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
+    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema":
+                                  Reply.model_json_schema()}}}, "response_format"),
+    ("completions", {"logprobs": 1}, "logprobs"),
+    ("completions", {"logprobs": 0, "echo": True, "max_tokens": 0}, "logprobs"),
+    ("chat", {"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+    ("chat", {"tools": TOOLS, "tool_choice": NAMED_CALL}, "tool_choice"),
+    ("chat", {"tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls"),
+    ("chat", {"frequency_penalty": 0.5}, "frequency_penalty"),
+    ("chat", {"presence_penalty": -0.5}, "presence_penalty"),
+    ("completions", {"logit_bias": {"5": 10}}, "logit_bias"),
+    ("completions", {"best_of": 3}, "best_of"),
+    ("completions", {"suffix": " end"}, "suffix"),
+]
+
+
+@pytest.mark.parametrize(("route", "extra", "field"), REFUSED, ids=[f"{r}-{f}-{i}" for i, (r, _, f) in
+                                                                    enumerate(REFUSED)])
+def test_llama_cpp_engine_refuses_each_field_it_cannot_carry_out(llamacpp_client, route: str, extra: dict,
+                                                                 field: str) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        if route == "chat":
+            llamacpp_client.chat.completions.create(model="tiny", messages=ASK, max_tokens=4, **extra)
+        else:
+            llamacpp_client.completions.create(model="tiny", prompt="Ankara", max_tokens=extra.pop("max_tokens", 4),
+                                               **extra)
+    assert refused.value.param == field and refused.value.code == "unsupported_field"
+    assert "llamacpp engine" in refused.value.message
+
+
+def test_llama_cpp_engine_carries_out_the_fields_it_takes(llamacpp_client) -> None:
+    """n with a seed, stop, echo, top_k and neutral values of refused fields are answered, not refused."""
+    greedy = llamacpp_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, temperature=0,
+                                                     max_tokens=60)
+    top_one = llamacpp_client.chat.completions.create(
+        model="tiny", messages=ASK, tools=TOOLS, temperature=1.5, seed=5, max_tokens=60, n=2,
+        tool_choice="auto", parallel_tool_calls=True, frequency_penalty=0, logit_bias={}, extra_body={"top_k": 1})
+    assert [c.message.tool_calls[0].function.arguments for c in top_one.choices] == [
+        greedy.choices[0].message.tool_calls[0].function.arguments] * 2  # top_k 1 is the greedy answer
+    cut = llamacpp_client.chat.completions.create(model="tiny", messages=AFTER, tools=TOOLS, temperature=0,
+                                                  max_tokens=30, stop=[" derece"])
+    assert cut.choices[0].message.content == "12"
+    echoed = llamacpp_client.completions.create(model="tiny", prompt="Ankara", max_tokens=0, echo=True, best_of=1)
+    assert echoed.choices[0].text == "Ankara"
