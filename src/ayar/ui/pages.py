@@ -11,11 +11,12 @@ from typing import Any
 
 from ayar.run_folder import RunFolder
 from ayar.ui import runs as R
+from ayar.ui.benchmarks import benchmarks_section, compare_rows
 from ayar.ui.forms import MAIN_KEYS, FormField, is_unused, section_switches, text_of
 from ayar.ui.i18n import t
 
 KNOWN_SECTIONS = {"format_version", "pretrain", "train", "eval", "carbon", "comparison", "judge", "human",
-                  "error_analysis", "risks", "histograms", "split", "base", "tuned", "forgetting"}
+                  "error_analysis", "risks", "histograms", "split", "base", "tuned", "forgetting", "benchmarks"}
 CUT = 200
 
 
@@ -279,6 +280,7 @@ def run_page(lang: str, summary: R.RunSummary, shown_as: str) -> str:
         f"<b>{escape(summary.method)}</b> · {escape(t(lang, 'base_model'))}: <b>{escape(summary.base_model)}</b> · "
         f"{' · '.join(links)}</p>",
         _metrics_section(lang, metrics),
+        benchmarks_section(lang, metrics),
         _training_section(lang, summary.name, metrics, live),
         _data_card_section(lang, run_dir),
         _risk_section(lang, metrics),
@@ -316,6 +318,7 @@ def compare_page(lang: str, summaries: list[R.RunSummary], all_names: list[str])
         deltas = [s.metrics.get(metric, {}).get("delta") for s in summaries]
         if any(d is not None for d in deltas):
             rows.append([f"Δ {metric}"] + [fmt(d) for d in deltas])
+    rows += compare_rows(lang, all_metrics)
     for key in ("final_loss", "steps", "tokens_per_second", "wall_time_s", "trainable_params"):
         rows.append([f"train {key}"] + [fmt((m.get("train") or {}).get(key)) for m in all_metrics])
     query = "&".join(f"runs={escape(s.name)}" for s in summaries)

@@ -60,3 +60,44 @@ def test_runs_with_a_passed_gate_or_none_read_done(tmp_path: Path) -> None:
     assert 'data-status="done"' in passed and 'class="gate passed"' in passed
     old = pages.run_page("en", summarize(older), "runs/older")
     assert 'data-status="done"' in old and "gate-verdict" not in old and "general_text_nll" in old
+
+
+def _benchmarks(drop_bound: float) -> dict:
+    from ayar.eval.benchmarks import compare
+    from ayar.recipe.eval_config import BenchmarksConfig
+
+    base = {"arc_easy": {"metric": "acc_norm", "value": 0.41, "stderr": 0.012, "n": 200},
+            "ayar_general": {"metric": "acc_bytes", "value": 0.75, "stderr": 0.05, "n": 40}}
+    tuned = {"arc_easy": {"metric": "acc_norm", "value": 0.36, "stderr": 0.011, "n": 200},
+             "ayar_general": {"metric": "acc_bytes", "value": 0.8, "stderr": 0.04, "n": 40}}
+    return compare(base, tuned, BenchmarksConfig(tasks=list(base), max_drop=drop_bound))
+
+
+def test_the_run_page_shows_each_benchmark_base_and_tuned_with_its_error(tmp_path: Path) -> None:
+    from html import unescape
+
+    run_dir = write_run(tmp_path, "bench", {"eval": {**EVALUATED, "benchmarks": _benchmarks(0.02)}})
+    html = pages.run_page("en", summarize(run_dir), "runs/bench")
+    section = unescape(html[html.index('id="benchmarks-table"'):])
+    section = section[:section.index("</p>")]
+    assert "<td>arc_easy</td><td>acc_norm</td><td>0.41 ± 0.012</td><td>0.36 ± 0.011</td><td>0.05</td>" \
+           "<td>200</td>" in section
+    assert "<td>ayar_general</td><td>acc_bytes</td><td>0.75 ± 0.05</td><td>0.8 ± 0.04</td>" in section
+    assert "Past eval.benchmarks.max_drop: benchmark arc_easy acc_norm fell 0.050 (bound 0.02)." in section
+    assert "<summary>eval.benchmarks</summary>" not in html  # not again among the unknown sections
+    turkish = unescape(pages.run_page("tr", summarize(run_dir), "runs/bench"))
+    assert "Standart testler" in turkish and "<th>ince ayarlı</th>" in turkish
+    within = write_run(tmp_path, "within", {"eval": {**EVALUATED, "benchmarks": _benchmarks(0.1)}})
+    assert "No task fell past" in pages.run_page("en", summarize(within), "runs/within")
+    plain = write_run(tmp_path, "plain", {"eval": EVALUATED})
+    assert "benchmarks-table" not in pages.run_page("en", summarize(plain), "runs/plain")
+
+
+def test_the_compare_page_puts_runs_benchmarks_side_by_side(tmp_path: Path) -> None:
+    from html import unescape
+
+    runs = [write_run(tmp_path, "bench", {"eval": {**EVALUATED, "benchmarks": _benchmarks(0.02)}}),
+            write_run(tmp_path, "plain", {"eval": EVALUATED})]
+    html = unescape(pages.compare_page("en", [summarize(r) for r in runs], ["bench", "plain"]))
+    assert "<tr><td>arc_easy (tuned)</td><td>0.36 ± 0.011</td><td>-</td></tr>" in html
+    assert "<tr><td>ayar_general (base)</td><td>0.75 ± 0.05</td><td>-</td></tr>" in html
