@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -280,14 +281,22 @@ def _refuse_unhonoured(engine: QueuedEngine, body: ChatCompletionRequest | Compl
 
 
 async def _constraint(engine: QueuedEngine, body: ChatCompletionRequest) -> Any:
-    """The compiled grammar of the request's response_format, or None for free text."""
+    """The compiled grammar of a forced tool call or of the request's response_format; None for free text."""
     schema = body.response_format.schema_of_answer() if body.response_format else None
-    if schema is None:
+    forced = body.forced_tools()
+    if forced and schema is not None:
+        raise ApiError(400, "a forced tool call (tool_choice) and a response_format cannot both shape one answer",
+                       "tool_choice", "unsupported_field")
+    if forced:
+        param, compile_grammar = "tool_choice", functools.partial(engine.compile_call, forced)
+    elif schema is not None:
+        param, compile_grammar = "response_format", functools.partial(engine.compile_constraint, schema)
+    else:
         return None
     try:
-        return await asyncio.to_thread(engine.compile_constraint, schema)
+        return await asyncio.to_thread(compile_grammar)
     except ValueError as exc:
-        raise ApiError(400, str(exc), "response_format", "invalid_schema") from None
+        raise ApiError(400, str(exc), param, "invalid_schema") from None
 
 
 def _start(engine: QueuedEngine, body: Any, ids: list[int], params: SamplingParams,

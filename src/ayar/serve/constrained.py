@@ -1,15 +1,19 @@
-"""Grammar-constrained decoding for ``response_format``: JSON (matching a schema) through llguidance.
+"""Grammar-constrained decoding through llguidance: ``response_format`` (JSON matching a schema) and a forced
+tool call (``tool_choice`` required or a named function: one call of an offered function, its arguments
+matching the function's schema).
 
 llguidance compiles a JSON schema against the tokenizer's vocabulary and, at each step, masks every token
 that would leave the grammar. Measured on the CPU on SmolLM2's 49k-token vocabulary: about 0.9 ms a token,
 against about 1.3 ms for xgrammar, which also pulls triton (about 1 GB) into a CPU install; llguidance is
-one 8 MB wheel with no dependencies. Whitespace is not free in the grammar: a small model would otherwise
-loop on spaces and newlines until its answer is cut off half-way; string values of a json_object answer are
-capped for the same reason (a json_schema answer's strings follow the schema's own maxLength).
+one 8 MB wheel with no dependencies. Whitespace is not free in the grammar (the separators are json.dumps's
+", " and ": "): a small model would otherwise loop on spaces and newlines until its answer is cut off
+half-way; string values of a json_object answer are capped for the same reason (a json_schema answer's
+strings follow the schema's own maxLength).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -19,8 +23,8 @@ from transformers import LogitsProcessor
 
 LLGUIDANCE = "llguidance==1.9.1"
 MAX_FREE_STRING = 256
-"""Characters at most in a string value of a json_object answer (llguidance has no propertyNames: keys are
-not capped)."""
+"""Characters at most in a string value of a json_object answer or of a forced call's arguments where the
+function's schema sets no bound (llguidance has no propertyNames: keys are not capped)."""
 _ANY_JSON = {
     "$defs": {"value": {"anyOf": [
         {"type": "string", "maxLength": MAX_FREE_STRING}, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
@@ -29,6 +33,48 @@ _ANY_JSON = {
     "type": "object", "additionalProperties": {"$ref": "#/$defs/value"},
 }
 """What json_object asks for: any JSON object, its string values capped."""
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+"""No free whitespace, and the separators of Python's json.dumps and Jinja's tojson: what models saw most."""
+CALL_TAGS = ("<tool_call>\n", "\n</tool_call>")
+"""The wrapping of a call in templates that teach ``<tool_call>`` blocks (Hermes, Qwen2.5, chatml_tools)."""
+
+
+def capped_strings(schema: Any) -> Any:
+    """``schema`` with a maxLength of MAX_FREE_STRING on every free string (no maxLength, enum, const or
+    pattern of its own): function schemas rarely bound their strings, and a small model would write one
+    until max_tokens cuts the call off."""
+    if isinstance(schema, list):
+        return [capped_strings(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: capped_strings(value) for key, value in schema.items()}
+    types = schema.get("type")
+    is_string = types == "string" or (isinstance(types, list) and "string" in types)
+    if is_string and not {"maxLength", "enum", "const", "pattern"} & schema.keys():
+        out["maxLength"] = MAX_FREE_STRING
+    return out
+
+
+def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """One call of one of ``tools`` as the templates write it: ``{"name": ..., "arguments": {...}}``, the
+    arguments matching the function's parameters schema (its free strings capped)."""
+    def one(function: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+                "properties": {"name": {"const": function["name"]},
+                               "arguments": capped_strings(function.get("parameters") or {"type": "object"})}}
+
+    calls = [one(tool["function"]) for tool in tools]
+    return calls[0] if len(calls) == 1 else {"anyOf": calls}
+
+
+def call_grammar(tools: list[dict[str, Any]], tagged: bool) -> str:
+    """A Lark grammar for exactly one call of one of ``tools``: in ``<tool_call>`` tags where the template
+    teaches them, else the bare JSON call (Llama 3.1 style)."""
+    schema = json.dumps({"x-guidance": JSON_LAYOUT, **call_schema(tools)})
+    body = f"%json {schema}"
+    if tagged:
+        body = f"{json.dumps(CALL_TAGS[0])} {body} {json.dumps(CALL_TAGS[1])}"
+    return f"start: {body}\n"
 
 
 def json_object_schema() -> dict[str, Any]:
@@ -62,12 +108,25 @@ class JsonGrammars:
         with self._lock:
             vocabulary = self._llg_tokenizer()
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ValueError(f"cannot compile this JSON schema: {exc}") from None
+        return self._checked(grammar, vocabulary, "this JSON schema")
+
+    def compile_lark(self, lark: str, what: str) -> Grammar:
+        """The grammar of a Lark text (``%json`` embeds a schema); ValueError naming ``what`` cannot compile."""
+        import llguidance
+
+        with self._lock:
+            vocabulary = self._llg_tokenizer()
+        return self._checked(llguidance.LLMatcher.grammar_from_lark(lark), vocabulary, what)
+
+    def _checked(self, grammar: str, vocabulary: Any, what: str) -> Grammar:
+        import llguidance
+
         error = llguidance.LLMatcher.validate_grammar(grammar, vocabulary)
         if error and not error.startswith("WARNING"):
-            raise ValueError(f"cannot compile this JSON schema: {error}")
+            raise ValueError(f"cannot compile {what}: {error}")
         return Grammar(vocabulary, grammar, self.vocab_size)
 
 

@@ -23,8 +23,8 @@ class QueuedEngine:
     kind = "queued"
     """The engine's name in ``serve.engine``, for error messages."""
     honours: frozenset[str] = frozenset()
-    """The optional request fields this engine carries out (``logprobs``, ``response_format``); the API
-    refuses the others with a 400 rather than drop them."""
+    """The optional request fields this engine carries out (``logprobs``, ``response_format``,
+    ``tool_choice``); the API refuses the others with a 400 rather than drop them."""
 
     def __init__(self, tokenizer: Any, names: dict[str, str | None], context_length: int, stop_ids: set[int],
                  defaults: dict[str, float], max_queue: int = 64, max_batch: int = 32) -> None:
@@ -90,6 +90,11 @@ class QueuedEngine:
     def compile_constraint(self, schema: dict[str, Any]) -> Any:
         """The grammar that keeps an answer to JSON matching ``schema``; ValueError for a schema it cannot
         compile. Only engines that honour ``response_format`` have one."""
+        raise NotImplementedError(f"the {self.kind} engine has no constrained decoding")
+
+    def compile_call(self, tools: list[dict[str, Any]]) -> Any:
+        """The grammar that keeps an answer to one call of one of ``tools`` (name and arguments matching its
+        schema), written as the chat template teaches calls; only engines that honour ``tool_choice``."""
         raise NotImplementedError(f"the {self.kind} engine has no constrained decoding")
 
     # ------------------------------------------------------------- the worker

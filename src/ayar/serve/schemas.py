@@ -193,7 +193,7 @@ class ChatCompletionRequest(_Sampling):
                                      "template, and calls in the template's format come back as tool_calls.")
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
         None, description="'none' hides the tools; 'auto' lets the model decide; 'required' or a named function "
-        "is a 400 on an engine that cannot force a call.")
+        "({type: function, function: {name}}) forces one call under a grammar (a 400 on an engine that cannot).")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
                                      description="With logprobs: the most likely tokens at each position.")
@@ -203,11 +203,30 @@ class ChatCompletionRequest(_Sampling):
                                              "call several tools in one answer).")
 
     def asked_features(self) -> list[str]:
-        forced_call = self.tool_choice == "required" or isinstance(self.tool_choice, dict)
         asked = {"logprobs": self.logprobs, "response_format": self.response_format is not None
-                 and self.response_format.type != "text", "tool_choice": bool(self.tools) and forced_call,
+                 and self.response_format.type != "text", "tool_choice": self.forced_tools() is not None,
                  "parallel_tool_calls": self.parallel_tool_calls is False}
         return super().asked_features() + [name for name, wanted in asked.items() if wanted]
+
+    @model_validator(mode="after")
+    def _forced_call_has_its_tool(self) -> ChatCompletionRequest:
+        if self.tool_choice == "required" or isinstance(self.tool_choice, dict):
+            if not self.tools:
+                raise ValueError("tool_choice 'required' or a named function needs tools")
+            if isinstance(self.tool_choice, dict) and not self.forced_tools():
+                raise ValueError(f"tool_choice names {self.tool_choice.get('function')}, not one of the tools")
+        return self
+
+    def forced_tools(self) -> list[dict[str, Any]] | None:
+        """The tools one of which the answer must call (tool_choice 'required', or the named function), or
+        None where the model decides."""
+        tools = self.tool_list()
+        if not tools or self.tool_choice in (None, "auto"):
+            return None
+        if self.tool_choice == "required":
+            return tools
+        name = (self.tool_choice.get("function") or {}).get("name")  # type: ignore[union-attr]
+        return [t for t in tools if t["function"]["name"] == name] or None
 
     def tool_list(self) -> list[dict[str, Any]] | None:
         """The tools as chat templates take them, or None (no tools, or tool_choice 'none')."""

@@ -92,7 +92,7 @@ def test_json_object_string_values_are_capped(make_client) -> None:
 
     grammar = make_client().app.state.engine.compile_constraint(json_object_schema())
     for length, fits in ((MAX_FREE_STRING, True), (MAX_FREE_STRING + 1, False)):
-        ids = grammar.vocabulary.tokenize_str('{"a":"' + "x" * length + '"}')
+        ids = grammar.vocabulary.tokenize_str('{"a": "' + "x" * length + '"}')
         matcher = llguidance.LLMatcher(grammar.vocabulary, grammar.grammar, log_level=0)
         assert (matcher.validate_tokens(ids) == len(ids)) is fits
 

@@ -125,3 +125,61 @@ def test_parse_tool_calls_formats() -> None:
         "name": "get_weather", "arguments": {"city": "Van"}}
     assert parse_tool_calls('{"name": "other", "arguments": {}}', TOOLS) == ('{"name": "other", "arguments": {}}', [])
     assert parse_tool_calls("<tool_call>not json</tool_call>") == ("<tool_call>not json</tool_call>", [])
+
+
+CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"enum": ["UTC", "TRT"]}, "hour24": {"type": "boolean"}},
+    "required": ["zone", "hour24"], "additionalProperties": False}}}
+
+
+def test_a_named_function_is_called_with_arguments_in_its_schema(openai_client) -> None:
+    """The model, trained to call get_weather, is offered get_time only: free, it does not call get_time
+    properly; named, the grammar picks the name and keeps the arguments to get_time's schema."""
+    free = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], temperature=0,
+                                                 max_tokens=60)
+    assert not any(c.function.name == "get_time" for c in free.choices[0].message.tool_calls or [])
+    named = {"type": "function", "function": {"name": "get_time"}}
+    for seed in range(3):
+        reply = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], tool_choice=named,
+                                                      temperature=1.0, seed=seed, max_tokens=100)
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        (call,) = choice.message.tool_calls
+        arguments = json.loads(call.function.arguments)
+        assert call.function.name == "get_time" and set(arguments) == {"zone", "hour24"}
+        assert arguments["zone"] in ("UTC", "TRT") and isinstance(arguments["hour24"], bool)
+
+
+def test_required_makes_a_valid_call_where_the_model_writes_a_broken_one(openai_client) -> None:
+    hello = [{"role": "user", "content": "Merhaba!"}]
+    free = openai_client.chat.completions.create(model="tiny", messages=hello, tools=[CLOCK], temperature=0,
+                                                 max_tokens=60)
+    assert not free.choices[0].message.tool_calls  # it starts a call it cannot finish
+    forced = openai_client.chat.completions.create(model="tiny", messages=hello, tools=[CLOCK],
+                                                   tool_choice="required", temperature=0, max_tokens=100)
+    choice = forced.choices[0]
+    assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0].function
+    assert call.name == "get_time" and json.loads(call.arguments)["zone"] in ("UTC", "TRT")
+
+
+def test_a_forced_call_caps_the_free_strings_of_its_arguments() -> None:
+    from ayar.serve.constrained import MAX_FREE_STRING, call_schema
+
+    schema = call_schema(TOOLS)["properties"]["arguments"]
+    assert schema["properties"]["city"] == {"type": "string", "maxLength": MAX_FREE_STRING}
+    assert TOOLS[0]["function"]["parameters"]["properties"]["city"] == {"type": "string"}  # the request's own
+
+
+def test_a_forced_call_without_its_tool_or_with_a_response_format_is_refused(openai_client) -> None:
+    import openai
+
+    with pytest.raises(openai.UnprocessableEntityError, match="not one of the tools"):
+        openai_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, max_tokens=4,
+                                              tool_choice={"type": "function", "function": {"name": "get_time"}})
+    with pytest.raises(openai.UnprocessableEntityError, match="needs tools"):
+        openai_client.chat.completions.create(model="tiny", messages=ASK, tool_choice="required", max_tokens=4)
+    with pytest.raises(openai.BadRequestError) as both:
+        openai_client.chat.completions.create(model="tiny", messages=ASK, tools=TOOLS, tool_choice="required",
+                                              response_format={"type": "json_object"}, max_tokens=4)
+    assert both.value.param == "tool_choice"
