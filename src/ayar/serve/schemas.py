@@ -199,13 +199,14 @@ class ChatCompletionRequest(_Sampling):
                                      description="With logprobs: the most likely tokens at each position.")
     response_format: ResponseFormat | None = Field(
         None, description="json_object or json_schema: the answer is decoded under a JSON grammar.")
-    parallel_tool_calls: bool | None = Field(None, description="Not carried out: false is a 400 (the model may "
-                                             "call several tools in one answer).")
+    parallel_tool_calls: bool | None = Field(None, description="false is a 400 unless tool_choice forces a call "
+                                             "(then exactly one): free, the model may call several tools at once.")
 
     def asked_features(self) -> list[str]:
         asked = {"logprobs": self.logprobs, "response_format": self.response_format is not None
                  and self.response_format.type != "text", "tool_choice": self.forced_tools() is not None,
-                 "parallel_tool_calls": self.parallel_tool_calls is False}
+                 # a forced call is exactly one call: false is then carried out
+                 "parallel_tool_calls": self.parallel_tool_calls is False and self.forced_tools() is None}
         return super().asked_features() + [name for name, wanted in asked.items() if wanted]
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ adapter scored through peft= equals the merged model, and a drop past the bound 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -165,8 +166,8 @@ def _split_files(folder: Path, rows: list[dict]) -> Path:
 
 
 @pytest.mark.parametrize("layout", [_hub_copy, _split_files], ids=["hub_copy", "split_files"])
-def test_a_hub_task_runs_offline_on_a_local_stand_in_of_its_dataset(chat_model: Path, tmp_path: Path,
-                                                                    layout) -> None:
+def test_a_hub_task_runs_offline_on_a_local_stand_in_of_its_dataset(
+        chat_model: Path, tmp_path: Path, layout: Callable[[Path, list[dict]], Path]) -> None:
     import datasets
 
     assert datasets.config.HF_HUB_OFFLINE  # the hub's allenai/ai2_arc cannot be what is scored

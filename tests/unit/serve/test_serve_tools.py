@@ -141,7 +141,8 @@ def test_a_named_function_is_called_with_arguments_in_its_schema(openai_client) 
     named = {"type": "function", "function": {"name": "get_time"}}
     for seed in range(3):
         reply = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], tool_choice=named,
-                                                      temperature=1.0, seed=seed, max_tokens=100)
+                                                      parallel_tool_calls=False, temperature=1.0, seed=seed,
+                                                      max_tokens=100)
         choice = reply.choices[0]
         assert choice.finish_reason == "tool_calls"
         (call,) = choice.message.tool_calls
