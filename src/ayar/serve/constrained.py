@@ -39,29 +39,32 @@ CALL_TAGS = ("<tool_call>\n", "\n</tool_call>")
 """The wrapping of a call in templates that teach ``<tool_call>`` blocks (Hermes, Qwen2.5, chatml_tools)."""
 
 
-def capped_strings(schema: Any) -> Any:
-    """``schema`` with a maxLength of MAX_FREE_STRING on every free string (no maxLength, enum, const or
-    pattern of its own): function schemas rarely bound their strings, and a small model would write one
-    until max_tokens cuts the call off."""
+def bounded_arguments(schema: Any) -> Any:
+    """A function's parameters schema as a call's arguments are held to: every free string (no maxLength,
+    enum, const or pattern of its own) capped at MAX_FREE_STRING, and an object that lists its properties
+    takes no others unless it says so (as OpenAI's strict mode reads it). Function schemas rarely bound
+    their strings, and a small model would write one until max_tokens cuts the call off, or invent keys."""
     if isinstance(schema, list):
-        return [capped_strings(item) for item in schema]
+        return [bounded_arguments(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: capped_strings(value) for key, value in schema.items()}
+    out = {key: bounded_arguments(value) for key, value in schema.items()}
     types = schema.get("type")
     is_string = types == "string" or (isinstance(types, list) and "string" in types)
     if is_string and not {"maxLength", "enum", "const", "pattern"} & schema.keys():
         out["maxLength"] = MAX_FREE_STRING
+    if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
     return out
 
 
 def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     """One call of one of ``tools`` as the templates write it: ``{"name": ..., "arguments": {...}}``, the
-    arguments matching the function's parameters schema (its free strings capped)."""
+    arguments matching the function's parameters schema (bounded: see bounded_arguments)."""
     def one(function: dict[str, Any]) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
                 "properties": {"name": {"const": function["name"]},
-                               "arguments": capped_strings(function.get("parameters") or {"type": "object"})}}
+                               "arguments": bounded_arguments(function.get("parameters") or {"type": "object"})}}
 
     calls = [one(tool["function"]) for tool in tools]
     return calls[0] if len(calls) == 1 else {"anyOf": calls}

@@ -164,12 +164,29 @@ def test_required_makes_a_valid_call_where_the_model_writes_a_broken_one(openai_
     assert call.name == "get_time" and json.loads(call.arguments)["zone"] in ("UTC", "TRT")
 
 
-def test_a_forced_call_caps_the_free_strings_of_its_arguments() -> None:
-    from ayar.serve.constrained import MAX_FREE_STRING, call_schema
+def test_a_forced_call_caps_free_strings_and_takes_no_invented_keys(tool_model_dir: Path) -> None:
+    """Arguments outside get_weather's schema, such as {"city": "Izmir", "unit": "city"}, cannot be written
+    under the grammar, nor a city longer than the cap."""
+    import llguidance
+    import llguidance.hf
+
+    from ayar.models.load import load_tokenizer
+    from ayar.serve.constrained import MAX_FREE_STRING, call_grammar, call_schema
 
     schema = call_schema(TOOLS)["properties"]["arguments"]
     assert schema["properties"]["city"] == {"type": "string", "maxLength": MAX_FREE_STRING}
     assert TOOLS[0]["function"]["parameters"]["properties"]["city"] == {"type": "string"}  # the request's own
+    tokenizer = load_tokenizer(str(tool_model_dir))
+    vocabulary = llguidance.hf.from_tokenizer(tokenizer, n_vocab=len(tokenizer), eos_token=[tokenizer.eos_token_id])
+    grammar = llguidance.LLMatcher.grammar_from_lark(call_grammar(TOOLS, tagged=True))
+
+    def writable(arguments: str) -> bool:
+        ids = vocabulary.tokenize_str(f'<tool_call>\n{{"name": "get_weather", "arguments": {arguments}}}\n</tool_call>')
+        return llguidance.LLMatcher(vocabulary, grammar, log_level=0).validate_tokens(ids) == len(ids)
+
+    assert writable('{"city": "Izmir"}') and writable('{"city": "' + "x" * MAX_FREE_STRING + '"}')
+    assert not writable('{"city": "Izmir", "unit": "city"}')
+    assert not writable('{"city": "' + "x" * (MAX_FREE_STRING + 1) + '"}')
 
 
 def test_a_forced_call_without_its_tool_or_with_a_response_format_is_refused(openai_client) -> None:
