@@ -12,6 +12,7 @@ The behaviour comes in as a mixin (:class:`AyarTrainerMixin`) placed in front of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -38,6 +39,9 @@ from ayar.train.precision import resolve_precision, store_frozen_weights_for
 from ayar.train.self_distill import SelfDistillation
 
 META_COLUMNS = ("example_index", "length")  # batch columns kept for methods, never passed to the model
+# TrainingArguments fields renamed in a transformers release ayar runs on (new name: old name): 5.23 renamed
+# gradient_checkpointing, keeping the old name as an alias, while the GPU image's 5.17 knows only the old one
+RENAMED_ARGUMENTS = {"activation_checkpointing": "gradient_checkpointing"}
 
 __all__ = ["AyarTrainer", "AyarTrainerMixin", "TrainerBuild", "TrainerSpec", "build_trainer", "prepare_model",
            "trainer_class_for", "training_arguments"]
@@ -347,7 +351,14 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, has_eval: 
         dataloader_num_workers=0,
         disable_tqdm=os.environ.get("AYAR_NO_PROGRESS") == "1",
     )
-    return args_class(**{**values, **extra})
+    return args_class(**in_this_version(args_class, {**values, **extra}))
+
+
+def in_this_version(args_class: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each renamed field under the name the installed ``args_class`` has."""
+    names = {f.name for f in dataclasses.fields(args_class)}
+    return {RENAMED_ARGUMENTS[key] if key not in names and RENAMED_ARGUMENTS.get(key) in names else key: value
+            for key, value in values.items()}
 
 
 def prepare_model(method: Method, model: torch.nn.Module, task: str, precision: str) -> torch.nn.Module:

@@ -129,3 +129,19 @@ def test_best_model_selection_needs_validation_passes(tmp_path: Path) -> None:
     cfg = TrainConfig(max_steps=2, eval_steps=0, load_best_model_at_end=True)
     with pytest.raises(UsageError, match="eval_steps"):
         training_arguments(cfg, tmp_path, seed=0, has_eval=True)
+
+
+def test_a_renamed_argument_goes_under_the_name_the_installed_transformers_has(tmp_path: Path) -> None:
+    import dataclasses
+
+    from ayar.train.trainer import in_this_version, training_arguments
+
+    @dataclasses.dataclass
+    class OlderArguments:  # transformers before the rename knows only gradient_checkpointing
+        output_dir: str = ""
+        gradient_checkpointing: bool = False
+
+    values = {"output_dir": "x", "activation_checkpointing": True}
+    assert in_this_version(OlderArguments, values) == {"output_dir": "x", "gradient_checkpointing": True}
+    args = training_arguments(TrainConfig(max_steps=1, gradient_checkpointing=True), tmp_path, seed=0, has_eval=False)
+    assert args.activation_checkpointing is True  # the installed release keeps the new name
