@@ -89,7 +89,8 @@ def layout(lang: str, title: str, body: str, active: str = "", extra: dict[str, 
     """The page frame: navigation, language switch, the stylesheet and the one script."""
     other = "tr" if lang == "en" else "en"
     nav = "".join(f'<a href="{href}"{" class=active" if key == active else ""}>{escape(t(lang, key))}</a>'
-                  for key, href in (("runs", "/"), ("compare", "/compare"), ("new_run", "/new")))
+                  for key, href in (("runs", "/"), ("sweeps", "/sweeps"), ("compare", "/compare"),
+                                    ("new_run", "/new")))
     texts = {k: t(lang, k) for k in ("running", "done", "gate_failed", "failed", "loading_model", "ready",
                                      "no_curve", "valid", "base", "tuned", "loss_curve")}
     data = escape(json.dumps({"lang": lang, "text": texts, **(extra or {})}, ensure_ascii=False))
