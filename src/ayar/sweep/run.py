@@ -15,8 +15,9 @@ from ayar.recipe import Recipe, dump_recipe
 from ayar.sweep.report import STUDY_FILE, test_best, write_report
 from ayar.sweep.space import check_space
 from ayar.sweep.study import SweepOptions, best_trials, default_storage, open_study, say_progress, trials_left
-from ayar.sweep.trial import TRIAL_FAILURES, TrialPlan, run_trial
+from ayar.sweep.trial import TRIAL_FAILURES, SweepStopped, TrialPlan, run_trial
 from ayar.sweep.workers import live_workers, machine_cores, registered_worker
+from ayar.train.faults import TrainingStopped
 
 
 @dataclass
@@ -124,5 +125,9 @@ def _optimize(study: optuna.Study, plan: TrialPlan) -> None:
         if trials_left(study, budget) == 0:  # other workers' trials count too
             study.stop()
 
-    study.optimize(lambda trial: run_trial(trial, plan), n_trials=left, timeout=plan.sweep.timeout,
-                   catch=TRIAL_FAILURES, callbacks=[say_progress, stop_when_full])
+    try:
+        study.optimize(lambda trial: run_trial(trial, plan), n_trials=left, timeout=plan.sweep.timeout,
+                       catch=TRIAL_FAILURES, callbacks=[say_progress, stop_when_full])
+    except SweepStopped as exc:
+        raise TrainingStopped(f"sweep stopped ({exc}); run the same `ayar sweep` again to go on: the stopped "
+                              "trial is not counted") from None

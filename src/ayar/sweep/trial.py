@@ -26,10 +26,18 @@ from ayar.run_folder import RunFolder
 from ayar.sweep.objective import needs_eval, objective_values, trial_figures
 from ayar.sweep.space import recipe_with, sample
 from ayar.sweep.workers import share_of_cores
+from ayar.train.faults import TrainingStopped
 
 # What a trial may fail with and the sweep go on: ayar's own errors (a NaN loss, a value the recipe refuses),
 # running out of memory, and a failure inside a library on a sampled value.
 TRIAL_FAILURES = (AyarError, torch.OutOfMemoryError, RuntimeError, ValueError)
+
+
+class SweepStopped(Exception):
+    """A signal stopped the trial's training: the sweep stops too, and the trial is not spent from the budget.
+
+    Not among the failures Optuna is told to catch, so ``study.optimize`` re-raises it.
+    """
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def run_trial(trial: optuna.Trial, plan: TrialPlan) -> list[float]:
     """Run one trial and return its objective values; a failure is recorded on the trial, then raised."""
     try:
         return _run(trial, plan)
+    except TrainingStopped as exc:
+        raise SweepStopped(f"trial {trial.number}: {exc}") from None
     except TRIAL_FAILURES as exc:
         trial.set_user_attr("failure", f"{type(exc).__name__}: {exc}")
         raise

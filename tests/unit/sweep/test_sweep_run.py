@@ -129,3 +129,25 @@ def test_a_trial_past_the_forgetting_gate_counts_but_is_not_the_best(tiny_model_
     assert [number for number, _ in result.best] == [1]
     rows = list(csv.DictReader((result.folder / "trials.csv").open(encoding="utf-8")))
     assert [r["gate"] for r in rows] == ["failed: tr perplexity +40%", ""]
+
+
+def test_a_signal_stops_the_sweep_and_the_stopped_trial_is_not_spent(tiny_model_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ayar.train.faults import EXIT_STOPPED, TrainingStopped
+
+    def stopped(recipe: object, **kwargs: object) -> None:
+        raise TrainingStopped("stopped by SIGTERM at step 1; checkpoint written")
+
+    recipe = load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, "sweep.n_trials=2"))
+    monkeypatch.setattr(trial_module, "stage_train", stopped)
+    with pytest.raises(TrainingStopped, match="sweep stopped .*trial 0.*SIGTERM.*again") as err:
+        run_sweep(recipe, SweepOptions(threads=1))
+    assert err.value.exit_code == EXIT_STOPPED
+    folder = tmp_path / "s"
+    [first] = study_of(folder).get_trials()
+    assert first.state == optuna.trial.TrialState.FAIL and "failure" not in first.user_attrs
+
+    monkeypatch.undo()  # the same command again: the whole budget is still there
+    run_sweep(load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, "sweep.n_trials=2")), SweepOptions(threads=1))
+    states = [t.state for t in study_of(folder).get_trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
