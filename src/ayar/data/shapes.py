@@ -22,6 +22,7 @@ from ayar.data.chat import (
     normalize_tools_field,
     sharegpt_messages,
 )
+from ayar.data.reasoning import REASONING_KEY, with_reasoning
 from ayar.recipe import DataFormat
 
 FORMATS = typing.get_args(DataFormat)  # the recipe schema states the formats once
@@ -76,7 +77,7 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     for name in optional:
         _text_field(record, name, False)
     if fmt == "messages":
-        record["messages"] = normalize_messages(record.get("messages"))
+        record["messages"] = _with_reasoning(normalize_messages(record.get("messages")), record["messages"])
         normalize_tools_field(record)
     elif fmt == "sharegpt":
         sharegpt_messages(record)  # checks every turn (function_call JSON included); the record keeps its shape
@@ -98,6 +99,19 @@ def check_shape(record: Any, fmt: str, columns: dict[str, str] | None = None,
     return record
 
 
+def _with_reasoning(messages: list[dict[str, Any]], turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The normalised messages with each assistant turn's reasoning in the internal form (a ``reasoning_content``
+    or ``reasoning`` field of the turn, or a think block leading its content)."""
+    for index, (message, turn) in enumerate(zip(messages, turns, strict=True)):
+        with_reasoning(message, turn, f"messages[{index}]")
+    return messages
+
+
+def _reasoning_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """The reasoning traces of a conversation, after its other texts so a record without one keeps its texts."""
+    return [m[REASONING_KEY] for m in messages if m.get(REASONING_KEY)]
+
+
 def _pair_messages(record: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     return [m for name in CONVERSATION_FIELDS[fmt] for m in record[name]]
 
@@ -105,7 +119,7 @@ def _pair_messages(record: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
 def record_texts(record: dict[str, Any], fmt: str) -> list[str]:
     """Every text of a record, in a fixed order (the fields that are cleaned, checked and hashed)."""
     if fmt == "messages":
-        return [message_text(m) for m in record["messages"]]
+        return [message_text(m) for m in record["messages"]] + _reasoning_texts(record["messages"])
     if fmt == "sharegpt":
         return [t["value"] for t in record["conversations"]]
     if fmt in CONVERSATION_FIELDS:
@@ -164,7 +178,7 @@ def prose_texts(record: dict[str, Any], fmt: str) -> list[str] | None:
     for message in messages:
         texts.append(_leaf_values(message["content"]) if message["role"] == "tool" else message["content"])
         texts += [_leaf_values(call["function"]["arguments"]) for call in message.get("tool_calls") or ()]
-    return texts
+    return texts + _reasoning_texts(messages)
 
 
 def map_texts(record: dict[str, Any], fmt: str, fn: Callable[[str], str]) -> None:
@@ -172,6 +186,8 @@ def map_texts(record: dict[str, Any], fmt: str, fn: Callable[[str], str]) -> Non
     if fmt == "messages":
         for message in record["messages"]:
             map_message_texts(message, fn)
+            if message.get(REASONING_KEY):  # cleaned and scrubbed of PII like the answer
+                message[REASONING_KEY] = fn(message[REASONING_KEY])
         return
     if fmt == "sharegpt":
         for turn in record["conversations"]:

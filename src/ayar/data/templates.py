@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ayar.data.chat import normalize_messages, normalize_tools, sharegpt_messages
+from ayar.data.reasoning import (
+    REASONING_KEY,
+    ReasoningMode,
+    as_inline,
+    has_reasoning,
+    with_reasoning,
+    without_reasoning,
+)
 from ayar.errors import UsageError
 
 # Jinja templates in the Hugging Face chat-template dialect.
@@ -93,9 +101,37 @@ def template_renders_tools(text: str, messages: list[dict[str, Any]], tools: lis
     return None
 
 
-def set_template(tokenizer: Any, name: str) -> None:
-    """Set the resolved chat template on the tokenizer, so it is saved with it."""
-    tokenizer.chat_template = resolve_template(tokenizer, name)
+# Prepended to a template to give ``enable_thinking`` a default that a caller's own value still overrides
+# (Jinja's ``if`` opens no scope, so the ``set`` holds for the whole template).
+_THINKING_DEFAULT = "{%- if enable_thinking is not defined %}{%- set enable_thinking = VALUE %}{%- endif %}"
+_THINKING_DEFAULT_FOUND = re.compile(re.escape(_THINKING_DEFAULT).replace("VALUE", "(?:true|false)"))
+
+
+def with_thinking_default(template: str, enable_thinking: bool | None) -> str:
+    """The template with ``enable_thinking`` defaulting to the given value (unchanged for None).
+
+    Written into the template rather than passed per call so that everything that renders the saved
+    tokenizer (evaluation, GRPO prompts, serve, export, llama.cpp) thinks, or not, as training did.
+    """
+    if enable_thinking is None:
+        return template
+    template = _THINKING_DEFAULT_FOUND.sub("", template, count=1)
+    if "enable_thinking" not in template:
+        raise UsageError("data.enable_thinking is set but the chat template never reads enable_thinking; "
+                         "leave it unset, or use a template that switches thinking (Qwen3's)")
+    return _THINKING_DEFAULT.replace("VALUE", "true" if enable_thinking else "false") + template
+
+
+def set_template(tokenizer: Any, name: str, enable_thinking: bool | None = None) -> None:
+    """Set the resolved chat template on the tokenizer, so it is saved with it (with ``enable_thinking``'s
+    default when it is set)."""
+    tokenizer.chat_template = with_thinking_default(resolve_template(tokenizer, name), enable_thinking)
+
+
+def apply_thinking_default(tokenizer: Any, enable_thinking: bool | None) -> None:
+    """Give the tokenizer's chat template ``enable_thinking``'s default (nothing for None); may be repeated."""
+    if enable_thinking is not None and tokenizer.chat_template:
+        tokenizer.chat_template = with_thinking_default(tokenizer.chat_template, enable_thinking)
 
 
 def alpaca_user_message(instruction: str, input_text: str | None) -> str:
@@ -105,25 +141,28 @@ def alpaca_user_message(instruction: str, input_text: str | None) -> str:
     return instruction
 
 
-def _message(m: dict[str, Any]) -> dict[str, Any]:
-    """A prepared message with the keys chat templates and the loss mask read (role, content, tool fields, train)."""
+def _message(m: dict[str, Any], turn: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A prepared message with the keys chat templates and the loss mask read (role, content, tool fields, train,
+    reasoning from ``turn``, the message as the record holds it, or from a think block leading the content)."""
     out = {"role": m["role"], "content": m.get("content") or ""}
     for key in ("tool_calls", "tool_call_id", "name", "train"):
         if m.get(key) is not None:
             out[key] = m[key]
+    with_reasoning(out, turn)
     return out
 
 
 def record_to_messages(record: dict[str, Any], system_prompt: str | None = None) -> list[dict[str, Any]]:
-    """Turn an alpaca, messages or sharegpt record (tool turns included) into chat messages."""
+    """Turn an alpaca, messages or sharegpt record (tool turns and reasoning included) into chat messages."""
     if "messages" in record:
-        messages = [_message(m) for m in normalize_messages(record["messages"])]
+        messages = [_message(m, turn) for m, turn in zip(normalize_messages(record["messages"]), record["messages"],
+                                                         strict=True)]
     elif "conversations" in record:
         messages = [_message(m) for m in sharegpt_messages(record)]
     else:
         messages = [
             {"role": "user", "content": alpaca_user_message(record["instruction"], record.get("input"))},
-            {"role": "assistant", "content": record["output"]},
+            _message({"role": "assistant", "content": record["output"]}),
         ]
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
@@ -133,6 +172,46 @@ def record_to_messages(record: dict[str, Any], system_prompt: str | None = None)
 def record_tools(record: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The function schemas a record offers the model (its ``tools`` column), or None."""
     return normalize_tools(record.get("tools"))
+
+
+_REASONING_PROBE = "\x01R\x01"
+_STYLES: dict[str, str | None] = {}  # chat template -> its reasoning style: found once, asked per record
+
+
+def reasoning_style(tokenizer: Any) -> str | None:
+    """How the chat template shows an assistant's reasoning: ``field`` (it reads ``reasoning_content``, as
+    Qwen3's does), ``inline`` (it renders a think block written in the content), or None (it drops both, as
+    DeepSeek-R1's drops past reasoning)."""
+    template = tokenizer.chat_template or ""
+    if template not in _STYLES:
+        _STYLES[template] = _probe_reasoning_style(tokenizer)
+    return _STYLES[template]
+
+
+def _probe_reasoning_style(tokenizer: Any) -> str | None:
+    user = {"role": "user", "content": "\x01U\x01"}
+    field = {"role": "assistant", "content": "\x01A\x01", REASONING_KEY: _REASONING_PROBE}
+    if _REASONING_PROBE in render_conversation(tokenizer, [user, field]):
+        return "field"
+    if _REASONING_PROBE in render_conversation(tokenizer, [user, as_inline(field)]):
+        return "inline"
+    return None
+
+
+def messages_for_template(tokenizer: Any, messages: list[dict[str, Any]],
+                          mode: ReasoningMode) -> list[dict[str, Any]]:
+    """Messages in the internal form as the chat template must get them to render their reasoning (``drop``:
+    without it). A template without a reasoning field gets the think block inline, so the model still learns
+    to think; one that drops reasoning altogether is refused rather than silently training without it."""
+    if not has_reasoning(messages):
+        return messages
+    if mode == "drop":
+        return [without_reasoning(m) for m in messages]
+    style = reasoning_style(tokenizer)
+    if style is None:
+        raise UsageError("the chat template drops the reasoning of assistant turns: set data.reasoning: drop to "
+                         "train without it, or data.template to a template that renders it (Qwen3's, chatml)")
+    return messages if style == "field" else [as_inline(m) for m in messages]
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:

@@ -3,8 +3,8 @@
 Each reward is a function in the shape TRL's ``GRPOTrainer`` calls, ``(prompts, completions, **columns)
 -> list[float]``, where ``columns`` holds the training rows' other fields (the task, the reference
 answer...), one value per completion. ``answer`` grades each completion with its generated task's
-checker (:mod:`ayar.data.checkers`); ``format`` asks for the answer inside a tag; ``length`` for a short
-answer. A recipe may name its own function by dotted path (``my_rewards:score``): it is imported only
+checker (:mod:`ayar.data.checkers`) on what follows a ``<think>...</think>`` block; ``format`` asks for
+the answer inside a tag (after a reasoning block, with ``think``); ``length`` for a short answer. A recipe may name its own function by dotted path (``my_rewards:score``): it is imported only
 then, and it runs as the user's own code with the user's rights.
 """
 
@@ -40,6 +40,8 @@ class RewardSpec(BaseModel):
                                  "(prompts, completions, **record_fields) -> list[float]. It runs as your own code.")
     weight: float = Field(1.0, description="This reward's weight in the sum GRPO compares within a group.")
     tag: str = Field("answer", pattern=r"^[A-Za-z_][\w-]*$", description="format: the tag the answer goes in.")
+    think: bool = Field(False, description="format: the full reward only for a non-empty <think>...</think> "
+                        "block before the answer's tag (the block's opening may be in the prompt).")
     max_chars: int = Field(64, gt=0, description="length: the longest answer that gets the full reward.")
 
     @model_validator(mode="after")
@@ -72,14 +74,24 @@ def tagged(text: str, tag: str) -> str | None:
     return found.group(1).strip() if found else None
 
 
+THINK_CLOSE = "</think>"
+
+
+def after_reasoning(text: str) -> str:
+    """The answer after a completion's reasoning (what follows the first ``</think>``), or the whole text
+    without one: the reasoning may name wrong answers on the way to the right one."""
+    _, closed, answer = text.partition(THINK_CLOSE)
+    return answer.lstrip() if closed else text
+
+
 def answer_reward(answer_tag: str | None = None) -> RewardFunction:
-    """The checker of each completion's generated task (its ``task`` column); with ``answer_tag`` the answer is
-    read inside that tag (0 without it)."""
+    """The checker of each completion's generated task (its ``task`` column), on the answer after any reasoning
+    block; with ``answer_tag`` the answer is read inside that tag (0 without it)."""
 
     def answer(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
         scores = []
         for completion, record in zip(completions, _records(len(completions), columns), strict=True):
-            text = completion_text(completion)
+            text = after_reasoning(completion_text(completion))
             text = tagged(text, answer_tag) if answer_tag else text
             scores.append(0.0 if text is None else CHECKERS[record["task"]](text, record))
         return scores
@@ -87,16 +99,25 @@ def answer_reward(answer_tag: str | None = None) -> RewardFunction:
     return answer
 
 
-def format_reward(tag: str) -> RewardFunction:
+def format_reward(tag: str, think: bool = False) -> RewardFunction:
     """1 for an answer that is one ``<tag>...</tag>`` block (a reasoning block may come before it), 0.5 for such a
-    block with other text around it, 0 without one."""
-    whole = re.compile(rf"\s*(<think>.*?</think>\s*)?<{tag}>.*?</{tag}>\s*", re.DOTALL)
+    block with other text around it, 0 without one. With ``think`` the full reward needs a non-empty reasoning
+    block first (its ``<think>`` may be the prompt's last words, as templates that open it write); without one,
+    the tagged answer gets 0.5."""
+    if think:
+        whole = re.compile(rf"\s*(?:<think>)?(?P<reasoning>.*?)</think>\s*<{tag}>.*?</{tag}>\s*", re.DOTALL)
+    else:
+        whole = re.compile(rf"\s*(<think>.*?</think>\s*)?<{tag}>.*?</{tag}>\s*", re.DOTALL)
+
+    def shaped(text: str) -> bool:
+        found = whole.fullmatch(text)
+        return found is not None and (not think or bool(found.group("reasoning").strip()))
 
     def format_(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
-        return [1.0 if whole.fullmatch(t) else 0.5 if tagged(t, tag) is not None else 0.0 for t in texts]
+        return [1.0 if shaped(t) else 0.5 if tagged(t, tag) is not None else 0.0 for t in texts]
 
-    format_.__name__ = f"format_{tag}"
+    format_.__name__ = f"format_think_{tag}" if think else f"format_{tag}"
     return format_
 
 
@@ -149,7 +170,7 @@ def reward_function(spec: RewardSpec, answer_tag: str | None = None) -> RewardFu
     if spec.name == "answer":
         return answer_reward(answer_tag)
     if spec.name == "format":
-        return format_reward(spec.tag)
+        return format_reward(spec.tag, spec.think)
     return length_reward(spec.max_chars)
 
 

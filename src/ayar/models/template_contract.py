@@ -3,7 +3,8 @@
 A fine-tune that works inside the framework and answers garbage (or never stops) in another server is
 almost always a template or tokenizer that changed between training and serving. At training time
 :func:`write_contract` renders a few reference conversations with the tokenizer's saved chat template and
-stores their text, token ids and the stop tokens in ``<model_dir>/ayar_contract.json``; serve, batch and
+stores their text, token ids and the stop tokens in ``<model_dir>/ayar_contract.json`` (with a tool
+conversation when training had tools, and one with reasoning when it had reasoning traces); serve, batch and
 export call :func:`check_contract` (or :func:`check_token_ids` for a tokenizer outside transformers, such
 as llama.cpp's) and refuse a folder that no longer renders and tokenizes them identically.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ayar.console import say
-from ayar.data.templates import end_of_turn, template_renders_tools
+from ayar.data.templates import end_of_turn, messages_for_template, template_renders_tools
 from ayar.errors import UsageError
 
 CONTRACT_FILE = "ayar_contract.json"
@@ -52,6 +53,15 @@ _TOOL_CONVERSATION = [
         {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Ankara"}}}]},
     {"role": "tool", "content": '{"temp_c": 12, "sky": "bulutlu"}'},
     {"role": "assistant", "content": "Ankara'da 12 °C, bulutlu."},
+]
+
+# Two turns, so a template that keeps (or drops) the first turn's reasoning in the history is pinned as well.
+_REASONING_CONVERSATION = [
+    _SYSTEM,
+    {"role": "user", "content": "Ali'nin 3 elması var, 2 tane daha alıyor. Kaç elması olur?"},
+    {"role": "assistant", "content": "5 elma.", "reasoning_content": "3 + 2 = 5; birimi koru."},
+    {"role": "user", "content": "Ya 4 tane daha alırsa?"},
+    {"role": "assistant", "content": "9 elma.", "reasoning_content": "5 + 4 = 9."},
 ]
 
 
@@ -103,8 +113,19 @@ def _tool_entry(tokenizer: Any) -> dict | None:
     return entry if template_renders_tools(entry["text"], _TOOL_CONVERSATION, _TOOLS) is None else None
 
 
-def build_contract(tokenizer: Any, tools_used: bool) -> dict[str, Any]:
-    """The contract of a tokenizer with a chat template (see the module docstring)."""
+def _reasoning_entry(tokenizer: Any) -> dict | None:
+    """The reasoning conversation with its reasoning as training rendered it (in the template's field, or
+    inline), or None when the template drops reasoning (then training refused it, or dropped it)."""
+    try:
+        messages = messages_for_template(tokenizer, _REASONING_CONVERSATION, "learn")
+        return _entry(tokenizer, "reasoning", messages, None)
+    except Exception:  # a template that refuses the conversation or drops the reasoning: nothing to promise
+        return None
+
+
+def build_contract(tokenizer: Any, tools_used: bool, reasoning_used: bool = False) -> dict[str, Any]:
+    """The contract of a tokenizer with a chat template (see the module docstring); with ``reasoning_used``
+    (the training data had reasoning traces) it pins a conversation with reasoning too."""
     conversations = []
     for name, messages in _REFERENCE.items():
         try:
@@ -114,16 +135,22 @@ def build_contract(tokenizer: Any, tools_used: bool) -> dict[str, Any]:
     tool_entry = _tool_entry(tokenizer) if tools_used else None
     if tool_entry is not None:
         conversations.append(tool_entry)
-    return {"version": VERSION, "tools_used": tools_used, "stop_tokens": _stop_tokens(tokenizer),
-            "conversations": conversations}
+    reasoning_entry = _reasoning_entry(tokenizer) if reasoning_used else None
+    if reasoning_entry is not None:
+        conversations.append(reasoning_entry)
+    contract = {"version": VERSION, "tools_used": tools_used, "stop_tokens": _stop_tokens(tokenizer),
+                "conversations": conversations}
+    if reasoning_used:  # only then, so a contract without reasoning stays as it was
+        contract["reasoning_used"] = True
+    return contract
 
 
-def write_contract(model_dir: Path, tokenizer: Any, tools_used: bool) -> Path | None:
+def write_contract(model_dir: Path, tokenizer: Any, tools_used: bool, reasoning_used: bool = False) -> Path | None:
     """Write ``<model_dir>/ayar_contract.json``; None (nothing written) for a tokenizer without a chat template."""
     if not getattr(tokenizer, "chat_template", None):
         return None
     path = contract_path(model_dir)
-    contract = build_contract(tokenizer, tools_used)
+    contract = build_contract(tokenizer, tools_used, reasoning_used)
     path.write_text(json.dumps(contract, indent=1, ensure_ascii=False), encoding="utf-8")
     return path
 

@@ -12,6 +12,7 @@ from ayar.recipe.section import Section
 
 DataFormat = Literal["alpaca", "sharegpt", "messages", "text", "classification", "seq2seq", "preference", "kto"]
 PiiType = Literal["EMAIL", "PHONE", "IBAN", "CARD", "TCKN", "IP"]
+ReasoningMode = Literal["learn", "mask", "drop"]  # what training does with assistant reasoning traces
 
 
 class InputConfig(Section):
@@ -137,6 +138,13 @@ class DataConfig(Section):
     system_prompt: str | None = None
     max_length: int = Field(256, ge=8, description="Tokens per example after formatting (longer is truncated).")
     mask_prompt: bool = Field(True, description="Loss on response tokens only (prompt labels are -100).")
+    reasoning: ReasoningMode | None = Field(
+        None, description="Assistant reasoning traces (a reasoning_content field or a leading <think> block): "
+        "'learn' them like the answer, 'mask' them (in the input, never a label; the answer is learned), or "
+        "'drop' them from the text. Default: learn, or drop when enable_thinking is false.")
+    enable_thinking: bool | None = Field(
+        None, description="The chat template's enable_thinking (Qwen3-style templates): false trains and serves "
+        "a model that answers without thinking. Saved with the template as its default; unset: the template's own.")
     strict: bool = Field(False, description="Stop at the first malformed record instead of rejecting it.")
     clean: CleanConfig = Field(default_factory=CleanConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
@@ -153,3 +161,10 @@ class DataConfig(Section):
     long_text: LongTextConfig = Field(default_factory=LongTextConfig)
     rehearsal: RehearsalConfig | None = Field(
         None, description="Mix the base model's own answers to general instructions into training (forgets less).")
+
+    @model_validator(mode="after")
+    def _thinking_agrees(self) -> DataConfig:
+        if self.enable_thinking is False and self.reasoning in ("learn", "mask"):
+            raise ValueError(f"data.reasoning: {self.reasoning} trains reasoning traces, but data.enable_thinking "
+                             f"is false (a model that does not think): set data.reasoning: drop, or leave it unset")
+        return self
