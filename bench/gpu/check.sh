@@ -3,8 +3,9 @@
 #
 #   bash bench/gpu/check.sh [OUTDIR]          # on the GPU machine (OUTDIR default: $OUT, else bench/results/tmp/gpu)
 #   bash bench/gpu/check.sh --install-qlora   # on the warm GPU machine, a call of its own: bitsandbytes from .whl-qlora/
-#   bash bench/gpu/check.sh --dry-run [--side-env] [--only PART]   # on a CPU: every import, recipe and command
-#                                             # line resolves (--side-env: with transformers 5.17 too)
+#   bash bench/gpu/check.sh --dry-run [--no-side-env] [--only PART]   # on a CPU: every import, recipe and
+#                                   # command line resolves, and ayar trains under transformers 5.17 in a side
+#                                   # environment (downloaded once into ~/.cache/ayar; --no-side-env skips it)
 # EXTRA_TRAIN_ARGS (words) are appended to the training bench's arguments, e.g. "--methods lora full".
 #
 # Each part runs with a time limit and records ok, failed or "not run: <reason>" in OUTDIR/parts.tsv; a failing
@@ -18,13 +19,14 @@ HELPER=bench/gpu/gpu_check.py
 TRAVEL="$ROOT/.whl"
 CONFIG_DIR="$TRAVEL/smollm2"
 MODE=gpu
-SIDE_ENV=0
+SIDE_ENV=1
 OUTDIR=""
 ONLY=""
 while (( $# )); do
   case "$1" in
     --dry-run) MODE=dry ;;
     --side-env) SIDE_ENV=1 ;;
+    --no-side-env) SIDE_ENV=0 ;;
     --install-qlora) MODE=qlora ;;
     --only) ONLY="$2"; shift ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
@@ -123,7 +125,7 @@ dry_run() {
   if (( SIDE_ENV )); then
     part transformers-5.17 300 bash -c side_env &
   else
-    not_run transformers-5.17 "opt-in (--side-env): downloads transformers 5.17 once, imports ayar and trains with it"
+    not_run transformers-5.17 "--no-side-env given: ayar under transformers 5.17 unchecked"
   fi
   wait
 }
