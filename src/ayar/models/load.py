@@ -213,6 +213,13 @@ def load_for_inference(path: str | Path, task: str = "causal_lm", trust_remote_c
     return PeftModel.from_pretrained(base, str(path)), tokenizer
 
 
+def on_accelerator(model: Any) -> Any:
+    """The model moved to the GPU where one is present, for serving; a model placed by a device map stays."""
+    if torch.cuda.is_available() and not getattr(model, "hf_device_map", None):
+        return model.to("cuda")
+    return model
+
+
 def untie_embeddings(model: Any) -> None:
     """Give the output layer its own copy of the embedding matrix it shares with the input.
 

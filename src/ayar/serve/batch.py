@@ -141,7 +141,7 @@ def run_batch(
     """
     from ayar.eval.generate import generate
     from ayar.export import find_model_dir
-    from ayar.models.load import load_for_inference
+    from ayar.models.load import load_for_inference, on_accelerator
     from ayar.models.template_contract import check_contract
     from ayar.recipe import EvalConfig
 
@@ -152,6 +152,7 @@ def run_batch(
         raise UsageError("--output must differ from --input")
     source = find_model_dir(Path(model_path))
     model, tokenizer = load_for_inference(source)
+    model = on_accelerator(model)  # generate() puts each batch's inputs where the model is
     check_contract(source, tokenizer, force)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     rejects: list[dict] = []

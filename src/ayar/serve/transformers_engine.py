@@ -162,7 +162,7 @@ def load_engine(
     from peft import PeftModel
 
     from ayar.export import find_model_dir
-    from ayar.models.load import is_adapter_dir, load_for_inference
+    from ayar.models.load import is_adapter_dir, load_for_inference, on_accelerator
 
     source = find_model_dir(Path(model_path))
     model, tokenizer = load_for_inference(source)
@@ -180,7 +180,7 @@ def load_engine(
         else:
             model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
         names[adapter_name] = adapter_name
-    return Engine(model, tokenizer, names, max_queue=max_queue, max_batch=max_batch)
+    return Engine(on_accelerator(model), tokenizer, names, max_queue=max_queue, max_batch=max_batch)
 
 
 def prepare_transformers(request: EngineRequest) -> PreparedEngine:
