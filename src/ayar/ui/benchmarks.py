@@ -4,10 +4,11 @@ page one row per task and model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
-# The section's own words: the run page's other titles live in ayar.ui.i18n, which this module leaves alone.
+# The section's own words, kept beside the section (ayar.ui.i18n holds the words every page shares)
 TEXT = {
     "title": {"en": "Benchmarks (lm-evaluation-harness)", "tr": "Standart testler (lm-evaluation-harness)"},
     "headers": {"en": ["task", "metric", "base", "tuned", "drop", "examples"],
@@ -44,10 +45,10 @@ def task_rows(benchmarks: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def benchmarks_section(lang: str, metrics: dict[str, Any]) -> str:
-    """The run page's benchmarks section; nothing for a run that ran none."""
+def benchmarks_section(lang: str, metrics: dict[str, Any], table: Callable[[list[str], list[list[Any]], str], str]
+                       ) -> str:
+    """The run page's benchmarks section, its table drawn by the page's ``table``; nothing for a run without."""
     from ayar.eval.report import section
-    from ayar.ui.pages import table
 
     benchmarks = section(metrics, "benchmarks")
     if not isinstance(benchmarks, dict) or not benchmarks.get("tasks"):

@@ -281,7 +281,7 @@ def run_page(lang: str, summary: R.RunSummary, shown_as: str) -> str:
         f"<b>{escape(summary.method)}</b> · {escape(t(lang, 'base_model'))}: <b>{escape(summary.base_model)}</b> · "
         f"{' · '.join(links)}</p>",
         _metrics_section(lang, metrics),
-        benchmarks_section(lang, metrics),
+        benchmarks_section(lang, metrics, table),
         _training_section(lang, summary.name, metrics, live),
         _data_card_section(lang, run_dir),
         _risk_section(lang, metrics),
