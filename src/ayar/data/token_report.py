@@ -39,7 +39,7 @@ def loss_mask_report(prepared: PreparedData, tokenizer: str, cfg: DataConfig, li
     from ayar.data.tokenize import IGNORE_INDEX, count_mask, tokenize_chat
 
     tok = load_tokenizer(tokenizer)
-    set_template(tok, cfg.template)
+    set_template(tok, cfg.template, cfg.enable_thinking)
     counts: dict[str, Counter] = {"tokens": Counter(), "learned": Counter()}
     measured = without = 0
     with prepared.split_path("train").open(encoding="utf-8") as f:

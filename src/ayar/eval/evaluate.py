@@ -62,7 +62,7 @@ def _load(path: str | Path, recipe: Recipe, template: bool) -> tuple[Any, Any]:
     model, tokenizer = load_for_inference(path, recipe.task, recipe.model.trust_remote_code)
     # the base is asked in the same format as the tuned model (whose tokenizer saved its template)
     if get_task(recipe.task).chat and (template or not tokenizer.chat_template):
-        set_template(tokenizer, recipe.data.template)
+        set_template(tokenizer, recipe.data.template, recipe.data.enable_thinking)
     return model, tokenizer
 
 

@@ -104,7 +104,7 @@ def base_answers(recipe: Recipe, base_model: str, prompts: list[str],
 
     cfg = recipe.data.rehearsal
     model, tokenizer = load_for_inference(base_model, "causal_lm", recipe.model.trust_remote_code)
-    set_template(tokenizer, recipe.data.template)  # the format training renders the records in
+    set_template(tokenizer, recipe.data.template, recipe.data.enable_thinking)  # the format training renders the records in
     decoding = recipe.eval.model_copy(update={"max_new_tokens": cfg.max_new_tokens, "do_sample": False,
                                               "batch_size": cfg.batch_size, "stop": []})
     conversations = [record_to_messages({"instruction": p, "output": ""}, recipe.data.system_prompt)[:-1]

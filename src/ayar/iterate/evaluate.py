@@ -72,7 +72,7 @@ def feedback_eval(v1_model: Path, v2_model: Path, held: Records, recipe: Recipe)
     for name, path in (("v1", v1_model), ("v2", v2_model)):
         model, tokenizer = load_for_inference(path)
         if not tokenizer.chat_template:
-            set_template(tokenizer, recipe.data.template)
+            set_template(tokenizer, recipe.data.template, recipe.data.enable_thinking)
         result[name], right[name] = _model_block(model, tokenizer, held, targets, recipe)
         del model
     if targets:

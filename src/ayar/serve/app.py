@@ -24,6 +24,7 @@ from ayar.serve.feedback import add_feedback_route
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
 from ayar.serve.middleware import Gate
+from ayar.serve.reasoning import prompt_opens_reasoning, template_thinks
 from ayar.serve.replies import Answer, Reply, stream
 from ayar.serve.schemas import MAX_SEED, ChatCompletionRequest, CompletionRequest, error_response
 
@@ -376,6 +377,9 @@ async def _complete(request: Request, engine: QueuedEngine, body: Any, prompts: 
     reply = Reply(body.model, chat, prompt_tokens, engine.tokenizer)
     log_info["completion_id"] = reply.id  # what /v1/feedback names the answer by
     reply.tools = tools
+    if chat and template_thinks(engine.tokenizer.chat_template):
+        # the last prompt tokens say whether the generation prompt opened the think block itself
+        reply.reasoning_opened = prompt_opens_reasoning(engine.tokenizer.decode(prompts[0].ids[-8:]))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         job, events = runs[0]  # type: ignore[misc]  # a streamed prompt always has room to generate

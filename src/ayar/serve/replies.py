@@ -12,6 +12,7 @@ from typing import Any
 
 from ayar.serve.jobs import Job, TokenLogprobs
 from ayar.serve.logprobs import chat_logprobs, legacy_logprobs
+from ayar.serve.reasoning import ReasoningStream, split_reasoning
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Reply:
     def __init__(self, model: str, chat: bool, prompt_tokens: int, tokenizer: Any = None) -> None:
         self.model, self.chat, self.prompt_tokens, self.tokenizer = model, chat, prompt_tokens, tokenizer
         self.tools: list[dict[str, Any]] | None = None  # with tools, answers are parsed for tool calls
+        # a thinking model's answers are split into reasoning_content and content: whether the prompt opened
+        # the think block (None: not a thinking model, the answer is all content)
+        self.reasoning_opened: bool | None = None
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"
@@ -60,10 +64,16 @@ class Reply:
         return {**self._envelope(self.object, choices), "usage": self.usage(sum(a.tokens for a in answers))}
 
     def _chat_choice(self, index: int, answer: Answer) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        text = answer.text
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.reasoning_opened is not None:
+            reasoning, text = split_reasoning(answer.text, self.reasoning_opened)
+            message["content"] = text
+            if reasoning is not None:
+                message["reasoning_content"] = reasoning
         finish = answer.finish
         if self.tools:
-            message["content"], calls = tool_answer(answer.text, self.tools)
+            message["content"], calls = tool_answer(text, self.tools)
             if calls:
                 message["tool_calls"], finish = calls, "tool_calls"
         logprobs = chat_logprobs(self.tokenizer, answer.logprobs.completion) if answer.logprobs else None
@@ -78,9 +88,12 @@ class Reply:
         text = (answer.prompt_text if answer.echo else "") + answer.text
         return {"index": index, "text": text, "finish_reason": answer.finish, "logprobs": logprobs}
 
-    def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> str:
+    def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
+              reasoning: str | None = None) -> str:
         if self.chat:
             delta: dict[str, str] = {"role": "assistant", "content": ""} if first else {}
+            if reasoning:
+                delta["reasoning_content"] = reasoning
             if text:
                 delta["content"] = text
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -114,6 +127,8 @@ async def stream(job: Job, events: asyncio.Queue, reply: Reply, include_usage: b
     """
     finished = False
     held: list[str] | None = [] if reply.tools else None  # with tools, the answer is parsed whole at the end
+    thinking = ReasoningStream(reply.reasoning_opened) if reply.chat and reply.reasoning_opened is not None \
+        else None
     try:
         if reply.chat:
             yield reply.chunk(None, first=True)
@@ -121,10 +136,13 @@ async def stream(job: Job, events: asyncio.Queue, reply: Reply, include_usage: b
             event = await events.get()
             if event.kind == "delta":
                 log_info["completion"] = log_info.get("completion", "") + event.value
+                thought, said = thinking.feed(event.value) if thinking else ("", event.value)
+                if thought:
+                    yield reply.chunk(None, reasoning=thought)
                 if held is not None:
-                    held.append(event.value)
-                else:
-                    yield reply.chunk(event.value)
+                    held.append(said)
+                elif said or thinking is None:  # without reasoning parsing, every delta as before
+                    yield reply.chunk(said)
                 continue
             if event.kind == "error" or event.value == "timeout":
                 message = event.value if event.kind == "error" else "generation passed the request timeout"
@@ -134,7 +152,11 @@ async def stream(job: Job, events: asyncio.Queue, reply: Reply, include_usage: b
             log_info["completion_tokens"] = event.tokens
             state.metrics.generated_tokens.labels(reply.model).inc(event.tokens)
             finish = event.value
+            thought, said = thinking.finish() if thinking else ("", "")
+            if thought or (said and held is None):
+                yield reply.chunk(said if held is None else None, reasoning=thought)
             if held is not None:
+                held.append(said)
                 content, calls = tool_answer("".join(held), reply.tools or [])
                 yield reply.tool_chunk(content, calls)
                 finish = "tool_calls" if calls else finish

@@ -134,4 +134,5 @@ class GrpoRun(MethodRun):
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
         super().write_model(trainer, tokenizer, folder)
-        write_contract(folder, tokenizer, tools_used=any(row["tools"] for row in self.rows))
+        write_contract(folder, tokenizer, tools_used=any(row["tools"] for row in self.rows),
+                       reasoning_used=any(reward.think for reward in self.method.params.rewards))

@@ -160,7 +160,7 @@ class MethodRun(TrainingRun):
         model = self.recipe.model
         tokenizer = load_tokenizer(self.base_model, model.trust_remote_code, model.revision)
         if self.chat_template_always or get_task(self.recipe.task).chat:
-            set_template(tokenizer, self.recipe.data.template)
+            set_template(tokenizer, self.recipe.data.template, self.recipe.data.enable_thinking)
         return tokenizer
 
     def after_out_of_memory(self) -> None:

@@ -26,7 +26,14 @@ from ayar.train.faults import FaultGuard
 from ayar.train.lifecycle import MethodRun, RunSetup
 from ayar.train.packing import collator_for_packing, resolve_packing
 from ayar.train.self_distill import SelfDistillation
-from ayar.train.tasks import LabelMap, check_task_format, collator_for, model_kwargs_for, tokenize_split
+from ayar.train.tasks import (
+    LabelMap,
+    check_task_format,
+    collator_for,
+    model_kwargs_for,
+    reasoning_trained,
+    tokenize_split,
+)
 from ayar.train.tracking import tracking_callbacks
 from ayar.train.trainer import TrainerBuild, build_trainer, prepare_model
 
@@ -85,7 +92,8 @@ class SupervisedRun(MethodRun):
         if self.labels is not None and is_adapter_dir(folder):  # the adapter's head needs its labels to load again
             save_head_config(trainer.model, folder)
         # checked by serve, batch and export: the chat template and special tokens the model was trained with
-        write_contract(folder, tokenizer, tools_used=any(r.get("tools") for r in self.train_records))
+        write_contract(folder, tokenizer, tools_used=any(r.get("tools") for r in self.train_records),
+                       reasoning_used=reasoning_trained(self.train_records, self.recipe))
 
 
 def _rehearsal(prepared: PreparedData) -> list[dict[str, Any]]:
