@@ -116,7 +116,13 @@ def open_study(recipe: Recipe, storage: str, name: str) -> optuna.Study:
 
 
 def counted(trial: FrozenTrial) -> bool:
-    """A trial spent from the budget: running, finished, or failed on its own (not by an interrupted worker)."""
+    """A trial spent from the budget: running, finished, or failed on its own (not by an interrupted worker).
+
+    A waiting trial (queued with ``study.enqueue_trial``, say the values a recipe ships with) is not spent
+    yet: the next trial a worker starts is that one.
+    """
+    if trial.state == TrialState.WAITING:
+        return False
     return trial.state != TrialState.FAIL or "failure" in trial.user_attrs
 
 

@@ -151,3 +151,13 @@ def test_a_signal_stops_the_sweep_and_the_stopped_trial_is_not_spent(tiny_model_
     run_sweep(load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, "sweep.n_trials=2")), SweepOptions(threads=1))
     states = [t.state for t in study_of(folder).get_trials()]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+
+
+def test_a_queued_trial_is_not_spent_until_a_worker_runs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    recipe = load_recipe(None, sweep_sets(tiny_model_dir, tmp_path, "sweep.n_trials=1"))
+    run_sweep(recipe, SweepOptions(threads=1))
+    study_of(tmp_path / "s").enqueue_trial({"train.learning_rate": 1.0e-3})  # e.g. the recipe's own value
+    run_sweep(recipe, SweepOptions(trials=2, threads=1))
+    trials = study_of(tmp_path / "s").get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert trials[1].params["train.learning_rate"] == 1.0e-3
