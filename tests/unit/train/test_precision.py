@@ -92,3 +92,22 @@ def test_the_engine_stores_them_for_lora_under_bf16_only(tiny_model_dir: Path, t
     seen = BaseDtypes()
     train(recipe, str(tiny_model_dir), prepared, recipe.run_dir, extra_callbacks=[seen])
     assert seen.dtypes == {"True": {torch.float32}, "False": frozen}
+
+
+def test_adapters_without_their_input_casts_train_bitwise_the_same() -> None:
+    from ayar.train.precision import skip_adapter_input_casts
+
+    def model() -> torch.nn.Module:  # o_proj and down_proj take bf16 activations under autocast
+        torch.manual_seed(0)
+        peft_model = get_peft_model(tiny_model("llama", "sdpa"), LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "o_proj", "up_proj", "down_proj"]))
+        return peft_model.train()
+
+    plain_losses, plain = autocast_steps(model())
+    skipping = model()
+    assert skip_adapter_input_casts(skipping, "fp32") == 0  # without autocast the cast is what makes it run
+    assert skip_adapter_input_casts(skipping, "bf16") == 4 * 2  # four modules in each of two layers
+    losses, weights = autocast_steps(skipping)
+    assert losses == plain_losses and plain_losses[-1] != plain_losses[0]
+    for a, b in zip(weights, plain, strict=True):
+        assert torch.equal(a, b)
