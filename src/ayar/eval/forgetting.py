@@ -181,6 +181,9 @@ def probe_key(model_dir: Path, tokenizer: Any, eval_cfg: EvalConfig, dtype: str)
     digest.update(json.dumps([settings, eval_cfg.batch_size, dtype, getattr(tokenizer, "chat_template", None)],
                              sort_keys=True).encode())
     digest.update(QUESTIONS_FILE.read_bytes() + TURKISH_TEXT_FILE.read_bytes())
+    # the questions asked, not only the file they come from: a change in how they are picked is a new probe
+    asked = [(q.prompt, q.choices) for q in select_questions(eval_cfg.forgetting.max_questions)]
+    digest.update(json.dumps(asked, ensure_ascii=False).encode())
     return digest.hexdigest()
 
 

@@ -183,6 +183,10 @@ def test_the_base_probe_is_cached_by_model_hash(tiny_model_dir: Path, tmp_path: 
     model.save_pretrained(folder)
     forgetting.probe_cached(model, tokenizer, cfg, folder)
     assert len(calls) == 3  # other weights: probed again
+    picked = forgetting.select_questions(4)
+    monkeypatch.setattr(forgetting, "select_questions", lambda count: tuple(reversed(picked)))
+    forgetting.probe_cached(model, tokenizer, cfg, folder)
+    assert len(calls) == 4  # the same file, other questions picked from it (a change of code): probed again
 
 
 def test_stage_eval_writes_the_report_then_fails_the_gate(tiny_model_dir: Path, tmp_path: Path) -> None:
