@@ -265,9 +265,10 @@ def _completion_prompt(engine: QueuedEngine, prompt: str | list[int]) -> Prompt:
     if isinstance(prompt, str):
         return Prompt(engine.encode_text(prompt), prompt)
     vocabulary = len(engine.tokenizer)
-    if any(token >= vocabulary for token in prompt):
-        raise ApiError(400, f"token id {max(prompt)} is outside the vocabulary of {vocabulary} tokens", "prompt",
-                       "invalid_token_id")
+    outside = next((token for token in prompt if not 0 <= token < vocabulary), None)
+    if outside is not None:
+        raise ApiError(400, f"token id {outside} is outside the vocabulary of {vocabulary} tokens (0 to "
+                       f"{vocabulary - 1})", "prompt", "invalid_token_id")
     return Prompt(list(prompt), engine.tokenizer.decode(prompt))
 
 

@@ -24,6 +24,7 @@ import torch
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
 from ayar.tasks import get_task, tasks_where
+from ayar.train.attention import NAME as SHORT_ROWS_ATTENTION
 from ayar.train.tasks import collator_for
 
 
@@ -119,7 +120,7 @@ def packing_refusal(task: str, attn_implementation: str | None, method_inputs: S
     """Why packing would change what is learned in this run, or None where it is safe."""
     if not get_task(task).next_token:  # a packed row is a run of next-token documents told apart by position ids
         return f"train.packing works for task {' or '.join(tasks_where('next_token'))} only, not '{task}'"
-    if attn_implementation not in (None, "sdpa", "eager", "flex_attention") and \
+    if attn_implementation not in (None, "sdpa", "eager", "flex_attention", SHORT_ROWS_ATTENTION) and \
             not str(attn_implementation).startswith("flash_attention"):
         return (f"train.packing needs an attention backend that reads position ids (sdpa, eager, "
                 f"flex_attention, flash_attention_*), not '{attn_implementation}'")

@@ -135,8 +135,9 @@ def test_streaming_what_it_cannot_stream_is_a_400_naming_stream(make_client) -> 
 def test_token_ids_outside_the_vocabulary_are_a_400(make_client) -> None:
     client = make_client()
     size = len(client.app.state.engine.tokenizer)
-    response = client.post("/v1/completions", json={"model": "tiny", "prompt": [1, size], "max_tokens": 1})
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_token_id"
+    for ids in ([1, size], [-1], [[3], [2, size + 7]]):
+        response = client.post("/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 1})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_token_id", ids
 
 
 def test_greedy_seeded_jobs_batch_together_and_sampled_or_constrained_ones_run_alone() -> None:
