@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from ayar.errors import UsageError
 from ayar.eval.judge import JudgeClient, parse_score
+from live_server import live_server
 
 
 def _free_port() -> int:
@@ -42,19 +41,8 @@ def _app():
 
 @pytest.fixture(scope="module")
 def judge_url() -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the test judge server did not start"
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with live_server(_app(), start_timeout=20, log_level="error", stop_timeout=5) as url:
+        yield f"{url}/v1"
 
 
 def test_judge_scores_and_counts_failures(judge_url: str) -> None:

@@ -4,13 +4,12 @@ answers its own hf model generates on the same weights."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from live_server import live_server
 
 _GENERATION_TASK = """task: serve_gen
 dataset_path: json
@@ -34,26 +33,12 @@ metric_list:
 def server_url(chat_model_dir: Path, adapter_dirs: dict[str, Path]) -> Iterator[str]:
     """``ayar serve``'s app under uvicorn on a free local port (lm-eval talks HTTP through requests), with an
     adapter: the random base model alone writes only newlines, the adapter writes varied text."""
-    import uvicorn
-
     from ayar.serve.app import ServeSettings, create_app
     from ayar.serve.engine import load_engine
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     engine = load_engine(chat_model_dir, {"tr": adapter_dirs["tr"]}, "tiny", 8).start()
-    server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(), engine=engine), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start in 60 s"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with live_server(create_app(ServeSettings(), engine=engine), start_timeout=60, stop_timeout=30) as url:
+        yield url
 
 
 def test_lm_eval_local_chat_completions_generates_what_its_hf_model_does(

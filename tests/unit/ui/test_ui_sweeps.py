@@ -3,14 +3,9 @@ two-objective study's Pareto front drawn by the page's chart script (in headless
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -21,6 +16,7 @@ from starlette.types import ASGIApp
 from ayar.recipe import dump_recipe, load_recipe, validate_recipe
 from ayar.sweep import SweepOptions, run_sweep
 from ayar.ui.app import create_ui_app
+from live_server import live_server
 
 
 def tiny_sweep_sets(model_dir: Path, out: Path) -> list[str]:
@@ -104,7 +100,7 @@ def test_a_two_objective_sweep_draws_its_pareto_front(tmp_path: Path) -> None:
     assert points["axes"] == ["eval.tuned.exact_match", "forgetting.answers.greedy.lost_share"]
     assert points["series"] == {"trials": [[0.4, 0.3], [0.6, 0.5]],
                                 "Pareto front": [[0.2, 0.0], [0.5, 0.1], [0.7, 0.4]]}
-    with served(create_app_over(tmp_path)) as url:
+    with live_server(create_app_over(tmp_path), start_timeout=30) as url:
         dom = chromium_dom(f"{url}/sweeps/m", tmp_path / "profile")
     chart = dom[dom.index('id="pareto-chart"'):]
     assert chart.count('data-name="Pareto front"') == 4  # its three points and the line joining them
@@ -113,29 +109,6 @@ def test_a_two_objective_sweep_draws_its_pareto_front(tmp_path: Path) -> None:
 
 def create_app_over(root: Path) -> ASGIApp:
     return create_ui_app(root, shown_root="runs")
-
-
-@contextlib.contextmanager
-def served(app: ASGIApp) -> Iterator[str]:
-    """The app under uvicorn on a free local port, in a thread, for the browser."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise TimeoutError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def chromium_dom(url: str, profile: Path) -> str:
