@@ -22,6 +22,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
+from ayar.models.load import unwrapped
+
 NAME = "ayar_short_rows"
 SHORT_ROWS = 160  # tokens: at or below, the plain path (measured crossover between 128 and 192)
 
@@ -50,7 +52,7 @@ def use_short_rows_attention(model: torch.nn.Module, precision: str) -> bool:
     """
     if precision != "bf16" or torch.cuda.is_available():
         return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     config = getattr(base, "config", None)
     if getattr(config, "_attn_implementation", None) != "sdpa" or not _grouped_attention(base):
         return False

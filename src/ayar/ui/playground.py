@@ -107,9 +107,8 @@ class Playground:
     async def dispatch(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
         """Send /play/<run>/<side>/<rest> to that side's API app as /<rest> (a sweep's trial is a run too)."""
         found = PLAY_PATH.match(scope["path"])
-        run_dir = self.runs_root / found["run"] if found else None
-        if found is None or run_dir is None or found["side"] not in SIDES \
-                or not RunFolder(run_dir).recipe_file.is_file() or found["run"].startswith("."):
+        if found is None or found["side"] not in SIDES or found["run"].startswith(".") \
+                or not RunFolder(self.runs_root / found["run"]).recipe_file.is_file():
             await fallback(scope, receive, send)
             return
         app = self.models(found["run"]).apps[found["side"]]
