@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ayar.data.reasoning import REASONING_KEY, THINK_CLOSE
 from ayar.data.templates import render_conversation, render_prompt, template_renders_tools
 from ayar.errors import UsageError
 
@@ -17,6 +18,7 @@ PROMPT_ROLE = "prompt"  # the report's role for prompt text it cannot pin on one
 TEMPLATE_ROLE = "template"  # the report's role for template text between messages (headers, end tokens)
 
 Segment = tuple[str, bool, str]  # (text, learned, role)
+REASONING_ROLE = "reasoning"  # an assistant turn's think block, split off its answer
 
 
 def _split_by_message(tokenizer: Any, messages: list[dict[str, Any]], start: int, end: int, done: str,
@@ -89,29 +91,59 @@ def check_tools_rendered(tokenizer: Any, messages: list[dict[str, Any]], tools: 
 def tokenize_chat(
     tokenizer: Any, messages: list[dict[str, Any]], max_length: int, mask_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None, with_roles: bool = False,
+    unlearned_reasoning: list[dict[str, Any]] | None = None,
 ) -> dict[str, list[Any]]:
     """Token ids and labels for one conversation; an EOS ends every response.
 
     ``tools`` are the function schemas offered to the model (rendered by the template). With
-    ``with_roles``, the result also has ``roles``: the role each token belongs to.
+    ``with_roles``, the result also has ``roles``: the role each token belongs to. With
+    ``unlearned_reasoning`` (the conversation before the template rendered it), each assistant turn's think
+    block stays in the input but is never a label, not even with ``mask_prompt`` off; its answer is learned.
     """
     check_tools_rendered(tokenizer, messages, tools)
     input_ids: list[int] = []
     labels: list[int] = []
     roles: list[str] = []
     eos = tokenizer.eos_token
-    for text, learned, role in _segments(tokenizer, messages, tools, by_role=with_roles):
+    pieces = _segments(tokenizer, messages, tools, by_role=with_roles)
+    if unlearned_reasoning is not None:
+        pieces = _split_reasoning(pieces, unlearned_reasoning)
+    for text, learned, role in pieces:
         if role == "assistant" and learned and eos and eos not in text:
             text = text.rstrip("\n") + eos  # templates without an end token still teach the model to stop
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         input_ids += ids
-        labels += ids if (learned or not mask_prompt) else [IGNORE_INDEX] * len(ids)
+        labels += ids if learned or (not mask_prompt and role != REASONING_ROLE) else [IGNORE_INDEX] * len(ids)
         roles += [role] * len(ids)
     if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
         input_ids, labels, roles = [tokenizer.bos_token_id] + input_ids, [IGNORE_INDEX] + labels, [TEMPLATE_ROLE] + roles
     out: dict[str, list[Any]] = {"input_ids": input_ids[:max_length], "labels": labels[:max_length]}
     if with_roles:
         out["roles"] = roles[:max_length]
+    return out
+
+
+def _after_think_block(text: str) -> int | None:
+    """Where the answer starts in a rendered response that opens with reasoning: after the first ``</think>``
+    and the whitespace behind it (None without one)."""
+    end = text.find(THINK_CLOSE)
+    if end < 0:
+        return None
+    end += len(THINK_CLOSE)
+    return end + len(text[end:]) - len(text[end:].lstrip())
+
+
+def _split_reasoning(pieces: list[Segment], messages: list[dict[str, Any]]) -> list[Segment]:
+    """Each learned assistant response whose turn has reasoning, split into its think block (not learned) and
+    the answer. The template renders a turn's reasoning first, after the assistant header."""
+    traces = iter([bool(m.get(REASONING_KEY)) for m in messages if m["role"] == "assistant"])
+    out: list[Segment] = []
+    for text, learned, role in pieces:
+        cut = _after_think_block(text) if role == "assistant" and next(traces, False) and learned else None
+        if cut is None:
+            out.append((text, learned, role))
+        else:
+            out += [(text[:cut], False, REASONING_ROLE), (text[cut:], True, role)]
     return out
 
 

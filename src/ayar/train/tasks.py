@@ -16,22 +16,14 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-from ayar.data.reasoning import REASONING_KEY, THINK_CLOSE, has_reasoning, reasoning_mode
+from ayar.data.reasoning import has_reasoning, reasoning_mode
 from ayar.data.templates import (
     apply_thinking_default,
     messages_for_template,
     record_to_messages,
     record_tools,
 )
-from ayar.data.tokenize import (
-    IGNORE_INDEX,
-    Segment,
-    _segments,
-    check_learned_tokens,
-    check_tools_rendered,
-    tokenize_chat,
-    tokenize_text,
-)
+from ayar.data.tokenize import IGNORE_INDEX, check_learned_tokens, tokenize_chat, tokenize_text
 from ayar.data.windows import ends_document
 from ayar.errors import UsageError
 from ayar.recipe import Recipe
@@ -107,52 +99,8 @@ def encode_causal_lm(record: dict[str, Any], tokenizer: Any, recipe: Recipe, lab
     rendered = messages_for_template(tokenizer, messages, mode)
     if mode != "mask":
         return tokenize_chat(tokenizer, rendered, cfg.max_length, cfg.mask_prompt, tools=record_tools(record))
-    return tokenize_masking_reasoning(tokenizer, rendered, messages, cfg.max_length, cfg.mask_prompt,
-                                      record_tools(record))
-
-
-def _after_think_block(text: str) -> int | None:
-    """Where the answer starts in a rendered response that opens with reasoning: after the first ``</think>``
-    and the whitespace behind it (None without one)."""
-    end = text.find(THINK_CLOSE)
-    if end < 0:
-        return None
-    end += len(THINK_CLOSE)
-    return end + len(text[end:]) - len(text[end:].lstrip())
-
-
-def _split_reasoning(pieces: list[Segment], messages: list[dict[str, Any]]) -> list[Segment]:
-    """Each learned assistant response whose turn has reasoning, split into its think block (not learned) and
-    the answer. The template renders a turn's reasoning first, after the assistant header."""
-    traces = iter([bool(m.get(REASONING_KEY)) for m in messages if m["role"] == "assistant"])
-    out: list[Segment] = []
-    for text, learned, role in pieces:
-        cut = _after_think_block(text) if role == "assistant" and next(traces, False) and learned else None
-        if cut is None:
-            out.append((text, learned, role))
-        else:
-            out += [(text[:cut], False, "reasoning"), (text[cut:], True, role)]
-    return out
-
-
-def tokenize_masking_reasoning(tokenizer: Any, rendered: list[dict[str, Any]], messages: list[dict[str, Any]],
-                               max_length: int, mask_prompt: bool, tools: list[dict[str, Any]] | None) -> dict:
-    """``tokenize_chat`` of ``rendered`` (``messages`` as the template takes them) with every think block of an
-    assistant turn in the input but never a label (not even with ``mask_prompt`` off); the answer after it
-    is learned, and so is its end token."""
-    check_tools_rendered(tokenizer, rendered, tools)
-    input_ids: list[int] = []
-    labels: list[int] = []
-    eos = tokenizer.eos_token
-    for text, learned, role in _split_reasoning(_segments(tokenizer, rendered, tools), messages):
-        if role == "assistant" and learned and eos and eos not in text:
-            text = text.rstrip("\n") + eos  # as tokenize_chat: templates without an end token still teach the stop
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        input_ids += ids
-        labels += ids if learned or (not mask_prompt and role != "reasoning") else [IGNORE_INDEX] * len(ids)
-    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
-        input_ids, labels = [tokenizer.bos_token_id] + input_ids, [IGNORE_INDEX] + labels
-    return {"input_ids": input_ids[:max_length], "labels": labels[:max_length]}
+    return tokenize_chat(tokenizer, rendered, cfg.max_length, cfg.mask_prompt, tools=record_tools(record),
+                         unlearned_reasoning=messages)
 
 
 def record_as_trained(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
