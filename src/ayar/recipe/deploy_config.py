@@ -38,6 +38,8 @@ class ServeConfig(Section):
     log_requests: bool = Field(False, description="Log counts, timings and status per request to log_db.")
     log_text: bool = Field(False, description="Also log prompt text (PII-redacted); turns log_requests on.")
     log_db: Path | None = Field(None, description="SQLite request log (default: <run>/requests.sqlite).")
+    tool_call_grammar: bool = Field(True, description="With tool_choice auto, hold a call the model opens to an "
+                                    "offered function and its schema (transformers engine; free text stays free).")
     engine: Literal["transformers", "llamacpp", "vllm"] = Field(
         "transformers", description="What generates: transformers (adapters by name, parity with training), "
         "llamacpp (an exported GGUF, fast on CPUs) or vllm (GPUs).")

@@ -42,6 +42,7 @@ class ServeSettings:
     log_db: Path | None = _DEFAULTS.log_db
     log_requests: bool = _DEFAULTS.log_requests
     log_text: bool = _DEFAULTS.log_text
+    tool_call_grammar: bool = _DEFAULTS.tool_call_grammar
 
     @classmethod
     def from_config(cls, cfg: ServeConfig, api_keys: list[str] | None = None,
@@ -49,7 +50,8 @@ class ServeSettings:
         """Settings from a recipe's serve section; the log goes to ``default_log_db`` when none is named."""
         return cls(api_keys=api_keys or [], max_body_bytes=cfg.max_body_bytes, request_timeout=cfg.request_timeout,
                    default_max_tokens=cfg.default_max_tokens, log_db=cfg.log_db or default_log_db,
-                   log_requests=cfg.log_requests or cfg.log_text, log_text=cfg.log_text)
+                   log_requests=cfg.log_requests or cfg.log_text, log_text=cfg.log_text,
+                   tool_call_grammar=cfg.tool_call_grammar)
 
 
 class ApiError(HTTPException):
@@ -185,7 +187,8 @@ def _add_completion_routes(app: FastAPI) -> None:
         tools = body.tool_list()
         ids = _encode_chat(engine, body, messages, tools)
         user_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
-        options = {"logprobs": body.top_count(), "constraint": await _constraint(engine, body)}
+        constraint = await _constraint(engine, body, request.app.state.settings.tool_call_grammar)
+        options = {"logprobs": body.top_count(), "constraint": constraint}
         return await _complete(request, engine, body, [Prompt(ids, user_text)], chat=True,
                                max_tokens=body.max_completion_tokens or body.max_tokens, tools=tools,
                                options=options)
@@ -282,15 +285,23 @@ def _refuse_unhonoured(engine: QueuedEngine, body: ChatCompletionRequest | Compl
                            "unsupported_field")
 
 
-async def _constraint(engine: QueuedEngine, body: ChatCompletionRequest) -> Any:
-    """The compiled grammar of a forced tool call or of the request's response_format; None for free text."""
+async def _constraint(engine: QueuedEngine, body: ChatCompletionRequest, hold_chosen_calls: bool) -> Any:
+    """The compiled grammar of a forced tool call, of the calls the model may choose to make
+    (``hold_chosen_calls`` or ``parallel_tool_calls: false``, on an engine that holds calls), or of the
+    request's response_format; None for free text."""
     schema = body.response_format.schema_of_answer() if body.response_format else None
-    forced = body.forced_tools()
+    forced, offered = body.forced_tools(), body.tool_list()
     if forced and schema is not None:
         raise ApiError(400, "a forced tool call (tool_choice) and a response_format cannot both shape one answer",
                        "tool_choice", "unsupported_field")
+    chosen = (offered and not forced and "tool_choice" in engine.honours
+              and (hold_chosen_calls or body.parallel_tool_calls is False))
     if forced:
         param, compile_grammar = "tool_choice", functools.partial(engine.compile_call, forced)
+    elif chosen:
+        param = "tools"
+        compile_grammar = functools.partial(engine.compile_chosen_call, offered, body.parallel_tool_calls is not False,
+                                            schema)
     elif schema is not None:
         param, compile_grammar = "response_format", functools.partial(engine.compile_constraint, schema)
     else:

@@ -1,6 +1,7 @@
-"""Grammar-constrained decoding through llguidance: ``response_format`` (JSON matching a schema) and a forced
+"""Grammar-constrained decoding through llguidance: ``response_format`` (JSON matching a schema), a forced
 tool call (``tool_choice`` required or a named function: one call of an offered function, its arguments
-matching the function's schema).
+matching the function's schema), and a call the model chooses to make (``tool_choice`` auto: free text until
+the model opens a call, then the same constraint on the call).
 
 llguidance compiles a JSON schema against the tokenizer's vocabulary and, at each step, masks every token
 that would leave the grammar. Measured on the CPU on SmolLM2's 49k-token vocabulary: about 0.9 ms a token,
@@ -70,14 +71,44 @@ def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     return calls[0] if len(calls) == 1 else {"anyOf": calls}
 
 
+def _call_json(tools: list[dict[str, Any]]) -> str:
+    return "%json " + json.dumps({"x-guidance": JSON_LAYOUT, **call_schema(tools)})
+
+
 def call_grammar(tools: list[dict[str, Any]], tagged: bool) -> str:
     """A Lark grammar for exactly one call of one of ``tools``: in ``<tool_call>`` tags where the template
     teaches them, else the bare JSON call (Llama 3.1 style)."""
-    schema = json.dumps({"x-guidance": JSON_LAYOUT, **call_schema(tools)})
-    body = f"%json {schema}"
+    body = _call_json(tools)
     if tagged:
         body = f"{json.dumps(CALL_TAGS[0])} {body} {json.dumps(CALL_TAGS[1])}"
     return f"start: {body}\n"
+
+
+def chosen_call_grammar(tools: list[dict[str, Any]], tagged: bool, parallel: bool,
+                        answer_schema: dict[str, Any] | None = None) -> str:
+    """A Lark grammar for an answer that may call one of ``tools`` (``tool_choice`` auto): the model decides
+    whether to call, and once it opens a call its name and arguments are held to an offered function and its
+    schema. Without ``answer_schema`` the answer is free text around the calls; with it (a response_format
+    beside the tools) the answer is that JSON or calls alone. ``parallel``: several calls, else one at most
+    (and nothing after it).
+
+    Tagged templates: free text is a lazy lexeme ending at ``<tool_call>``, so the lexer commits to the call
+    the moment the tag is complete (a greedy free-text lexeme would swallow the tag and leave the call
+    unconstrained). Bare JSON calls (Llama 3.1 style): an answer that starts with ``{`` is a call."""
+    close = json.dumps(CALL_TAGS[1])
+    calls = "call+" if parallel else "call"
+    if answer_schema is not None:
+        answer = "%json " + json.dumps({"x-guidance": JSON_LAYOUT, **answer_schema})
+        call = (f"call: {json.dumps(CALL_TAGS[0])} {_call_json(tools)} {close} /\\n?/" if tagged
+                else f"call: {_call_json(tools)}")
+        return f"start: answer | {calls if tagged else 'call'}\nanswer: {answer}\n{call}\n"
+    if not tagged:
+        return f"start: TEXT | call\ncall: {_call_json(tools)}\nTEXT: /([^{{](.|\\n)*)?/\n"
+    opening = json.dumps(CALL_TAGS[0].rstrip("\n"))
+    return (f"start: {'call* TEXT' if parallel else 'TEXT | call'}\n"
+            f"call: call_open \"\\n\" {_call_json(tools)} {close}\n"
+            f"call_open[lazy]: TEXT {opening}\n"
+            "TEXT: /(.|\\n)*/\n")
 
 
 def json_object_schema() -> dict[str, Any]:

@@ -97,6 +97,13 @@ class QueuedEngine:
         schema), written as the chat template teaches calls; only engines that honour ``tool_choice``."""
         raise NotImplementedError(f"the {self.kind} engine has no constrained decoding")
 
+    def compile_chosen_call(self, tools: list[dict[str, Any]], parallel: bool,
+                            answer_schema: dict[str, Any] | None) -> Any:
+        """The grammar of an answer that may call ``tools`` (tool_choice auto): free text, or the
+        ``answer_schema`` JSON where given, until the model opens a call, which is then held to an offered
+        function and its schema; ``parallel`` False: one call at most. Only engines that honour ``tool_choice``."""
+        raise NotImplementedError(f"the {self.kind} engine has no constrained decoding")
+
     # ------------------------------------------------------------- the worker
 
     def _work(self) -> None:

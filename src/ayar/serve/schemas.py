@@ -192,15 +192,16 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Tool] | None = Field(None, description="Functions the model may call; rendered by the chat "
                                      "template, and calls in the template's format come back as tool_calls.")
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
-        None, description="'none' hides the tools; 'auto' lets the model decide; 'required' or a named function "
+        None, description="'none' hides the tools; 'auto' lets the model decide, and a call it opens is held to an "
+        "offered function and its schema where the engine can; 'required' or a named function "
         "({type: function, function: {name}}) forces one call under a grammar (a 400 on an engine that cannot).")
     logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
                                      description="With logprobs: the most likely tokens at each position.")
     response_format: ResponseFormat | None = Field(
         None, description="json_object or json_schema: the answer is decoded under a JSON grammar.")
-    parallel_tool_calls: bool | None = Field(None, description="false is a 400 unless tool_choice forces a call "
-                                             "(then exactly one): free, the model may call several tools at once.")
+    parallel_tool_calls: bool | None = Field(None, description="false: one call at most, under a grammar (a 400 "
+                                             "on an engine that cannot); else the model may call several at once.")
 
     def asked_features(self) -> list[str]:
         asked = {"logprobs": self.logprobs, "response_format": self.response_format is not None

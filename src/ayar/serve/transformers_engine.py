@@ -22,7 +22,7 @@ from transformers.generation.streamers import BaseStreamer
 from ayar.errors import UsageError
 from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
-from ayar.serve.constrained import CALL_TAGS, JsonGrammars, call_grammar
+from ayar.serve.constrained import CALL_TAGS, JsonGrammars, call_grammar, chosen_call_grammar
 from ayar.serve.engine_factory import EngineRequest, PreparedEngine, default_served_name
 from ayar.serve.jobs import Event, Job, TokenLogprobs, TokenStreamer, sampling_defaults
 from ayar.serve.logprobs import score_tokens
@@ -64,7 +64,7 @@ class Engine(QueuedEngine):
     """The transformers engine: one model under one or several names (a base and its LoRA adapters)."""
 
     kind = "transformers"
-    honours = frozenset({"logprobs", "response_format", "tool_choice"})
+    honours = frozenset({"logprobs", "response_format", "tool_choice", "parallel_tool_calls"})
 
     def __init__(self, model: Any, tokenizer: Any, names: dict[str, str | None], max_queue: int = 64,
                  max_batch: int = 32) -> None:
@@ -133,8 +133,16 @@ class Engine(QueuedEngine):
         return self._grammars.compile(schema)
 
     def compile_call(self, tools: list[dict[str, Any]]) -> Any:
-        tagged = CALL_TAGS[0].strip() in str(self.tokenizer.chat_template or "")
-        return self._grammars.compile_lark(call_grammar(tools, tagged), "a call grammar for these tools")
+        return self._grammars.compile_lark(call_grammar(tools, self._tagged_calls()), "a call grammar for these tools")
+
+    def compile_chosen_call(self, tools: list[dict[str, Any]], parallel: bool,
+                            answer_schema: dict[str, Any] | None) -> Any:
+        lark = chosen_call_grammar(tools, self._tagged_calls(), parallel, answer_schema)
+        return self._grammars.compile_lark(lark, "a call grammar for these tools")
+
+    def _tagged_calls(self) -> bool:
+        """Whether the chat template writes calls in ``<tool_call>`` tags (else as bare JSON)."""
+        return CALL_TAGS[0].strip() in str(self.tokenizer.chat_template or "")
 
     @contextlib.contextmanager
     def _use(self, name: str) -> Iterator[None]:

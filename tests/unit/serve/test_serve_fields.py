@@ -39,7 +39,6 @@ def test_repetition_penalty_changes_a_repeating_answer(make_client) -> None:
     (CHAT, {"frequency_penalty": 0.5}, "frequency_penalty"),
     (CHAT, {"presence_penalty": 1.0}, "presence_penalty"),
     (CHAT, {"logit_bias": {"5": -100}}, "logit_bias"),
-    (CHAT, {"parallel_tool_calls": False}, "parallel_tool_calls"),
     ("/v1/completions", {"best_of": 2}, "best_of"),
     ("/v1/completions", {"suffix": "x"}, "suffix"),
 ])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,16 +52,26 @@ def tool_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
-@pytest.fixture(scope="module")
-def openai_client(tool_model_dir: Path) -> Iterator:
+def _client(model_dir: Path, **settings: bool) -> Iterator:
     from openai import OpenAI
 
     from ayar.serve.app import ServeSettings, create_app
     from ayar.serve.engine import load_engine
 
-    engine = load_engine(tool_model_dir, None, "tiny", 8).start()
-    with TestClient(create_app(ServeSettings(), engine=engine)) as http:
+    engine = load_engine(model_dir, None, "tiny", 8).start()
+    with TestClient(create_app(ServeSettings(**settings), engine=engine)) as http:
         yield OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def openai_client(tool_model_dir: Path) -> Iterator:
+    yield from _client(tool_model_dir)
+
+
+@pytest.fixture(scope="module")
+def free_client(tool_model_dir: Path) -> Iterator:
+    """The same server with a call the model chooses to make left unconstrained (serve.tool_call_grammar off)."""
+    yield from _client(tool_model_dir, tool_call_grammar=False)
 
 
 def test_a_call_comes_back_as_tool_calls(openai_client) -> None:
@@ -132,11 +142,11 @@ CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {
     "required": ["zone", "hour24"], "additionalProperties": False}}}
 
 
-def test_a_named_function_is_called_with_arguments_in_its_schema(openai_client) -> None:
+def test_a_named_function_is_called_with_arguments_in_its_schema(openai_client, free_client) -> None:
     """The model, trained to call get_weather, is offered get_time only: free, it does not call get_time
     properly; named, the grammar picks the name and keeps the arguments to get_time's schema."""
-    free = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], temperature=0,
-                                                 max_tokens=60)
+    free = free_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], temperature=0,
+                                               max_tokens=60)
     assert not any(c.function.name == "get_time" for c in free.choices[0].message.tool_calls or [])
     named = {"type": "function", "function": {"name": "get_time"}}
     for seed in range(3):
@@ -151,10 +161,10 @@ def test_a_named_function_is_called_with_arguments_in_its_schema(openai_client) 
         assert arguments["zone"] in ("UTC", "TRT") and isinstance(arguments["hour24"], bool)
 
 
-def test_required_makes_a_valid_call_where_the_model_writes_a_broken_one(openai_client) -> None:
+def test_required_makes_a_valid_call_where_the_model_writes_a_broken_one(openai_client, free_client) -> None:
     hello = [{"role": "user", "content": "Merhaba!"}]
-    free = openai_client.chat.completions.create(model="tiny", messages=hello, tools=[CLOCK], temperature=0,
-                                                 max_tokens=60)
+    free = free_client.chat.completions.create(model="tiny", messages=hello, tools=[CLOCK], temperature=0,
+                                               max_tokens=60)
     assert not free.choices[0].message.tool_calls  # it starts a call it cannot finish
     forced = openai_client.chat.completions.create(model="tiny", messages=hello, tools=[CLOCK],
                                                    tool_choice="required", temperature=0, max_tokens=100)
@@ -162,6 +172,75 @@ def test_required_makes_a_valid_call_where_the_model_writes_a_broken_one(openai_
     assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
     call = choice.message.tool_calls[0].function
     assert call.name == "get_time" and json.loads(call.arguments)["zone"] in ("UTC", "TRT")
+
+
+def test_a_call_the_model_opens_under_auto_is_held_to_the_offered_functions(openai_client, free_client) -> None:
+    """tool_choice auto: the model, trained to call get_weather, is offered get_time only. Unconstrained, the
+    call it opens is not a valid get_time call; held (the default), the same greedy answer becomes one, with
+    arguments in get_time's schema. An answer in text is left as it is."""
+    for client, held in ((free_client, False), (openai_client, True)):
+        reply = client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], tool_choice="auto",
+                                               temperature=0, max_tokens=100).choices[0]
+        calls = [c.function for c in reply.message.tool_calls or [] if c.function.name == "get_time"]
+        assert bool(calls) == held
+    (call,) = calls
+    assert reply.finish_reason == "tool_calls" and json.loads(call.arguments)["zone"] in ("UTC", "TRT")
+    one = openai_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], temperature=0,
+                                                parallel_tool_calls=False, max_tokens=100).choices[0]
+    assert [c.function.name for c in one.message.tool_calls] == ["get_time"]
+    answers = [client.chat.completions.create(model="tiny", messages=AFTER, tools=TOOLS, temperature=0,
+                                              max_tokens=30).choices[0].message
+               for client in (free_client, openai_client)]
+    assert [a.content for a in answers] == ["12 derece."] * 2 and not any(a.tool_calls for a in answers)
+
+
+def _writable(model_dir: Path, lark: str) -> Callable[[str], bool]:
+    """Whether the grammar lets a model write a whole answer, the end of turn included."""
+    import llguidance
+    import llguidance.hf
+
+    from ayar.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir))
+    vocabulary = llguidance.hf.from_tokenizer(tokenizer, n_vocab=len(tokenizer), eos_token=[tokenizer.eos_token_id])
+    grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+
+    def writable(answer: str) -> bool:
+        ids = [*vocabulary.tokenize_str(answer), tokenizer.eos_token_id]
+        return llguidance.LLMatcher(vocabulary, grammar, log_level=0).validate_tokens(ids) == len(ids)
+
+    return writable
+
+
+def _tagged(name: str, arguments: str) -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {arguments}}}\n</tool_call>'
+
+
+def test_a_chosen_call_grammar_keeps_text_free_and_calls_to_their_schema(tool_model_dir: Path) -> None:
+    from ayar.serve.constrained import chosen_call_grammar
+
+    weather, clock = _tagged("get_weather", '{"city": "Izmir"}'), _tagged("get_time", '{"zone": "UTC", "hour24": true}')
+    several = _writable(tool_model_dir, chosen_call_grammar([*TOOLS, CLOCK], tagged=True, parallel=True))
+    assert several("Bilmiyorum.") and several("") and several(f"Bakayım. {weather}") and several(f"{weather}\n{clock}")
+    assert not several(_tagged("weather", '{"city": "Izmir"}'))  # a function never offered
+    assert not several(_tagged("get_weather", '{"city": "Izmir", "unit": "city", "required": "city"}'))
+    assert not several(_tagged("get_time", '{"zone": "CET", "hour24": true}'))
+    one = _writable(tool_model_dir, chosen_call_grammar([*TOOLS, CLOCK], tagged=True, parallel=False))
+    assert one(weather) and one("Bilmiyorum.") and not one(f"{weather}\n{clock}") and not one(f"{weather} tamam")
+
+
+def test_a_chosen_call_grammar_beside_a_response_format_or_for_bare_calls(tool_model_dir: Path) -> None:
+    from ayar.serve.constrained import chosen_call_grammar
+
+    answer = {"type": "object", "properties": {"derece": {"type": "integer"}}, "required": ["derece"],
+              "additionalProperties": False}
+    json_or_call = _writable(tool_model_dir, chosen_call_grammar(TOOLS, tagged=True, parallel=True,
+                                                                 answer_schema=answer))
+    assert json_or_call('{"derece": 12}') and json_or_call(_tagged("get_weather", '{"city": "Izmir"}'))
+    assert not json_or_call("12 derece.") and not json_or_call('{"derece": "on iki"}')
+    bare = _writable(tool_model_dir, chosen_call_grammar(TOOLS, tagged=False, parallel=False))
+    assert bare("12 derece.") and bare('{"name": "get_weather", "arguments": {"city": "Izmir"}}')
+    assert not bare('{"name": "weather", "arguments": {}}')
 
 
 def test_a_forced_call_caps_free_strings_and_takes_no_invented_keys(tool_model_dir: Path) -> None:
