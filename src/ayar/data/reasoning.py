@@ -21,6 +21,7 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")  # the first present wins
 REASONING_KEY = "reasoning_content"  # the internal message's key
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _LEADING_THINK = re.compile(r"\s*<think>(.*?)</think>\s*", re.DOTALL)
+_OPENS = re.compile(r"\s*" + re.escape(THINK_OPEN))
 
 
 def split_think(content: str) -> tuple[str, str] | None:
@@ -91,3 +92,25 @@ def reasoning_mode(reasoning: ReasoningMode | None, enable_thinking: bool | None
     if reasoning is not None:
         return reasoning
     return "drop" if enable_thinking is False else "learn"
+
+
+def prompt_opens_reasoning(prompt: str) -> bool:
+    """Whether the rendered prompt ends inside an open think block (the answer starts with reasoning)."""
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
+def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str]:
+    """(reasoning, content) of a generated answer; reasoning None when there is none (or it is empty).
+
+    ``opened``: the prompt ended with ``<think>``. The reasoning loses the whitespace around it, the content
+    the whitespace before it.
+    """
+    if not opened:
+        start = _OPENS.match(text)
+        if start is None:
+            return None, text
+        text = text[start.end():]
+    end = text.find(THINK_CLOSE)
+    if end < 0:
+        return text.strip() or None, ""
+    return text[:end].strip() or None, text[end + len(THINK_CLOSE):].lstrip()

@@ -35,8 +35,9 @@ def token_stats(prepared: PreparedData, tokenizer: str, cfg: DataConfig, limit: 
 
 def loss_mask_report(prepared: PreparedData, tokenizer: str, cfg: DataConfig, limit: int = 2000) -> dict[str, Any]:
     """Per role, how many tokens (up to ``limit``) training records hold and how many are learned."""
+    from ayar.data.reasoning import reasoning_mode
     from ayar.data.templates import record_to_messages, record_tools, set_template
-    from ayar.data.tokenize import IGNORE_INDEX, count_mask, tokenize_chat
+    from ayar.data.tokenize import IGNORE_INDEX, count_mask, tokenize_conversation
 
     tok = load_tokenizer(tokenizer)
     set_template(tok, cfg.template, cfg.enable_thinking)
@@ -48,8 +49,9 @@ def loss_mask_report(prepared: PreparedData, tokenizer: str, cfg: DataConfig, li
             if record_format(record, cfg.format) not in CHAT_FORMATS:
                 continue
             try:
-                encoded = tokenize_chat(tok, record_to_messages(record, cfg.system_prompt), cfg.max_length,
-                                        cfg.mask_prompt, tools=record_tools(record), with_roles=True)
+                encoded = tokenize_conversation(tok, record_to_messages(record, cfg.system_prompt), cfg.max_length,
+                                                cfg.mask_prompt, record_tools(record),
+                                                reasoning_mode(cfg.reasoning, cfg.enable_thinking), with_roles=True)
             except ValueError as exc:  # a template that does not render conversations as prefixes
                 return {"records_measured": 0, "roles": {}, "learned_tokens": 0, "note": str(exc)}
             count_mask(encoded, counts)

@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ayar.data.reasoning import REASONING_KEY, THINK_CLOSE
-from ayar.data.templates import render_conversation, render_prompt, template_renders_tools
+from ayar.data.reasoning import REASONING_KEY, THINK_CLOSE, has_reasoning
+from ayar.data.templates import (
+    messages_for_template,
+    render_conversation,
+    render_prompt,
+    template_renders_tools,
+)
 from ayar.errors import UsageError
+from ayar.recipe.data_config import ReasoningMode
 
 IGNORE_INDEX = -100  # labels with this value are skipped by the cross-entropy loss
 PROMPT_ROLE = "prompt"  # the report's role for prompt text it cannot pin on one message
@@ -121,6 +127,20 @@ def tokenize_chat(
     if with_roles:
         out["roles"] = roles[:max_length]
     return out
+
+
+def tokenize_conversation(
+    tokenizer: Any, messages: list[dict[str, Any]], max_length: int, mask_prompt: bool,
+    tools: list[dict[str, Any]] | None, reasoning: ReasoningMode, with_roles: bool = False,
+) -> dict[str, list[Any]]:
+    """A conversation tokenized as training learns it, its reasoning traces (``data.reasoning``, resolved)
+    learned, masked (in the input, never a label) or dropped; training, evaluation's loss and the loss-mask
+    report all read conversations through this."""
+    if not has_reasoning(messages):
+        return tokenize_chat(tokenizer, messages, max_length, mask_prompt, tools=tools, with_roles=with_roles)
+    rendered = messages_for_template(tokenizer, messages, reasoning)
+    return tokenize_chat(tokenizer, rendered, max_length, mask_prompt, tools=tools, with_roles=with_roles,
+                         unlearned_reasoning=messages if reasoning == "mask" else None)
 
 
 def _after_think_block(text: str) -> int | None:

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ayar.data.templates import record_to_messages, record_tools
-from ayar.data.tokenize import tokenize_chat, tokenize_text
+from ayar.data.reasoning import THINK_OPEN, prompt_opens_reasoning, reasoning_mode, split_reasoning
+from ayar.data.templates import record_to_messages, record_tools, render_prompt
+from ayar.data.tokenize import tokenize_conversation, tokenize_text
 from ayar.eval.generate import context_length, generate_chat, generate_seq2seq
 from ayar.eval.metrics import classification_metrics, text_metrics
 from ayar.eval.perplexity import perplexity
@@ -62,19 +63,35 @@ def evaluate_causal_lm(model: Any, tokenizer: Any, records: list[dict], prompts:
                             "examples": len(records), "response_tokens": ppl["tokens"]}, "rows": rows}
     conversations = [record_to_messages(r, cfg.system_prompt) for r in records]
     tools = [record_tools(r) for r in records]  # tool records render (and are scored) with their tools
-    examples = [tokenize_chat(tokenizer, c, cfg.max_length, mask_prompt=True, tools=t)
+    mode = reasoning_mode(cfg.reasoning, cfg.enable_thinking)  # the answer's loss counts what training learned
+    examples = [tokenize_conversation(tokenizer, c, cfg.max_length, True, t, mode)
                 for c, t in zip(conversations, tools, strict=True)]
     ppl = perplexity(model, examples, context_length(model), recipe.eval.perplexity_stride)
     references = [c[-1]["content"] for c in conversations]
-    outputs = generate_chat(model, tokenizer, [c[:-1] for c in conversations], recipe.eval,
-                            tools if any(tools) else None)
+    asked = [c[:-1] for c in conversations]
+    generated = generate_chat(model, tokenizer, asked, recipe.eval, tools if any(tools) else None)
+    outputs, traces = answers_and_reasoning(tokenizer, generated, asked, tools)
     langs = [r.get("lang") for r in records]
     corpus, per_example = text_metrics(outputs, references, recipe.eval.exact_match_normalize, langs)
     tool_summary, tool_rows = tool_call_scores(outputs, [c[-1] for c in conversations], tools)
     corpus, per_example = {**corpus, **tool_summary}, {**per_example, **tool_rows}
     rows = _base_rows(records, prompts, references, tokenizer, recipe)
     _attach(rows, outputs, per_example, ppl)
+    for row, trace in zip(rows, traces, strict=True):
+        if trace is not None:
+            row["reasoning"] = trace
     return {"summary": _generation_summary(corpus, ppl, len(records)), "rows": rows}
+
+
+def answers_and_reasoning(tokenizer: Any, outputs: list[str], conversations: list[list[dict[str, Any]]],
+                          tools: list[list[dict[str, Any]] | None]) -> tuple[list[str], list[str | None]]:
+    """Each generated output's final answer and its reasoning trace (None without one). A thinking model's
+    answer is scored without its think block, the answer `ayar serve` returns apart from ``reasoning_content``;
+    references hold the final answer alone (a record's reasoning is split off when it is read)."""
+    opens = THINK_OPEN in str(tokenizer.chat_template or "")
+    split = [split_reasoning(output, opens and prompt_opens_reasoning(render_prompt(tokenizer, c, t)))
+             for output, c, t in zip(outputs, conversations, tools, strict=True)]
+    return [answer for _, answer in split], [reasoning for reasoning, _ in split]
 
 
 @torch.inference_mode()

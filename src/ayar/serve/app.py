@@ -18,13 +18,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ayar.data.reasoning import prompt_opens_reasoning
 from ayar.recipe import ServeConfig
 from ayar.serve.engine import Engine, Job, QueuedEngine, QueueFullError, SamplingParams
 from ayar.serve.feedback import add_feedback_route
 from ayar.serve.logging_db import RequestLog, latest_drift
 from ayar.serve.metrics import ServerMetrics
 from ayar.serve.middleware import Gate
-from ayar.serve.reasoning import prompt_opens_reasoning, template_thinks
+from ayar.serve.reasoning import template_thinks
 from ayar.serve.replies import Answer, Reply, stream
 from ayar.serve.schemas import MAX_SEED, ChatCompletionRequest, CompletionRequest, error_response
 

@@ -5,44 +5,19 @@ block's text as ``reasoning_content`` and the rest as ``content``. A chat templa
 the prompt itself (its generation prompt ends with ``<think>``): the answer then starts inside the reasoning.
 An answer cut off before ``</think>`` is all reasoning; one that opens no block is all content.
 
-Pure functions and a small state machine, so the whole-answer and streaming replies agree to the character:
-the streamed pieces joined are exactly :func:`split_reasoning` of the whole answer.
+The whole answer is split by ``ayar.data.reasoning.split_reasoning`` (evaluation splits answers alike); the
+state machine here splits a stream so that the pieces joined are exactly that split of the whole answer.
 """
 
 from __future__ import annotations
 
-import re
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-_OPENS = re.compile(r"\s*" + re.escape(THINK_OPEN))
+from ayar.data.reasoning import THINK_CLOSE, THINK_OPEN
 
 
 def template_thinks(chat_template: str | None, reasoning_trained: bool = False) -> bool:
     """Whether a model's answers are parsed for reasoning: its template has think tags, or it was trained on
     reasoning written inline (its contract's ``reasoning_used``), so it writes them whatever the template."""
     return reasoning_trained or bool(chat_template and THINK_CLOSE in chat_template)
-
-
-def prompt_opens_reasoning(prompt: str) -> bool:
-    """Whether the rendered prompt ends inside an open think block (the answer starts with reasoning)."""
-    return prompt.rstrip().endswith(THINK_OPEN)
-
-
-def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str]:
-    """(reasoning, content) of a generated answer; reasoning None when there is none (or it is empty).
-
-    ``opened``: the prompt ended with ``<think>``. The reasoning loses the whitespace around it, the content
-    the whitespace before it.
-    """
-    if not opened:
-        start = _OPENS.match(text)
-        if start is None:
-            return None, text
-        text = text[start.end():]
-    end = text.find(THINK_CLOSE)
-    if end < 0:
-        return text.strip() or None, ""
-    return text[:end].strip() or None, text[end + len(THINK_CLOSE):].lstrip()
 
 
 def _partial_tag(text: str, tag: str) -> int:

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from ayar.data.reasoning import split_reasoning
 from ayar.serve.jobs import Job, TokenLogprobs
 from ayar.serve.logprobs import chat_logprobs, legacy_logprobs
-from ayar.serve.reasoning import ReasoningStream, split_reasoning
+from ayar.serve.reasoning import ReasoningStream
 
 
 @dataclass

@@ -19,11 +19,10 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 from ayar.data.reasoning import has_reasoning, reasoning_mode
 from ayar.data.templates import (
     apply_thinking_default,
-    messages_for_template,
     record_to_messages,
     record_tools,
 )
-from ayar.data.tokenize import IGNORE_INDEX, check_learned_tokens, tokenize_chat, tokenize_text
+from ayar.data.tokenize import IGNORE_INDEX, check_learned_tokens, tokenize_conversation, tokenize_text
 from ayar.data.windows import ends_document
 from ayar.errors import UsageError
 from ayar.recipe import Recipe
@@ -92,15 +91,8 @@ def encode_causal_lm(record: dict[str, Any], tokenizer: Any, recipe: Recipe, lab
     cfg = recipe.data
     if cfg.format == "text":
         return tokenize_text(tokenizer, record["text"], cfg.max_length, add_eos=ends_document(record))
-    messages = record_to_messages(record, cfg.system_prompt)
-    if not has_reasoning(messages):
-        return tokenize_chat(tokenizer, messages, cfg.max_length, cfg.mask_prompt, tools=record_tools(record))
-    mode = reasoning_mode(cfg.reasoning, cfg.enable_thinking)
-    rendered = messages_for_template(tokenizer, messages, mode)
-    if mode != "mask":
-        return tokenize_chat(tokenizer, rendered, cfg.max_length, cfg.mask_prompt, tools=record_tools(record))
-    return tokenize_chat(tokenizer, rendered, cfg.max_length, cfg.mask_prompt, tools=record_tools(record),
-                         unlearned_reasoning=messages)
+    return tokenize_conversation(tokenizer, record_to_messages(record, cfg.system_prompt), cfg.max_length,
+                                 cfg.mask_prompt, record_tools(record), reasoning_mode(cfg.reasoning, cfg.enable_thinking))
 
 
 def record_as_trained(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:

@@ -228,3 +228,62 @@ def test_a_training_run_learns_the_answers_after_masked_reasoning_and_saves_the_
     assert saved.chat_template.startswith("{%- if enable_thinking is not defined %}{%- set enable_thinking = true")
     losses = [r["loss"] for r in json.loads((tmp_path / "run" / "train_history.json").read_text()) if "loss" in r]
     assert losses and all(0 < loss < 100 for loss in losses)
+
+
+# ---------------------------------------------------------------- the loss-mask report and evaluation
+
+
+def _prepared_with_reasoning(tokenizer: Any, tmp_path: Path, mode: str) -> dict[str, Any]:
+    """The data card's loss-mask report of two reasoning records prepared under ``data.reasoning: mode``."""
+    import json
+
+    from ayar.data.prepare import prepare
+    from ayar.recipe import DataConfig
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(json.dumps(record(content=str(n), reasoning_content=f"{n} = {n - 1} + 1"))
+                              for n in (12, 47)), encoding="utf-8")
+    cfg = DataConfig.model_validate({"inputs": [{"path": str(path)}], "format": "messages", "save_arrow": False,
+                                     "template": QWEN3_STYLE, "reasoning": mode, "dedup": {"near": False},
+                                     "split": {"train": 1.0, "validation": 0.0, "test": 0.0}})
+    return prepare(cfg, tmp_path / mode, seed=0, tokenizer=str(tmp_path / "tok")).card["loss_mask"]["roles"]
+
+
+def test_the_loss_mask_report_counts_masked_reasoning_apart_and_unlearned(tokenizer: Any, tmp_path: Path) -> None:
+    masked, learned = (_prepared_with_reasoning(tokenizer, tmp_path, mode) for mode in ("mask", "learn"))
+    assert masked["reasoning"]["tokens"] > 0 and masked["reasoning"]["learned"] == 0
+    assert masked["assistant"]["learned"] == masked["assistant"]["tokens"] > 0
+    assert "reasoning" not in learned  # learned: the trace is part of the assistant's learned tokens
+    assert learned["assistant"]["learned"] == masked["assistant"]["learned"] + masked["reasoning"]["tokens"]
+
+
+def test_evaluation_scores_the_answer_after_the_think_block(tokenizer: Any) -> None:
+    from ayar.eval.tasks import answers_and_reasoning
+
+    with_template(tokenizer, QWEN3_STYLE)
+    asked = [[USER]] * 3
+    outputs = [f"<think>\n{REASONING}\n</think>\n\n{ANSWER}", ANSWER, "<think>cut off before the answer"]
+    answers, traces = answers_and_reasoning(tokenizer, outputs, asked, [None] * 3)
+    assert answers == [ANSWER, ANSWER, ""] and traces == [REASONING, None, "cut off before the answer"]
+    opened = with_template(tokenizer, QWEN3_STYLE.replace(
+        "{{- '<|im_start|>assistant\\n' }}{%- if enable", "{{- '<|im_start|>assistant\\n<think>\\n' }}{%- if enable"))
+    assert render_prompt(opened, [USER]).endswith("<think>\n")  # the prompt opens the block: the answer starts in it
+    assert answers_and_reasoning(opened, [f"{REASONING}\n</think>\n\n{ANSWER}"], [[USER]], [None]) == \
+        ([ANSWER], [REASONING])
+
+
+def test_evaluation_loss_counts_the_answer_alone_where_training_masked_the_reasoning(
+        tokenizer: Any, tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from ayar.eval.tasks import evaluate_causal_lm
+
+    with_template(tokenizer, QWEN3_STYLE)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    records = [record(content=ANSWER, reasoning_content=REASONING)]
+    answer_tokens = len(tokenizer(f"{ANSWER}{END}", add_special_tokens=False)["input_ids"])
+    scored = {mode: evaluate_causal_lm(model, tokenizer, records, ["p"], recipe(
+        f"data.reasoning={mode}", "eval.max_new_tokens=2"))["summary"]["response_tokens"] for mode in ("mask", "learn")}
+    assert scored["mask"] == answer_tokens < scored["learn"]

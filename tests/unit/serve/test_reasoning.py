@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from ayar.serve.reasoning import ReasoningStream, prompt_opens_reasoning, split_reasoning, template_thinks
+from ayar.data.reasoning import prompt_opens_reasoning, split_reasoning
+from ayar.serve.reasoning import ReasoningStream, template_thinks
 
 CASES = [  # (generated text, prompt opened the block, reasoning, content)
     ("<think>\n3 + 2 = 5\n</think>\n\n5 elma.", False, "3 + 2 = 5", "5 elma."),
