@@ -68,3 +68,40 @@ def test_trl_rows_train_without_gradient_checkpointing(tiny_model_dir: Path, tmp
                                       train_bench.PEER_VARIANTS["trl"])
     assert trainer.args.gradient_checkpointing is False
     assert trainer.args.bf16 is False
+
+
+def test_the_model_shape_peak_counts_each_linear_map_and_judges_the_bf16_goal(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    shapes = train_bench.linear_shapes(model)
+    layers = model.config.num_hidden_layers
+    assert sum(shapes.values()) == 7 * layers + 1  # q, k, v, o, gate, up, down per layer, and the LM head
+    assert shapes[(model.config.hidden_size, model.config.intermediate_size)] == 2 * layers  # gate and up
+    assert train_bench.model_shape_peak("float32", shapes, tokens=64, seconds=0.2) > 0
+    derived = train_bench.derive({"real_tokens": 1000, "wall_s": 1.0, "cpu_s": 2.0, "steps": 1, "slots": 1000,
+                                  "matmul_params": 10**6}, "lora", NATIVE, True, {"float32": 100.0, "bfloat16": 8.0})
+    assert derived["mfu"] == pytest.approx(4.0 / 420) and derived["mfu_model_shapes"] == pytest.approx(0.5)
+    goal = {"model": "smollm2", "method": "full", "mfu": 0.2, "mfu_reference": "bf16", "mfu_model_shapes": 0.36}
+    assert "goal >= 35%: met" in train_bench.mfu_goal(goal)
+    assert "NOT met" in train_bench.mfu_goal({**goal, "mfu_model_shapes": 0.2})
+
+
+def test_a_lever_row_undoes_what_prepare_model_did_in_bf16(tiny_model_dir: Path) -> None:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import AutoModelForCausalLM
+
+    from ayar.methods import build_method
+    from ayar.models.load import unwrapped
+    from ayar.train.attention import NAME
+    from ayar.train.trainer import prepare_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    model = prepare_model(build_method("lora", {"r": 4}), model, "causal_lm", "bf16")
+    adapters = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    assert unwrapped(model).config._attn_implementation == NAME and not any(a.cast_input_dtype_enabled for a in adapters)
+    for lever in ("short_rows_attention", "adapter_input_casts"):
+        train_bench.undo_lever(model, lever)
+    assert unwrapped(model).config._attn_implementation == "sdpa" and all(a.cast_input_dtype_enabled for a in adapters)
+    with pytest.raises(ValueError, match="no lever named"):
+        train_bench.undo_lever(model, "warp")
