@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from ayar.data.prepare import PreparedData
 from ayar.data.templates import record_to_messages, set_template
@@ -197,12 +198,33 @@ def _forgetting_probe(model: Any, tokenizer: Any, recipe: Recipe, name: str, pat
 
 
 def _forgetting_report(forgetting: dict[str, Any], recipe: Recipe) -> dict[str, Any] | None:
-    """Tuned against base on the general-material probes, with the gate's verdict (None when not probed)."""
+    """Tuned against base on the general-material probes, with the gate's verdict (None when not probed); where
+    the base is itself a fine-tune, tuned against the original base too (reported, not gated)."""
     if not forgetting:
         return None
     from ayar.eval.forgetting import compare
 
-    return compare(forgetting["base"], forgetting["tuned"], recipe.eval.forgetting)
+    report = compare(forgetting["base"], forgetting["tuned"], recipe.eval.forgetting)
+    if "original_base" in forgetting:
+        against = compare(forgetting["original_base"], forgetting["tuned"], recipe.eval.forgetting)
+        report["original_base"] = {"model": forgetting["original_base_model"],
+                                   **{k: v for k, v in against.items() if k != "gate"}}
+    return report
+
+
+def original_base(base_dir: str | Path | None) -> str | None:
+    """The model a compared base was itself fine-tuned from, where the base is a run's model (a recipe that
+    starts from ``runs/<name>``): the first model of the chain of runs that is not a run's. None otherwise."""
+    from ayar.models.load import is_run_folder, resolve_model_name
+
+    if base_dir is None:
+        return None
+    found, folder = None, Path(base_dir)
+    while folder.name == "model" and is_run_folder(folder.parent) and (folder.parent / "recipe.yaml").is_file():
+        start = yaml.safe_load((folder.parent / "recipe.yaml").read_text(encoding="utf-8"))["model"]["name_or_path"]
+        found = resolve_model_name(start)
+        folder = Path(found)
+    return found
 
 
 def _comparison(models: dict[str, dict[str, Any]], recipe: Recipe) -> dict[str, Any]:
@@ -264,6 +286,11 @@ def evaluate(recipe: Recipe, tuned_dir: Path, base_dir: str | None, prepared: Pr
                                           _train_texts(prepared, recipe, tokenizer), recipe)
         if measure_forgetting:
             forgetting[name] = _forgetting_probe(model, tokenizer, recipe, name, path)
+        del model
+    if measure_forgetting and (original := original_base(sources["base"])):
+        model, tokenizer = _load(original, recipe, template=True)
+        forgetting["original_base"] = _forgetting_probe(model, tokenizer, recipe, "base", original)
+        forgetting["original_base_model"] = original
         del model
     result = _figures(models, risks, recipe)
     result["split"] = {"name": cfg.split, "examples": len(records)}

@@ -208,7 +208,21 @@ def forgetting_blocks(forgetting: dict[str, Any]) -> list[Any]:
     if lost:
         out.append(Table(["question", "base answer", "tuned answer"],
                          [[_cut(x["prompt"]), _cut(x["base"]), _cut(x["tuned"])] for x in lost]))
+    if "original_base" in forgetting:
+        out += _original_base_blocks(forgetting["original_base"])
     return out
+
+
+def _original_base_blocks(against: dict[str, Any]) -> list[Any]:
+    """Tuned against the model the base was itself fine-tuned from (reported, not gated)."""
+    rows = [[f"{lang} general-text perplexity", fmt(t["base_perplexity"]), fmt(t["tuned_perplexity"]),
+             f"{t['relative_increase']:+.1%}"] for lang, t in against["text"].items()]
+    rows += [[f"{scoring} answers correct", a["base_correct"], a["tuned_correct"],
+              f"lost {a['lost']} = {_interval(a)}, gained {a['gained']}, McNemar p {a['p_value']:.2g}"]
+             for scoring, a in against["answers"].items()]
+    return [Para(f"Against the original base ({against['model']}), which the compared base was fine-tuned from; "
+                 "reported, not gated:"),
+            Table(["figure", "original base", "tuned", "change"], rows, table_id="forgetting-original-table")]
 
 
 def benchmark_blocks(benchmarks: dict[str, Any]) -> list[Any]:

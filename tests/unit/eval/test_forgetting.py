@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -216,3 +217,60 @@ def test_stage_eval_writes_the_report_then_fails_the_gate(tiny_model_dir: Path, 
     metrics = json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["forgetting"]["gate"]["passed"] is False and "forgetting" not in metrics["eval"]
     assert "## Forgetting" in (recipe.run_dir / "report.md").read_text(encoding="utf-8")
+
+
+def _run_folder(folder: Path, model: Any, tokenizer: Any, started_from: str) -> Path:
+    """A finished run's folder as ayar writes one: its model, and the recipe naming what it started from."""
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    (folder / "recipe.yaml").write_text(f"model:\n  name_or_path: {started_from}\n", encoding="utf-8")
+    return folder
+
+
+def _nudged(tiny_model_dir: Path, seed: int, scale: float) -> Any:
+    model = load_model(str(tiny_model_dir))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def test_the_original_base_is_the_root_of_a_chain_of_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from ayar.eval.evaluate import original_base
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    first = _run_folder(tmp_path / "runs" / "first", _nudged(tiny_model_dir, 0, 0.01), tokenizer, str(tiny_model_dir))
+    second = _run_folder(tmp_path / "runs" / "second", _nudged(tiny_model_dir, 1, 0.01), tokenizer, str(first))
+    assert original_base(first / "model") == str(tiny_model_dir)
+    assert original_base(second / "model") == str(tiny_model_dir)  # through the first run to its start
+    assert original_base(str(tiny_model_dir)) is None and original_base(None) is None
+
+
+def test_a_run_from_a_fine_tune_reports_forgetting_against_the_original_base_too(
+        tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ayar.data.synthetic import generate_records, write_jsonl
+    from ayar.pipeline import stage_eval
+    from ayar.recipe import load_recipe
+
+    monkeypatch.setenv("AYAR_CACHE", str(tmp_path / "cache"))
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    start = _run_folder(tmp_path / "runs" / "start", _nudged(tiny_model_dir, 0, 0.05), tokenizer, str(tiny_model_dir))
+    recipe = load_recipe(None, [f"model.name_or_path={start}", f"run.output_dir={tmp_path / 'run'}", "run.name=t",
+                                "data.template=alpaca", "eval.max_new_tokens=2", "eval.risks.enabled=false",
+                                "eval.bootstrap_resamples=100", "run.carbon=false", "eval.forgetting.text_tokens=128",
+                                "eval.forgetting.max_new_tokens=2", "eval.forgetting.max_questions=4",
+                                "eval.forgetting.max_perplexity_increase=1000", "eval.forgetting.max_lost_share=1.0"])
+    _nudged(tiny_model_dir, 1, 0.05).save_pretrained(recipe.run_dir / "model")
+    tokenizer.save_pretrained(recipe.run_dir / "model")
+    records = list(generate_records(8, seed=1, languages=["en"], tasks=["add"]))
+    for split, rows in (("train", records[:4]), ("validation", []), ("test", records[4:])):
+        write_jsonl(rows, recipe.run_dir / "data" / f"{split}.jsonl")
+    stage_eval(recipe)
+    forgetting = json.loads((recipe.run_dir / "metrics.json").read_text(encoding="utf-8"))["forgetting"]
+    against = forgetting["original_base"]
+    assert against["model"] == str(tiny_model_dir) and "gate" not in against
+    for lang, text in against["text"].items():  # the same tuned model, measured against another base
+        assert text["tuned_perplexity"] == pytest.approx(forgetting["text"][lang]["tuned_perplexity"])
+        assert text["base_perplexity"] != pytest.approx(forgetting["text"][lang]["base_perplexity"])
+    assert "Against the original base" in (recipe.run_dir / "report.md").read_text(encoding="utf-8")
