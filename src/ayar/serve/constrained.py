@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -165,32 +166,80 @@ class JsonGrammars:
 
 
 class Grammar:
-    """A compiled grammar; each ``generate`` call takes a fresh :meth:`processor` (it holds the parse state)."""
+    """A compiled grammar; each generation takes a fresh :meth:`processor` (transformers) or
+    :meth:`numpy_processor` (llama.cpp): it holds the parse state."""
 
     def __init__(self, vocabulary: Any, grammar: str, vocab_size: int) -> None:
         self.vocabulary, self.grammar, self.vocab_size = vocabulary, grammar, vocab_size
 
     def processor(self) -> LogitsProcessor:
-        return _GrammarMask(self)
+        return _GrammarMask(_Matcher(self))
+
+    def numpy_processor(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """llama-cpp-python's logits processor: (the ids so far, the next token's scores) -> the scores."""
+        matcher = _Matcher(self)
+
+        def mask(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            allowed = matcher.allowed(int(input_ids[-1]), len(scores))
+            scores[~allowed] = -np.inf
+            return scores
+
+        return mask
+
+
+class _Matcher:
+    """One answer's parse state: the tokens the grammar allows next, after consuming the last one sampled."""
+
+    def __init__(self, grammar: Grammar) -> None:
+        import llguidance
+
+        self.matcher = llguidance.LLMatcher(grammar.vocabulary, grammar.grammar, log_level=0)
+        self.started = False
+
+    def allowed(self, last_id: int, width: int) -> np.ndarray:
+        """A bool mask of ``width`` entries; ``last_id`` is the token sampled after the previous call (on the
+        first call, the prompt's last token, not consumed)."""
+        if self.started:
+            self.matcher.consume_token(last_id)
+        self.started = True
+        if self.matcher.is_error():
+            raise RuntimeError(f"the grammar rejected the answer: {self.matcher.get_error()}")
+        allowed = np.zeros(width, dtype=bool)
+        bias = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)[:width] > 0
+        allowed[:len(bias)] = bias
+        return allowed
 
 
 class _GrammarMask(LogitsProcessor):
     """Masks the tokens the grammar does not allow next, for a batch of one row (a constrained job runs
     alone)."""
 
-    def __init__(self, grammar: Grammar) -> None:
-        import llguidance
-
-        self.matcher = llguidance.LLMatcher(grammar.vocabulary, grammar.grammar, log_level=0)
-        self.vocab_size, self.started = grammar.vocab_size, False
+    def __init__(self, matcher: _Matcher) -> None:
+        self.matcher = matcher
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.started:  # the token sampled after the previous call
-            self.matcher.consume_token(int(input_ids[0, -1]))
-        self.started = True
-        if self.matcher.is_error():
-            raise RuntimeError(f"the grammar rejected the answer: {self.matcher.get_error()}")
-        allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)[:scores.shape[-1]] > 0
-        keep = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-        keep[:len(allowed)] = torch.from_numpy(allowed.copy()).to(scores.device)
+        keep = torch.from_numpy(self.matcher.allowed(int(input_ids[0, -1]), scores.shape[-1])).to(scores.device)
         return scores.masked_fill(~keep, float("-inf"))
+
+
+class GrammarConstraints:
+    """The constrained decoding an engine offers once it has ``_grammars`` (a :class:`JsonGrammars` of its
+    tokenizer): the QueuedEngine methods a request's response_format and tool_choice compile through."""
+
+    tokenizer: Any
+    _grammars: JsonGrammars
+
+    def compile_constraint(self, schema: dict[str, Any]) -> Grammar:
+        return self._grammars.compile(schema)
+
+    def compile_call(self, tools: list[dict[str, Any]]) -> Grammar:
+        return self._grammars.compile_lark(call_grammar(tools, self._tagged_calls()), "a call grammar for these tools")
+
+    def compile_chosen_call(self, tools: list[dict[str, Any]], parallel: bool,
+                            answer_schema: dict[str, Any] | None) -> Grammar:
+        lark = chosen_call_grammar(tools, self._tagged_calls(), parallel, answer_schema)
+        return self._grammars.compile_lark(lark, "a call grammar for these tools")
+
+    def _tagged_calls(self) -> bool:
+        """Whether the chat template writes calls in ``<tool_call>`` tags (else as bare JSON)."""
+        return CALL_TAGS[0].strip() in str(self.tokenizer.chat_template or "")

@@ -22,7 +22,7 @@ from transformers.generation.streamers import BaseStreamer
 from ayar.errors import UsageError
 from ayar.eval.generate import stop_token_ids
 from ayar.safety import require_safetensors
-from ayar.serve.constrained import CALL_TAGS, JsonGrammars, call_grammar, chosen_call_grammar
+from ayar.serve.constrained import GrammarConstraints, JsonGrammars
 from ayar.serve.engine_factory import EngineRequest, PreparedEngine, default_served_name
 from ayar.serve.jobs import Event, Job, TokenLogprobs, TokenStreamer, sampling_defaults
 from ayar.serve.logprobs import score_tokens
@@ -60,7 +60,7 @@ class _StopRows(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class Engine(QueuedEngine):
+class Engine(GrammarConstraints, QueuedEngine):
     """The transformers engine: one model under one or several names (a base and its LoRA adapters)."""
 
     kind = "transformers"
@@ -129,20 +129,6 @@ class Engine(QueuedEngine):
         prompt = scored[:len(job.prompt_ids)] if job.params.score_prompt else []
         return TokenLogprobs(prompt, scored[len(job.prompt_ids):])
 
-    def compile_constraint(self, schema: dict[str, Any]) -> Any:
-        return self._grammars.compile(schema)
-
-    def compile_call(self, tools: list[dict[str, Any]]) -> Any:
-        return self._grammars.compile_lark(call_grammar(tools, self._tagged_calls()), "a call grammar for these tools")
-
-    def compile_chosen_call(self, tools: list[dict[str, Any]], parallel: bool,
-                            answer_schema: dict[str, Any] | None) -> Any:
-        lark = chosen_call_grammar(tools, self._tagged_calls(), parallel, answer_schema)
-        return self._grammars.compile_lark(lark, "a call grammar for these tools")
-
-    def _tagged_calls(self) -> bool:
-        """Whether the chat template writes calls in ``<tool_call>`` tags (else as bare JSON)."""
-        return CALL_TAGS[0].strip() in str(self.tokenizer.chat_template or "")
 
     @contextlib.contextmanager
     def _use(self, name: str) -> Iterator[None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
-from test_serve_tools import AFTER, ASK, TOOLS, tool_model_dir  # noqa: F401 - the trained model fixture, reused
+from test_serve_tools import AFTER, ASK, CLOCK, TOOLS, tool_model_dir  # noqa: F401 - the trained model fixture, reused
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +54,12 @@ class Reply(BaseModel):
     answer: str = Field(max_length=10)
 
 
-NAMED_CALL = {"type": "function", "function": {"name": "get_weather"}}
+NAMED_CALL = {"type": "function", "function": {"name": "get_time"}}
 REFUSED = [  # (route, arguments beyond model/messages or prompt, the field the 400 names)
     ("chat", {"logprobs": True}, "logprobs"),
     ("chat", {"logprobs": True, "top_logprobs": 2}, "logprobs"),
-    ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
-    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema":
-                                  Reply.model_json_schema()}}}, "response_format"),
     ("completions", {"logprobs": 1}, "logprobs"),
     ("completions", {"logprobs": 0, "echo": True, "max_tokens": 0}, "logprobs"),
-    ("chat", {"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
-    ("chat", {"tools": TOOLS, "tool_choice": NAMED_CALL}, "tool_choice"),
-    ("chat", {"tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls"),
     ("chat", {"frequency_penalty": 0.5}, "frequency_penalty"),
     ("chat", {"presence_penalty": -0.5}, "presence_penalty"),
     ("completions", {"logit_bias": {"5": 10}}, "logit_bias"),
@@ -104,3 +98,21 @@ def test_llama_cpp_engine_carries_out_the_fields_it_takes(llamacpp_client) -> No
     assert cut.choices[0].message.content == "12"
     echoed = llamacpp_client.completions.create(model="tiny", prompt="Ankara", max_tokens=0, echo=True, best_of=1)
     assert echoed.choices[0].text == "Ankara"
+
+
+def test_llama_cpp_engine_decodes_under_the_same_grammars(llamacpp_client) -> None:
+    """response_format, a forced call and a call the model opens under auto: the transformers engine's
+    llguidance grammars, applied to llama.cpp's logits. The model was trained to call get_weather only."""
+    parsed = llamacpp_client.chat.completions.parse(model="tiny", messages=ASK, response_format=Reply, temperature=0,
+                                                    max_tokens=40).choices[0]
+    assert parsed.finish_reason == "stop" and isinstance(parsed.message.parsed, Reply)
+    for choice in ({"tool_choice": NAMED_CALL}, {"tool_choice": "auto", "parallel_tool_calls": False}):
+        reply = llamacpp_client.chat.completions.create(model="tiny", messages=ASK, tools=[CLOCK], temperature=0,
+                                                        max_tokens=100, **choice).choices[0]
+        (call,) = reply.message.tool_calls
+        arguments = json.loads(call.function.arguments)
+        assert call.function.name == "get_time" and arguments["zone"] in ("UTC", "TRT")
+        assert isinstance(arguments["hour24"], bool)
+    plain = llamacpp_client.chat.completions.create(model="tiny", messages=AFTER, tools=TOOLS, temperature=0,
+                                                    max_tokens=30).choices[0]
+    assert plain.message.content == "12 derece." and not plain.message.tool_calls  # text stays as it was

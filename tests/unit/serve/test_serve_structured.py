@@ -68,17 +68,17 @@ def test_an_engine_without_a_field_answers_400_naming_it(make_client) -> None:
     from ayar.serve.llamacpp_engine import LlamaCppEngine
     from ayar.serve.vllm_engine import VllmEngine
 
-    assert LlamaCppEngine.honours == VllmEngine.honours == frozenset()
+    assert VllmEngine.honours == frozenset() and "logprobs" not in LlamaCppEngine.honours
     client = make_client()
     engine = client.app.state.engine
-    engine.kind, engine.honours = "llamacpp", LlamaCppEngine.honours  # as the llama.cpp engine declares itself
+    engine.kind, engine.honours = "vllm", VllmEngine.honours  # as the vLLM engine declares itself
     asks = [(CHAT, {"messages": HELLO, "logprobs": True}, "logprobs"),
             (CHAT, {"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
             ("/v1/completions", {"prompt": "x", "echo": True, "max_tokens": 0, "logprobs": 1}, "logprobs")]
     for route, body, field in asks:
         response = client.post(route, json={"model": "tiny", **body})
         error = response.json()["error"]
-        assert response.status_code == 400 and error["param"] == field and "llamacpp" in error["message"]
+        assert response.status_code == 400 and error["param"] == field and "vllm" in error["message"]
     echoed = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "echo": True, "max_tokens": 0})
     assert echoed.json()["choices"][0]["text"] == "x"  # echo alone needs nothing of the engine
     assert _chat(client, max_tokens=2, n=2)["usage"]["completion_tokens"] >= 2
