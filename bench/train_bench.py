@@ -60,6 +60,8 @@ AYAR_VARIANTS = {  # what the ayar path can do; the goals judge "ayar-default", 
     # (each new shape costs oneDNN a kernel build in bf16).
     "ayar-packfull-bf16": {"packing": True, "pack_full": True, "precision": "bf16"},
     "ayar-packfull-fp32": {"packing": True, "pack_full": True},
+    # torch.compile where rows have one width: it compiles once instead of once per batch shape
+    "ayar-packfull-bf16-compile": {"packing": True, "pack_full": True, "precision": "bf16", "torch_compile": True},
     "ayar-group-bf16": {"group_by_length": True, "precision": "bf16"},
     "ayar-pack-fp32": {"packing": True},
     "ayar-pack-bf16-compile": {"packing": True, "precision": "bf16", "torch_compile": True},
