@@ -72,8 +72,13 @@ def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     return calls[0] if len(calls) == 1 else {"anyOf": calls}
 
 
+def _json_rule(schema: dict[str, Any]) -> str:
+    """A Lark rule body for JSON matching ``schema``, in ayar's fixed layout."""
+    return "%json " + json.dumps({"x-guidance": JSON_LAYOUT, **schema})
+
+
 def _call_json(tools: list[dict[str, Any]]) -> str:
-    return "%json " + json.dumps({"x-guidance": JSON_LAYOUT, **call_schema(tools)})
+    return _json_rule(call_schema(tools))
 
 
 def call_grammar(tools: list[dict[str, Any]], tagged: bool) -> str:
@@ -99,7 +104,7 @@ def chosen_call_grammar(tools: list[dict[str, Any]], tagged: bool, parallel: boo
     close = json.dumps(CALL_TAGS[1])
     calls = "call+" if parallel else "call"
     if answer_schema is not None:
-        answer = "%json " + json.dumps({"x-guidance": JSON_LAYOUT, **answer_schema})
+        answer = _json_rule(answer_schema)
         call = (f"call: {json.dumps(CALL_TAGS[0])} {_call_json(tools)} {close} /\\n?/" if tagged
                 else f"call: {_call_json(tools)}")
         return f"start: answer | {calls if tagged else 'call'}\nanswer: {answer}\n{call}\n"

@@ -129,7 +129,6 @@ class Engine(GrammarConstraints, QueuedEngine):
         prompt = scored[:len(job.prompt_ids)] if job.params.score_prompt else []
         return TokenLogprobs(prompt, scored[len(job.prompt_ids):])
 
-
     @contextlib.contextmanager
     def _use(self, name: str) -> Iterator[None]:
         """Activate the adapter served under ``name`` (or switch adapters off for the base)."""
