@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+from served_client import (  # bench/ is on sys.path when a script there runs
+    held_out_conversations,
+    openai_client,
+)
 
 
 class TaskAnswer(BaseModel):
@@ -26,37 +30,25 @@ class TaskAnswer(BaseModel):
     answer: str = Field(max_length=80)
 
 
-def held_out_prompts(run: Path, per_language: int) -> list[dict[str, Any]]:
-    """The first ``per_language`` test records of each language: (lang, messages, reference answer)."""
-    from ayar.data.templates import record_to_messages
-    from ayar.recipe import load_recipe
-
-    recipe = load_recipe(run / "recipe.yaml")
-    lines = (run / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+def held_out_prompts(run: Path, per_language: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """(the run's exact-match normalisation, the first ``per_language`` test records of each language as
+    lang, messages and reference answer)."""
+    recipe, records, conversations = held_out_conversations(run)
     cases: list[dict[str, Any]] = []
-    for record in (json.loads(line) for line in lines if line.strip()):
+    for record, messages in zip(records, conversations, strict=True):
         if sum(c["lang"] == record.get("lang") for c in cases) < per_language:
-            messages = record_to_messages(record, recipe.data.system_prompt)
             cases.append({"lang": record.get("lang"), "messages": messages[:-1], "reference": messages[-1]["content"]})
-    return cases
+    return list(recipe.eval.exact_match_normalize), cases
 
 
-def run_cases(run: Path, cases: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+def run_cases(run: Path, steps: list[str], cases: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
     import openai
-    from fastapi.testclient import TestClient
-    from openai import OpenAI
 
     from ayar.eval.metrics import exact_match
-    from ayar.recipe import load_recipe
-    from ayar.serve.app import ServeSettings, create_app
-    from ayar.serve.engine import load_engine
 
-    steps = load_recipe(run / "recipe.yaml").eval.exact_match_normalize
-    engine = load_engine(run / "model", served_name="run").start()
     by_language: dict[str, dict[str, int]] = {}
     started = time.perf_counter()
-    with TestClient(create_app(ServeSettings(), engine=engine)) as http:
-        client = OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+    with openai_client(run) as client:
         for case in cases:
             try:
                 parsed = client.chat.completions.parse(model="run", messages=case["messages"], response_format=TaskAnswer,
@@ -79,7 +71,7 @@ def main() -> None:
                         help="tokens per answer, the JSON included (the answer's 80 characters fit in 100)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
-    report = run_cases(args.run, held_out_prompts(args.run, args.per_language), args.max_tokens)
+    report = run_cases(args.run, *held_out_prompts(args.run, args.per_language), args.max_tokens)
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

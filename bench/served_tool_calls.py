@@ -17,16 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from served_client import (  # bench/ is on sys.path when a script there runs
+    held_out_conversations,
+    openai_client,
+)
+
 
 def load_cases(run: Path, max_examples: int) -> tuple[list[list[dict]], list[dict], list[list[dict] | None]]:
     """(prompts, reference assistant turns, offered tools) of the run's test split, as `ayar eval` reads it."""
-    from ayar.data.templates import record_to_messages, record_tools
-    from ayar.recipe import load_recipe
+    from ayar.data.templates import record_tools
 
-    recipe = load_recipe(run / "recipe.yaml")
-    lines = (run / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines if line.strip()][:max_examples]
-    conversations = [record_to_messages(r, recipe.data.system_prompt) for r in records]
+    _, records, conversations = held_out_conversations(run)
+    records, conversations = records[:max_examples], conversations[:max_examples]
     return [c[:-1] for c in conversations], [c[-1] for c in conversations], [record_tools(r) for r in records]
 
 
@@ -46,18 +48,11 @@ def for_the_api(message: dict) -> dict:
 
 
 def run_client(run: Path, held: bool, cases: tuple, max_tokens: int) -> dict[str, Any]:
-    from fastapi.testclient import TestClient
-    from openai import OpenAI
-
     from ayar.eval.tool_calls import tool_call_scores
-    from ayar.serve.app import ServeSettings, create_app
-    from ayar.serve.engine import load_engine
 
     prompts, references, tools = cases
-    engine = load_engine(run / "model", served_name="run").start()
     outputs, started = [], time.perf_counter()
-    with TestClient(create_app(ServeSettings(tool_call_grammar=held), engine=engine)) as http:
-        client = OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+    with openai_client(run, tool_call_grammar=held) as client:
         for prompt, offered in zip(prompts, tools, strict=True):
             reply = client.chat.completions.create(model="run", messages=[for_the_api(m) for m in prompt],
                                                    tools=offered, tool_choice="auto" if offered else None,
