@@ -6,8 +6,8 @@ function) and each answer's advantage is its reward against its group's mean: an
 siblings become more likely. No loss is written here; TRL's trainer (with ayar's mixin in front, through
 ``ayar.train.trainer.build_trainer``) does the sampling and the update, and ``ayar.train.grpo`` is the
 run kind. Over a ``lora`` base TRL wraps the model with the adapter, and a start model that is already an
-adapter (a run folder's model) keeps training that adapter; ``beta`` > 0 adds a KL term to the frozen
-base (the adapter switched off).
+adapter (a run folder's model) keeps training that adapter; ``beta`` > 0 adds a KL term to the start model
+(a new adapter switched off, or TRL's frozen copy of a start adapter).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class GrpoParams(BaseModel):
                                         "(r, alpha, target_modules...); ignored when the start model is an adapter.")
     num_generations: int = Field(4, ge=2, description="Answers sampled per prompt (the group each answer's reward "
                                  "is compared within); train.batch_size x grad_accum must be a multiple of it.")
-    beta: float = Field(0.0, ge=0, description="KL coefficient against the reference (the base with the adapter "
-                        "off); 0 loads no reference.")
+    beta: float = Field(0.0, ge=0, description="KL coefficient against the start model (a new adapter switched "
+                        "off, or a frozen copy of a start adapter); 0 loads no reference.")
     loss_type: Literal[LOSS_TYPES] = Field("dapo", description="TRL's GRPO loss: grpo, dr_grpo, dapo, bnpo, cispo, "
                                            "sapo, luspo, vespo.")
     max_completion_length: int = Field(32, gt=0, description="The longest sampled answer, in tokens.")

@@ -133,6 +133,9 @@ class GrpoRun(MethodRun):
         return f"method grpo (TRL {library_trainer(trainer)}, {self.method.params.num_generations} answers per prompt)"
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
+        if "ref" in getattr(trainer.model, "peft_config", {}):
+            # TRL's frozen copy of a start adapter, the KL term's reference (beta > 0): not part of the model
+            trainer.model.delete_adapter("ref")
         super().write_model(trainer, tokenizer, folder)
         write_contract(folder, tokenizer, tools_used=any(row["tools"] for row in self.rows),
                        reasoning_used=any(reward.think for reward in self.method.params.rewards))

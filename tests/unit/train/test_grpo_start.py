@@ -64,3 +64,16 @@ def test_grpo_from_a_run_keeps_training_its_adapter(start_run: Path, tiny_model_
     assert any(not torch.equal(start[k], after[k]) for k in start)
     config = json.loads((result.model_dir / "adapter_config.json").read_text(encoding="utf-8"))
     assert Path(config["base_model_name_or_path"]) == tiny_model_dir  # loads again on the original base
+
+
+def test_grpos_kl_reference_is_the_start_model_not_the_original_base(start_run: Path, tmp_path: Path) -> None:
+    """With beta > 0 the KL term pulls toward the start adapter (TRL's frozen "ref" copy of it), so it is zero
+    at the first step; the base with the adapter off would be far from it. The copy is not saved with the run."""
+    recipe = recipe_for(tmp_path, start_run, "grpo-kl", "method.beta=0.5", settings=GRPO)
+    prepared = prepare(recipe.data, tmp_path / "data", recipe.run.seed, resolve_model_name(str(start_run)))
+    result = train(recipe, str(start_run), prepared, recipe.run_dir)
+    kl = [h["kl"] for h in result.loss_history if "kl" in h]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] > 0  # zero until the adapter moves
+    assert sorted(p.name for p in result.model_dir.iterdir() if p.is_dir()) == []  # no saved "ref" adapter
+    start = load_file(start_run / "model" / "adapter_model.safetensors")
+    assert start.keys() == load_file(result.model_dir / "adapter_model.safetensors").keys()
