@@ -57,21 +57,33 @@ def number(answer: str, record: dict[str, Any]) -> float:
     return float(found is not None and float(found.group()) == float(record["output"]))
 
 
-def _date_parts(text: str) -> tuple[set[str], str | None]:
-    """(the numbers in a written date, its month as an index 1-12 or None)."""
+def _date_parts(text: str, month_names: list[str]) -> tuple[set[str], str | None]:
+    """(the numbers in a written date, its month as an index 1-12 among ``month_names``, or None)."""
     words = normalise(text).replace(",", " ").split()
-    months = [normalise(m) for m in (*EN_MONTHS, *TR_MONTHS)]
-    month = next((str(months.index(w) % 12 + 1) for w in words if w in months), None)
+    months = [normalise(m) for m in month_names]
+    month = next((str(months.index(w) + 1) for w in words if w in months), None)
     return {str(int(w)) for w in words if w.isdigit()}, month
 
 
+def _reference_months(reference: str) -> list[str]:
+    """The month names of the reference's language: a Turkish date's month must be written in Turkish."""
+    words = normalise(reference).replace(",", " ").split()
+    return TR_MONTHS if any(normalise(m) in words for m in TR_MONTHS) else EN_MONTHS
+
+
 def date_parts(answer: str, record: dict[str, Any]) -> float:
-    """A third for each of day, month and year right (the right month with a wrong day scores 2/3 with the year)."""
+    """A third for each of day, month and year right (the right month with a wrong day scores 2/3 with the year).
+
+    The month counts only in the reference's language, and an answer other than the reference's text never
+    scores 1 (5/6 at most): a GRPO policy rewarded fully for "14 May 1999" against "14 Mayıs 1999" learned
+    to write Turkish dates in English, which exact match counts wrong.
+    """
     if exact(answer, record):
         return 1.0
     year, month, day = (str(int(part)) for part in record["input"].split("-"))
-    numbers, got_month = _date_parts(first_line(answer))
-    return (float(year in numbers) + float(got_month == month) + float(day in numbers - {year})) / 3
+    numbers, got_month = _date_parts(first_line(answer), _reference_months(str(record["output"])))
+    right = float(year in numbers) + float(got_month == month) + float(day in numbers - {year})
+    return min(right / 3, 5 / 6)
 
 
 def word_overlap(answer: str, record: dict[str, Any]) -> float:

@@ -41,6 +41,16 @@ def test_partial_credit_for_a_date_with_the_right_month_and_a_wrong_day() -> Non
     assert check("date", "16 Mart 2024", {**record, "output": "15 Mart 2024"}) == pytest.approx(2 / 3, abs=1e-3)
 
 
+def test_a_dates_month_counts_only_in_the_references_language_and_only_the_exact_text_scores_1() -> None:
+    turkish = {"task": "date", "input": "1999-05-14", "output": "14 Mayıs 1999"}
+    assert check("date", "14 May 1999", turkish) == pytest.approx(2 / 3, abs=1e-3)  # English month: wrong
+    assert check("date", "14 Haziran 1999", turkish) == pytest.approx(2 / 3, abs=1e-3)
+    assert check("date", "Mayıs 14, 1999", turkish) == pytest.approx(5 / 6, abs=1e-3)  # every part, not the text
+    english = {"task": "date", "input": "1999-05-14", "output": "May 14, 1999"}
+    assert check("date", "14 Mayıs 1999", english) == pytest.approx(2 / 3, abs=1e-3)
+    assert check("date", "14 May 1999", english) == pytest.approx(5 / 6, abs=1e-3)
+
+
 def test_partial_credit_for_a_suffix_and_number_words() -> None:
     record = {"task": "locative", "input": "kitap", "output": "kitapta"}
     assert check("locative", "kitapda", record) == pytest.approx(0.25)  # stem right, one suffix letter of two
