@@ -31,7 +31,7 @@ import xxhash
 from scipy.stats import binomtest
 
 from ayar.eval.generate import context_length, generate_chat
-from ayar.eval.perplexity import nll_sums, perplexity
+from ayar.eval.perplexity import continuation_nll_sums, perplexity
 from ayar.recipe import EvalConfig, ForgettingConfig
 
 DATA = Path(__file__).parent / "probe_data"
@@ -131,19 +131,16 @@ def choose_answers(model: Any, tokenizer: Any, questions: tuple[GeneralQuestion,
     from ayar.data.templates import render_prompt
 
     asked = [q for q in questions if q.choices]
-    pieces = []
-    for question in asked:
-        prompt = tokenizer(render_prompt(tokenizer, [{"role": "user", "content": question.prompt}]),
-                           add_special_tokens=False)["input_ids"]
-        for choice in question.choices or ():
-            option = tokenizer(choice, add_special_tokens=False)["input_ids"]
-            pieces.append((prompt + option, [-100] * len(prompt) + option))
+    prompts = [tokenizer(render_prompt(tokenizer, [{"role": "user", "content": q.prompt}]),
+                         add_special_tokens=False)["input_ids"] for q in asked]
+    options = [[tokenizer(choice, add_special_tokens=False)["input_ids"] for choice in q.choices or ()]
+               for q in asked]
     model.eval()
-    sums = iter(nll_sums(model, pieces))
+    sums = continuation_nll_sums(model, prompts, options)
     out = []
-    for question in asked:
+    for question, question_sums in zip(asked, sums, strict=True):
         choices = question.choices or ()
-        scores = [-nll / len(choice.encode("utf-8")) for choice, (nll, _) in zip(choices, sums, strict=False)]
+        scores = [-nll / len(choice.encode("utf-8")) for choice, (nll, _) in zip(choices, question_sums, strict=True)]
         best = max(range(len(scores)), key=scores.__getitem__)
         out.append({"prompt": question.prompt, "lang": question.lang, "output": choices[best], "correct": best == 0})
     return out

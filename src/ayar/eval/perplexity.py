@@ -9,9 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from ayar.data.tokenize import IGNORE_INDEX
+from ayar.models.heads import hidden_states_as_logits, output_layer
+from ayar.models.load import unwrapped
 
 # Logit elements per forward (tokens x vocabulary, fp32): 512 MB, about 2,700 tokens of a 49k vocabulary.
 _LOGIT_BUDGET = 2**27
+# Prompts per forward of continuation_nll_sums (each with its continuations: four options, say)
+_SHARED_PROMPTS = 32
 
 
 @torch.inference_mode()
@@ -36,6 +40,67 @@ def nll_sums(model: Any, pieces: list[tuple[list[int], list[int]]]) -> list[tupl
     return results
 
 
+@torch.inference_mode()
+def continuation_nll_sums(model: Any, prompts: list[list[int]],
+                          continuations: list[list[list[int]]]) -> list[list[tuple[float, int]]]:
+    """(summed negative log-likelihood, token count) of each continuation after its prompt, per prompt.
+
+    The prompt is run once and its keys and values serve all of its continuations: multiple choice scores
+    four options of a few tokens after one long chat prompt, and running the prompt four times was most
+    of the work. Models that put virtual tokens before the prompt (prompt learning), or whose logits are
+    not a plain output layer's, score each prompt + continuation whole (``nll_sums``).
+    """
+    head = output_layer(unwrapped(model))
+    if head is None or getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        flat = [(p + c, [IGNORE_INDEX] * len(p) + c) for p, options in zip(prompts, continuations, strict=True)
+                for c in options]
+        sums = iter(nll_sums(model, flat))
+        return [[next(sums) for _ in options] for options in continuations]
+    results: list[list[tuple[float, int]]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    for start in range(0, len(order), _SHARED_PROMPTS):
+        batch = order[start:start + _SHARED_PROMPTS]
+        scored = _shared_prompt_batch(model, head, [prompts[i] for i in batch], [continuations[i] for i in batch])
+        for index, sums in zip(batch, scored, strict=True):
+            results[index] = sums
+    return results
+
+
+def _right_padded(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.zeros((len(rows), max(map(len, rows))), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row, dtype=torch.long), 1
+    return ids.to(device), mask.to(device)
+
+
+def _shared_prompt_batch(model: Any, head: tuple[Any, str, Any], prompts: list[list[int]],
+                         continuations: list[list[list[int]]]) -> list[list[tuple[float, int]]]:
+    """One batch of ``continuation_nll_sums``: the prompts' forward with its cache, then every continuation
+    at once on its prompt's copy of the cache, placed right after its prompt's last real token."""
+    parent, attribute, layer = head
+    ids, mask = _right_padded(prompts, model.device)
+    lengths = mask.sum(dim=1)
+    with hidden_states_as_logits(parent, attribute):
+        first = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        owner = torch.tensor([i for i, options in enumerate(continuations) for _ in options], device=model.device)
+        cache = first.past_key_values
+        cache.batch_select_indices(owner)
+        option_ids, option_mask = _right_padded([c for options in continuations for c in options], model.device)
+        positions = lengths[owner, None] + torch.arange(option_ids.shape[1], device=model.device)
+        hidden = model(input_ids=option_ids, attention_mask=torch.cat([mask[owner], option_mask], dim=1),
+                       position_ids=positions, past_key_values=cache).logits
+    last_prompt = first.logits[torch.arange(len(prompts), device=model.device), lengths - 1]
+    # token j of a continuation is predicted at its token j - 1, the first one at the prompt's last token
+    predictors = torch.cat([last_prompt[owner, None], hidden[:, :-1]], dim=1)
+    scored = option_mask.bool()
+    losses = torch.zeros(option_ids.shape, dtype=torch.float32, device=model.device)
+    losses[scored] = F.cross_entropy(layer(predictors[scored]).float(), option_ids[scored], reduction="none")
+    flat = [(float(n), int(c)) for n, c in zip(losses.sum(dim=1), option_mask.sum(dim=1), strict=True)]
+    sums = iter(flat)
+    return [[next(sums) for _ in options] for options in continuations]
+
+
 def _padded_batch_nll(model: Any, pieces: list[tuple[list[int], list[int]]],
                       width: int) -> list[tuple[float, int]]:
     ids = torch.zeros((len(pieces), width), dtype=torch.long)
@@ -46,12 +111,30 @@ def _padded_batch_nll(model: Any, pieces: list[tuple[list[int], list[int]]],
         mask[row, :len(piece_ids)] = 1
         target[row, :len(piece_labels)] = torch.tensor(piece_labels)
     ids, mask, target = ids.to(model.device), mask.to(model.device), target[:, 1:].to(model.device)
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    # Prompt tuning and p-tuning return the logits of their virtual tokens first: keep the real tokens'.
-    logits = logits[:, logits.shape[1] - width:-1].float()  # token t is predicted from tokens < t
-    loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
+    losses = _scored_token_losses(model, ids, mask, target, width)
     counts = (target != IGNORE_INDEX).sum(dim=1)
-    return [(float(n), int(c)) for n, c in zip(loss.sum(dim=1), counts, strict=True)]
+    return [(float(n), int(c)) for n, c in zip(losses.sum(dim=1), counts, strict=True)]
+
+
+def _scored_token_losses(model: Any, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+                         width: int) -> torch.Tensor:
+    """Each token's loss (0 where unscored), rows x width - 1. Where the output layer is a plain linear map,
+    it is applied to the scored tokens only: a multiple-choice option or an answer is a few tokens after a
+    long prompt, and the prompt's logits (a 49k vocabulary each) were most of the work."""
+    head = output_layer(unwrapped(model))
+    if head is None:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        # Prompt tuning and p-tuning return the logits of their virtual tokens first: keep the real tokens'.
+        logits = logits[:, logits.shape[1] - width:-1].float()  # token t is predicted from tokens < t
+        return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
+    parent, attribute, layer = head
+    with hidden_states_as_logits(parent, attribute):
+        hidden = model(input_ids=ids, attention_mask=mask).logits
+    hidden = hidden[:, hidden.shape[1] - width:-1]
+    scored = target != IGNORE_INDEX
+    losses = torch.zeros(target.shape, dtype=torch.float32, device=target.device)
+    losses[scored] = F.cross_entropy(layer(hidden[scored]).float(), target[scored], reduction="none")
+    return losses
 
 
 def sliding_window_pieces(

@@ -11,20 +11,12 @@ method in plain torch ops, so it runs on a CPU too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from ayar.data.tokenize import IGNORE_INDEX
-
-# Architectures whose output layer's result *is* the logits (no soft-capping or scaling after it),
-# so the loss may be computed from the layer's input and weight.
-CHUNKED_LOSS_MODEL_TYPES = frozenset({
-    "gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "phi3", "olmo2", "smollm3", "opt",
-})
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -118,34 +110,3 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     if torch.is_tensor(count):
         count = count.to(total.device)
     return total / count
-
-
-def output_layer(model: nn.Module) -> tuple[nn.Module, str, nn.Linear] | None:
-    """(parent module, attribute, layer) of a causal LM's plain linear output layer, or None where it has none.
-
-    None for architectures outside ``CHUNKED_LOSS_MODEL_TYPES``, a head with a bias, and a head that a
-    method wrapped (LoRA on ``lm_head``): their logits are not ``hidden @ weight.T``.
-    """
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in CHUNKED_LOSS_MODEL_TYPES:
-        return None
-    getter = getattr(model, "get_output_embeddings", None)
-    head = getter() if getter else None
-    if type(head) is not nn.Linear or head.bias is not None:
-        return None
-    for module in model.modules():
-        for name, child in module.named_children():
-            if child is head:
-                return module, name, head
-    return None
-
-
-@contextmanager
-def hidden_states_as_logits(parent: nn.Module, attribute: str) -> Iterator[None]:
-    """The model's forward returns the output layer's input in place of the logits while inside."""
-    head = getattr(parent, attribute)
-    setattr(parent, attribute, nn.Identity())
-    try:
-        yield
-    finally:
-        setattr(parent, attribute, head)

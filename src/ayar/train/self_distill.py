@@ -29,15 +29,10 @@ from torch import nn
 from ayar.data.rehearsal import load_prompts
 from ayar.data.templates import render_conversation, render_prompt
 from ayar.errors import UsageError
+from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.models.load import unwrapped
 from ayar.recipe import RehearsalConfig, SelfDistillConfig
-from ayar.train.loss import (
-    chunk_tokens,
-    equal_chunks,
-    gradients_made_in_forward,
-    hidden_states_as_logits,
-    output_layer,
-)
+from ayar.train.loss import chunk_tokens, equal_chunks, gradients_made_in_forward
 
 
 class LinearKL(torch.autograd.Function):

@@ -29,13 +29,14 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from ayar.console import warn
 from ayar.errors import UsageError
 from ayar.methods.base import Method, TrainerSpec, method_optimizer
+from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.recipe import TrainConfig
 from ayar.safety import refuse_pickles
 from ayar.train import checkpoint as ckpt
 from ayar.train.attention import use_short_rows_attention
 from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard
-from ayar.train.loss import hidden_states_as_logits, linear_cross_entropy, output_layer
+from ayar.train.loss import linear_cross_entropy
 from ayar.train.precision import resolve_precision, skip_adapter_input_casts, store_frozen_weights_for
 from ayar.train.self_distill import SelfDistillation
 

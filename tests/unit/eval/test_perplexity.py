@@ -1,4 +1,5 @@
-"""Perplexity under prompt learning: the virtual tokens' logits come first and are not scored."""
+"""Summed log-likelihoods: batched, under prompt learning (the virtual tokens' logits come first and are not
+scored), and of continuations sharing their prompt's forward."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from peft import PromptTuningConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from ayar.eval import perplexity as perplexity_module
-from ayar.eval.perplexity import nll_sums
+from ayar.eval.perplexity import continuation_nll_sums, nll_sums
 
 
 def test_prompt_tuned_model_scores_its_real_tokens_only() -> None:
@@ -51,3 +52,37 @@ def test_batched_sums_equal_one_sequence_at_a_time(monkeypatch: pytest.MonkeyPat
     for (ids, labels), (nll, count) in zip(pieces, batched, strict=True):
         assert count == sum(1 for label in labels[1:] if label != -100)
         assert nll == pytest.approx(_one_at_a_time(model, ids, labels), rel=1e-5)
+
+
+def _tiny(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "gpt2":  # absolute positions: the continuation's must follow its own prompt, not the padding
+        cfg = GPT2Config(vocab_size=40, n_embd=16, n_layer=2, n_head=2, n_positions=64)
+        return AutoModelForCausalLM.from_config(cfg).eval()
+    cfg = LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=32, max_position_embeddings=64)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    if kind == "prompt-tuned":
+        model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    return model
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "prompt-tuned"])
+def test_continuations_score_as_if_each_followed_its_prompt_alone(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _tiny(kind)
+    gen = torch.Generator().manual_seed(2)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(1, 40, (n,), generator=gen).tolist()
+
+    # prompts of mixed lengths (padding in the shared forward), one to four options of one to five tokens
+    prompts = [tokens(n) for n in (7, 2, 13, 5, 9)]
+    options = [[tokens(n) for n in lengths] for lengths in ([1, 3, 2, 5], [4], [2, 2, 1], [5, 1], [3, 3, 3, 3])]
+    monkeypatch.setattr(perplexity_module, "_SHARED_PROMPTS", 2)  # several batches
+    scored = continuation_nll_sums(model, prompts, options)
+    for prompt, prompt_options, sums in zip(prompts, options, scored, strict=True):
+        assert len(sums) == len(prompt_options)
+        for option, (nll, count) in zip(prompt_options, sums, strict=True):
+            expected = _one_at_a_time(model, prompt + option, [-100] * len(prompt) + option)
+            assert count == len(option)
+            assert nll == pytest.approx(expected, rel=1e-5)

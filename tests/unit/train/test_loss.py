@@ -19,8 +19,9 @@ from transformers import (
 
 from ayar.data.tokenize import IGNORE_INDEX
 from ayar.methods import build_method
+from ayar.models.heads import output_layer
 from ayar.train.engine import AyarTrainer
-from ayar.train.loss import linear_cross_entropy, output_layer
+from ayar.train.loss import linear_cross_entropy
 
 
 def reference(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
