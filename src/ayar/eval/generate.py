@@ -7,10 +7,8 @@ from typing import Any
 import torch
 
 from ayar.data.templates import end_of_turn, render_prompt
+from ayar.eval import prefix
 from ayar.recipe import EvalConfig
-
-# Below this many shared leading tokens a batch is plainly left-padded: the cache is not worth its copies
-_MIN_SHARED_TOKENS = 8
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:
@@ -83,35 +81,25 @@ def _batch_inputs(model: Any, tokenizer: Any, prompts: list[str], room: int) -> 
     template's system prompt is most of a short question's tokens), the shared opening run once and its
     cache handed to generate, with each row's padding after the opening, masked out."""
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = _shared_opening(rows)
-    opening = torch.tensor([rows[0][:shared]], device=model.device)
-    cache = None
-    if (len(rows) > 1 and shared >= _MIN_SHARED_TOKENS and max(map(len, rows)) <= room
-            and not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)):
-        cache = model(input_ids=opening, use_cache=True).past_key_values
-    if not hasattr(cache, "batch_repeat_interleave"):  # none asked for, or a model without a batchable cache
+    shared = prefix.shared_opening(rows)
+    opened = None
+    if (len(rows) > 1 and shared >= prefix.MIN_SHARED_TOKENS and max(map(len, rows)) <= room
+            and not prefix.is_prompt_learning(model)):
+        opened = prefix.opening_cache(model, rows[0][:shared], len(rows))
+    if opened is None:
         return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True,
                          max_length=room).to(model.device)
-    cache.batch_repeat_interleave(len(rows))
+    cache = opened[0]
     width = max(map(len, rows)) - shared
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    ids[:, :shared], mask[:, :shared] = opening.cpu(), 1
+    ids[:, :shared], mask[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long), 1
     for i, row in enumerate(rows):
         rest = row[shared:]
         ids[i, ids.shape[1] - len(rest):], mask[i, ids.shape[1] - len(rest):] = torch.tensor(rest, dtype=torch.long), 1
     # positions follow the mask (generate counts them from it), so each row's text continues its opening
     return {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device), "past_key_values": cache}
-
-
-def _shared_opening(rows: list[list[int]]) -> int:
-    """How many leading tokens every row has in common, leaving each row at least its last token to run."""
-    shared = min(map(len, rows)) - 1 if rows else 0
-    for i in range(max(shared, 0)):
-        if any(row[i] != rows[0][i] for row in rows):
-            return i
-    return max(shared, 0)
 
 
 def generate_chat(model: Any, tokenizer: Any, conversations: list[list[dict[str, Any]]], cfg: EvalConfig,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ayar.data.tokenize import IGNORE_INDEX
+from ayar.eval import prefix
 from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.models.load import unwrapped
 
@@ -51,7 +52,7 @@ def continuation_nll_sums(model: Any, prompts: list[list[int]],
     not a plain output layer's, score each prompt + continuation whole (``nll_sums``).
     """
     head = output_layer(unwrapped(model))
-    if head is None or getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+    if head is None or prefix.is_prompt_learning(model):
         flat = [(p + c, [IGNORE_INDEX] * len(p) + c) for p, options in zip(prompts, continuations, strict=True)
                 for c in options]
         sums = iter(nll_sums(model, flat))
@@ -66,43 +67,72 @@ def continuation_nll_sums(model: Any, prompts: list[list[int]],
     return results
 
 
-def _right_padded(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.zeros((len(rows), max(map(len, rows))), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row, dtype=torch.long), 1
-    return ids.to(device), mask.to(device)
+def _opened(model: Any, rows: list[list[int]], shared: int) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    """(cache, its mask, the output at its last token) of the rows' first ``shared`` tokens, run once; Nones
+    where nothing is shared (or the model's cache cannot be copied)."""
+    opened = prefix.opening_cache(model, rows[0][:shared], len(rows)) if shared >= prefix.MIN_SHARED_TOKENS else None
+    return opened if opened is not None else (None, None, None)
 
 
 def _shared_prompt_batch(model: Any, head: tuple[Any, str, Any], prompts: list[list[int]],
                          continuations: list[list[list[int]]]) -> list[list[tuple[float, int]]]:
-    """One batch of ``continuation_nll_sums``: the prompts' forward with its cache, then every continuation
-    at once on its prompt's copy of the cache, placed right after its prompt's last real token."""
+    """One batch of ``continuation_nll_sums``: the prompts' common opening once, the prompts' rest once each,
+    then every continuation at once on its prompt's copy of the cache, right after its prompt's last token."""
     parent, attribute, layer = head
-    ids, mask = _right_padded(prompts, model.device)
-    lengths = mask.sum(dim=1)
     with hidden_states_as_logits(parent, attribute):
-        first = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        shared = prefix.shared_opening(prompts)
+        cache, mask, _ = _opened(model, prompts, shared)
+        shared = shared if cache is not None else 0
+        rests = prefix.continue_rows(model, [p[shared:] for p in prompts], cache, mask, shared)
+        lengths = rests.rows_mask.sum(dim=1)
         owner = torch.tensor([i for i, options in enumerate(continuations) for _ in options], device=model.device)
-        cache = first.past_key_values
-        cache.batch_select_indices(owner)
-        option_ids, option_mask = _right_padded([c for options in continuations for c in options], model.device)
-        positions = lengths[owner, None] + torch.arange(option_ids.shape[1], device=model.device)
-        hidden = model(input_ids=option_ids, attention_mask=torch.cat([mask[owner], option_mask], dim=1),
-                       position_ids=positions, past_key_values=cache).logits
-    last_prompt = first.logits[torch.arange(len(prompts), device=model.device), lengths - 1]
+        rests.cache.batch_select_indices(owner)
+        flat_options = [c for options in continuations for c in options]
+        options = prefix.continue_rows(model, flat_options, rests.cache, rests.mask[owner], (shared + lengths)[owner])
+    last_prompt = rests.output[torch.arange(len(prompts), device=model.device), lengths - 1]
     # token j of a continuation is predicted at its token j - 1, the first one at the prompt's last token
-    predictors = torch.cat([last_prompt[owner, None], hidden[:, :-1]], dim=1)
-    scored = option_mask.bool()
-    losses = torch.zeros(option_ids.shape, dtype=torch.float32, device=model.device)
-    losses[scored] = F.cross_entropy(layer(predictors[scored]).float(), option_ids[scored], reduction="none")
-    flat = [(float(n), int(c)) for n, c in zip(losses.sum(dim=1), option_mask.sum(dim=1), strict=True)]
-    sums = iter(flat)
-    return [[next(sums) for _ in options] for options in continuations]
+    predictors = torch.cat([last_prompt[owner, None], options.output[:, :-1]], dim=1)
+    option_ids, option_mask = prefix.right_padded(flat_options, model.device)
+    sums = iter(_summed_losses(layer, predictors, option_ids.masked_fill(option_mask == 0, IGNORE_INDEX)))
+    return [[next(sums) for _ in group] for group in continuations]
+
+
+def _summed_losses(layer: Any, predictors: torch.Tensor, targets: torch.Tensor) -> list[tuple[float, int]]:
+    """(summed cross-entropy, count) per row of the targets that are not IGNORE_INDEX, the output layer
+    applied to their predictors only."""
+    scored = targets != IGNORE_INDEX
+    losses = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+    losses[scored] = F.cross_entropy(layer(predictors[scored]).float(), targets[scored], reduction="none")
+    return [(float(n), int(c)) for n, c in zip(losses.sum(dim=1), scored.sum(dim=1), strict=True)]
 
 
 def _padded_batch_nll(model: Any, pieces: list[tuple[list[int], list[int]]],
                       width: int) -> list[tuple[float, int]]:
+    head = output_layer(unwrapped(model))
+    if head is None or prefix.is_prompt_learning(model):
+        return _full_logits_nll(model, pieces, width)
+    rows = [ids for ids, _ in pieces]
+    labels = [labels + [IGNORE_INDEX] * (len(ids) - len(labels)) for ids, labels in pieces]
+    # an opening is shared up to the first scored token at most: the tokens it predicts are not scored
+    first_scored = min(next((k for k, x in enumerate(row) if x != IGNORE_INDEX), len(row)) for row in labels)
+    parent, attribute, layer = head
+    with hidden_states_as_logits(parent, attribute):
+        shared = min(prefix.shared_opening(rows), first_scored)
+        cache, mask, opening_last = _opened(model, rows, shared)
+        shared = shared if cache is not None else 0
+        rests = prefix.continue_rows(model, [row[shared:] for row in rows], cache, mask, shared)
+    # token t is predicted from tokens < t: the rest's first token from the opening's last
+    predictors = rests.output[:, :-1] if cache is None else torch.cat([opening_last[:, None], rests.output[:, :-1]], 1)
+    start = shared if cache is not None else 1
+    targets = torch.full(predictors.shape[:2], IGNORE_INDEX, dtype=torch.long)
+    for i, row in enumerate(labels):
+        scored = row[start:start + targets.shape[1]]
+        targets[i, :len(scored)] = torch.tensor(scored, dtype=torch.long)
+    return _summed_losses(layer, predictors, targets.to(model.device))
+
+
+def _full_logits_nll(model: Any, pieces: list[tuple[list[int], list[int]]], width: int) -> list[tuple[float, int]]:
+    """``_padded_batch_nll`` through the model's own logits, every token's."""
     ids = torch.zeros((len(pieces), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
     target = torch.full((len(pieces), width), IGNORE_INDEX, dtype=torch.long)
@@ -111,30 +141,12 @@ def _padded_batch_nll(model: Any, pieces: list[tuple[list[int], list[int]]],
         mask[row, :len(piece_ids)] = 1
         target[row, :len(piece_labels)] = torch.tensor(piece_labels)
     ids, mask, target = ids.to(model.device), mask.to(model.device), target[:, 1:].to(model.device)
-    losses = _scored_token_losses(model, ids, mask, target, width)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    # Prompt tuning and p-tuning return the logits of their virtual tokens first: keep the real tokens'.
+    logits = logits[:, logits.shape[1] - width:-1].float()  # token t is predicted from tokens < t
+    loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
     counts = (target != IGNORE_INDEX).sum(dim=1)
-    return [(float(n), int(c)) for n, c in zip(losses.sum(dim=1), counts, strict=True)]
-
-
-def _scored_token_losses(model: Any, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
-                         width: int) -> torch.Tensor:
-    """Each token's loss (0 where unscored), rows x width - 1. Where the output layer is a plain linear map,
-    it is applied to the scored tokens only: a multiple-choice option or an answer is a few tokens after a
-    long prompt, and the prompt's logits (a 49k vocabulary each) were most of the work."""
-    head = output_layer(unwrapped(model))
-    if head is None:
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        # Prompt tuning and p-tuning return the logits of their virtual tokens first: keep the real tokens'.
-        logits = logits[:, logits.shape[1] - width:-1].float()  # token t is predicted from tokens < t
-        return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
-    parent, attribute, layer = head
-    with hidden_states_as_logits(parent, attribute):
-        hidden = model(input_ids=ids, attention_mask=mask).logits
-    hidden = hidden[:, hidden.shape[1] - width:-1]
-    scored = target != IGNORE_INDEX
-    losses = torch.zeros(target.shape, dtype=torch.float32, device=target.device)
-    losses[scored] = F.cross_entropy(layer(hidden[scored]).float(), target[scored], reduction="none")
-    return losses
+    return [(float(n), int(c)) for n, c in zip(loss.sum(dim=1), counts, strict=True)]
 
 
 def sliding_window_pieces(

@@ -67,16 +67,20 @@ def _tiny(kind: str) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.parametrize("opening", [0, 10])
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "prompt-tuned"])
-def test_continuations_score_as_if_each_followed_its_prompt_alone(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_continuations_score_as_if_each_followed_its_prompt_alone(kind: str, opening: int,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     model = _tiny(kind)
     gen = torch.Generator().manual_seed(2)
 
     def tokens(n: int) -> list[int]:
         return torch.randint(1, 40, (n,), generator=gen).tolist()
 
-    # prompts of mixed lengths (padding in the shared forward), one to four options of one to five tokens
-    prompts = [tokens(n) for n in (7, 2, 13, 5, 9)]
+    # prompts of mixed lengths (padding in the shared forward), with or without a common opening (a chat
+    # template's system prompt), one to four options of one to five tokens
+    shared = tokens(opening)
+    prompts = [shared + tokens(n) for n in (7, 2, 13, 5, 9)]
     options = [[tokens(n) for n in lengths] for lengths in ([1, 3, 2, 5], [4], [2, 2, 1], [5, 1], [3, 3, 3, 3])]
     monkeypatch.setattr(perplexity_module, "_SHARED_PROMPTS", 2)  # several batches
     scored = continuation_nll_sums(model, prompts, options)
@@ -86,3 +90,21 @@ def test_continuations_score_as_if_each_followed_its_prompt_alone(kind: str, mon
             expected = _one_at_a_time(model, prompt + option, [-100] * len(prompt) + option)
             assert count == len(option)
             assert nll == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_opening_shared_by_the_pieces_is_run_once_and_scores_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _tiny("llama")
+    gen = torch.Generator().manual_seed(3)
+    opening = torch.randint(1, 40, (12,), generator=gen).tolist()
+    pieces = []
+    for length, unscored in [(5, 2), (9, 0), (3, 3), (14, 6)]:  # scoring starts right after the opening, or later
+        ids = opening + torch.randint(1, 40, (length,), generator=gen).tolist()
+        pieces.append((ids, [-100] * (len(opening) + unscored) + ids[len(opening) + unscored:]))
+    openings = []
+    cached = perplexity_module.prefix.opening_cache
+    monkeypatch.setattr(perplexity_module.prefix, "opening_cache", lambda m, o, n: openings.append(len(o)) or cached(m, o, n))
+    sums = nll_sums(model, pieces)
+    assert openings == [len(opening)]  # one batch, its 12 shared tokens run once
+    for (ids, labels), (nll, count) in zip(pieces, sums, strict=True):
+        assert count == sum(1 for label in labels[1:] if label != -100)
+        assert nll == pytest.approx(_one_at_a_time(model, ids, labels), rel=1e-5)
