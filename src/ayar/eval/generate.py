@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ayar.data.templates import end_of_turn, render_prompt
-from ayar.eval import prefix
+from ayar.models import opening
 from ayar.recipe import EvalConfig
 
 
@@ -81,11 +81,11 @@ def _batch_inputs(model: Any, tokenizer: Any, prompts: list[str], room: int) -> 
     template's system prompt is most of a short question's tokens), the shared opening run once and its
     cache handed to generate, with each row's padding after the opening, masked out."""
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = prefix.shared_opening(rows)
+    shared = opening.shared_opening(rows)
     opened = None
-    if (len(rows) > 1 and shared >= prefix.MIN_SHARED_TOKENS and max(map(len, rows)) <= room
-            and not prefix.is_prompt_learning(model)):
-        opened = prefix.opening_cache(model, rows[0][:shared], len(rows))
+    if (len(rows) > 1 and shared >= opening.MIN_SHARED_TOKENS and max(map(len, rows)) <= room
+            and not opening.is_prompt_learning(model)):
+        opened = opening.opening_cache(model, rows[0][:shared], len(rows))
     if opened is None:
         return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True,
                          max_length=room).to(model.device)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ayar.data.tokenize import IGNORE_INDEX
-from ayar.eval import prefix
+from ayar.models import opening
 from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.models.load import unwrapped
 
@@ -52,7 +52,7 @@ def continuation_nll_sums(model: Any, prompts: list[list[int]],
     not a plain output layer's, score each prompt + continuation whole (``nll_sums``).
     """
     head = output_layer(unwrapped(model))
-    if head is None or prefix.is_prompt_learning(model):
+    if head is None or opening.is_prompt_learning(model):
         flat = [(p + c, [IGNORE_INDEX] * len(p) + c) for p, options in zip(prompts, continuations, strict=True)
                 for c in options]
         sums = iter(nll_sums(model, flat))
@@ -70,7 +70,7 @@ def continuation_nll_sums(model: Any, prompts: list[list[int]],
 def _opened(model: Any, rows: list[list[int]], shared: int) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
     """(cache, its mask, the output at its last token) of the rows' first ``shared`` tokens, run once; Nones
     where nothing is shared (or the model's cache cannot be copied)."""
-    opened = prefix.opening_cache(model, rows[0][:shared], len(rows)) if shared >= prefix.MIN_SHARED_TOKENS else None
+    opened = opening.opening_cache(model, rows[0][:shared], len(rows)) if shared >= opening.MIN_SHARED_TOKENS else None
     return opened if opened is not None else (None, None, None)
 
 
@@ -80,19 +80,19 @@ def _shared_prompt_batch(model: Any, head: tuple[Any, str, Any], prompts: list[l
     then every continuation at once on its prompt's copy of the cache, right after its prompt's last token."""
     parent, attribute, layer = head
     with hidden_states_as_logits(parent, attribute):
-        shared = prefix.shared_opening(prompts)
+        shared = opening.shared_opening(prompts)
         cache, mask, _ = _opened(model, prompts, shared)
         shared = shared if cache is not None else 0
-        rests = prefix.continue_rows(model, [p[shared:] for p in prompts], cache, mask, shared)
+        rests = opening.continue_rows(model, [p[shared:] for p in prompts], cache, mask, shared)
         lengths = rests.rows_mask.sum(dim=1)
         owner = torch.tensor([i for i, options in enumerate(continuations) for _ in options], device=model.device)
         rests.cache.batch_select_indices(owner)
         flat_options = [c for options in continuations for c in options]
-        options = prefix.continue_rows(model, flat_options, rests.cache, rests.mask[owner], (shared + lengths)[owner])
+        options = opening.continue_rows(model, flat_options, rests.cache, rests.mask[owner], (shared + lengths)[owner])
     last_prompt = rests.output[torch.arange(len(prompts), device=model.device), lengths - 1]
     # token j of a continuation is predicted at its token j - 1, the first one at the prompt's last token
     predictors = torch.cat([last_prompt[owner, None], options.output[:, :-1]], dim=1)
-    option_ids, option_mask = prefix.right_padded(flat_options, model.device)
+    option_ids, option_mask = opening.right_padded(flat_options, model.device)
     sums = iter(_summed_losses(layer, predictors, option_ids.masked_fill(option_mask == 0, IGNORE_INDEX)))
     return [[next(sums) for _ in group] for group in continuations]
 
@@ -109,7 +109,7 @@ def _summed_losses(layer: Any, predictors: torch.Tensor, targets: torch.Tensor) 
 def _padded_batch_nll(model: Any, pieces: list[tuple[list[int], list[int]]],
                       width: int) -> list[tuple[float, int]]:
     head = output_layer(unwrapped(model))
-    if head is None or prefix.is_prompt_learning(model):
+    if head is None or opening.is_prompt_learning(model):
         return _full_logits_nll(model, pieces, width)
     rows = [ids for ids, _ in pieces]
     labels = [labels + [IGNORE_INDEX] * (len(ids) - len(labels)) for ids, labels in pieces]
@@ -117,10 +117,10 @@ def _padded_batch_nll(model: Any, pieces: list[tuple[list[int], list[int]]],
     first_scored = min(next((k for k, x in enumerate(row) if x != IGNORE_INDEX), len(row)) for row in labels)
     parent, attribute, layer = head
     with hidden_states_as_logits(parent, attribute):
-        shared = min(prefix.shared_opening(rows), first_scored)
+        shared = min(opening.shared_opening(rows), first_scored)
         cache, mask, opening_last = _opened(model, rows, shared)
         shared = shared if cache is not None else 0
-        rests = prefix.continue_rows(model, [row[shared:] for row in rows], cache, mask, shared)
+        rests = opening.continue_rows(model, [row[shared:] for row in rows], cache, mask, shared)
     # token t is predicted from tokens < t: the rest's first token from the opening's last
     predictors = rests.output[:, :-1] if cache is None else torch.cat([opening_last[:, None], rests.output[:, :-1]], 1)
     start = shared if cache is not None else 1

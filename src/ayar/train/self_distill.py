@@ -31,6 +31,7 @@ from ayar.data.templates import render_conversation, render_prompt
 from ayar.errors import UsageError
 from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.models.load import unwrapped
+from ayar.models.opening import forward_with_shared_opening
 from ayar.recipe import RehearsalConfig, SelfDistillConfig
 from ayar.train.loss import chunk_tokens, equal_chunks, gradients_made_in_forward
 
@@ -84,8 +85,10 @@ def general_sequences(tokenizer: Any, cfg: SelfDistillConfig) -> list[list[int]]
 class SelfDistillation:
     """The KL term of one training run: its general batches (seeded, cycling) and its base."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, cfg: SelfDistillConfig, seed: int) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Any, cfg: SelfDistillConfig, seed: int,
+                 shared_opening: bool = False) -> None:
         self.cfg = cfg
+        self.shared_opening = shared_opening
         self.sequences = general_sequences(tokenizer, cfg)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.order = random.Random(seed)
@@ -114,6 +117,8 @@ class SelfDistillation:
     def _hidden(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, nn.Linear]:
         parent, attribute, layer = output_layer(unwrapped(model))
         with hidden_states_as_logits(parent, attribute):
+            if self.shared_opening:  # the general prompts open with the chat template's system prompt
+                return forward_with_shared_opening(model, ids, mask).logits, layer
             return model(input_ids=ids, attention_mask=mask).logits, layer
 
     def loss(self, model: nn.Module, autocast: Any = contextlib.nullcontext) -> torch.Tensor:

@@ -83,7 +83,7 @@ class SupervisedRun(MethodRun):
                            else collator_for(recipe, tokenizer, model, method.model_inputs_extra())),
             processing_class=tokenizer, method=method, callbacks=setup.callbacks, history=history, faults=faults,
             reporters=tracking_callbacks(recipe, setup.run_dir), chunked_loss=next_token and recipe.train.chunked_loss,
-            self_distill=self_distillation(recipe, model, tokenizer),
+            self_distill=self_distillation(recipe, model, tokenizer), shared_opening=shared_opening(recipe),
         ))
 
     def write_model(self, trainer: Trainer, tokenizer: Any, folder: Path) -> None:
@@ -113,4 +113,9 @@ def self_distillation(recipe: Recipe, model: torch.nn.Module, tokenizer: Any) ->
         return None
     if not get_task(recipe.task).chat:
         raise UsageError(f"train.self_distill keeps a chat model's general behaviour; task '{recipe.task}' has none")
-    return SelfDistillation(model, tokenizer, recipe.train.self_distill, recipe.run.seed)
+    return SelfDistillation(model, tokenizer, recipe.train.self_distill, recipe.run.seed, shared_opening(recipe))
+
+
+def shared_opening(recipe: Recipe) -> bool:
+    """``train.shared_opening``, where it applies: the opening's cache and checkpointing's recompute don't mix."""
+    return recipe.train.shared_opening and not recipe.train.gradient_checkpointing

@@ -30,6 +30,7 @@ from ayar.console import warn
 from ayar.errors import UsageError
 from ayar.methods.base import Method, TrainerSpec, method_optimizer
 from ayar.models.heads import hidden_states_as_logits, output_layer
+from ayar.models.opening import forward_with_shared_opening
 from ayar.recipe import TrainConfig
 from ayar.safety import refuse_pickles
 from ayar.train import checkpoint as ckpt
@@ -130,9 +131,10 @@ class AyarTrainerMixin:
 
     def __init__(self, *args: Any, method: Method | None = None, faults: FaultGuard | None = None,
                  chunked_loss: bool = False, resumable_order: bool = True,
-                 self_distill: SelfDistillation | None = None, **kwargs: Any) -> None:
+                 self_distill: SelfDistillation | None = None, shared_opening: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.self_distill = self_distill
+        self.shared_opening = shared_opening
         self.resumable_order = resumable_order
         self.method = method if method is not None else Method()
         self.chunked_loss = chunked_loss
@@ -185,8 +187,12 @@ class AyarTrainerMixin:
                 return super().compute_loss(model, inputs, False, num_items_in_batch), None
             return super().compute_loss(model, inputs, True, num_items_in_batch)
         parent, attribute, layer = head
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         with hidden_states_as_logits(parent, attribute):
-            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            if self.shared_opening and set(model_inputs) == {"input_ids", "attention_mask"}:
+                outputs = forward_with_shared_opening(model, model_inputs["input_ids"], model_inputs["attention_mask"])
+            else:
+                outputs = model(**model_inputs)
         count = num_items_in_batch if self.model_accepts_loss_kwargs else None  # as the model's own loss
         # accelerate autocasts the model's forward only; the head it replaced multiplied under that autocast
         # (bf16 matmuls), so the chunked loss must too, or it runs in fp32 at half the speed.
@@ -407,6 +413,7 @@ class TrainerBuild:
     arguments: dict[str, Any] = field(default_factory=dict)
     resumable_order: bool = True
     self_distill: SelfDistillation | None = None
+    shared_opening: bool = False
 
 
 def build_trainer(build: TrainerBuild) -> Trainer:
@@ -434,5 +441,6 @@ def build_trainer(build: TrainerBuild) -> Trainer:
     return trainer_class(model=build.model, args=args, train_dataset=build.train_dataset,
                          eval_dataset=build.eval_dataset, processing_class=build.processing_class, callbacks=every,
                          method=method, faults=faults, chunked_loss=build.chunked_loss,
-                         resumable_order=build.resumable_order, self_distill=build.self_distill, **collator,
+                         resumable_order=build.resumable_order, self_distill=build.self_distill,
+                         shared_opening=build.shared_opening, **collator,
                          **spec.kwargs)

@@ -50,7 +50,7 @@ def test_a_shared_opening_run_once_gives_the_answers_of_plain_left_padding(
     monkeypatch.setattr(generate_module, "_batch_inputs", lambda *a: used.append(out := plain_inputs(*a)) or out)
     shared = generate(model, tokenizer, prompts, greedy)
     assert "past_key_values" in used[-1]  # the opening was run once and its cache handed to generate
-    monkeypatch.setattr(generate_module.prefix, "MIN_SHARED_TOKENS", 10**6)
+    monkeypatch.setattr(generate_module.opening, "MIN_SHARED_TOKENS", 10**6)
     plain = generate(model, tokenizer, prompts, greedy)
     assert "past_key_values" not in used[-1]
     assert shared == plain

@@ -101,8 +101,8 @@ def test_an_opening_shared_by_the_pieces_is_run_once_and_scores_alike(monkeypatc
         ids = opening + torch.randint(1, 40, (length,), generator=gen).tolist()
         pieces.append((ids, [-100] * (len(opening) + unscored) + ids[len(opening) + unscored:]))
     openings = []
-    cached = perplexity_module.prefix.opening_cache
-    monkeypatch.setattr(perplexity_module.prefix, "opening_cache", lambda m, o, n: openings.append(len(o)) or cached(m, o, n))
+    cached = perplexity_module.opening.opening_cache
+    monkeypatch.setattr(perplexity_module.opening, "opening_cache", lambda m, o, n: openings.append(len(o)) or cached(m, o, n))
     sums = nll_sums(model, pieces)
     assert openings == [len(opening)]  # one batch, its 12 shared tokens run once
     for (ids, labels), (nll, count) in zip(pieces, sums, strict=True):

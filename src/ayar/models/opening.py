@@ -1,4 +1,4 @@
-"""A batch's shared opening run once: the cached forward that evaluation's scoring and generation share.
+"""A batch's shared opening run once: the cached forward that scoring, generation and training share.
 
 Evaluation asks a chat model many short questions in one template, and the template's system prompt is
 most of each prompt's tokens (24 of SmolLM2's 37 for "What is the capital of France?"). Running the
@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
+
+from ayar.models.load import unwrapped
 
 # Below this many shared leading tokens a batch runs whole: the cache is not worth its copies
 MIN_SHARED_TOKENS = 8
@@ -40,6 +42,17 @@ def shared_opening(rows: list[list[int]]) -> int:
 def is_prompt_learning(model: Any) -> bool:
     """Prompt tuning and p-tuning put virtual tokens before the input: a cache of the text alone misses them."""
     return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
+def drops_out(model: Any) -> bool:
+    """Whether the model, in training, drops activations out: one opening for all rows would draw one dropout
+    mask for all of them, where the padded batch draws one a row."""
+    if not model.training:
+        return False
+    config = getattr(unwrapped(model), "config", None)
+    if any(getattr(config, name, 0) or 0 for name in ("attention_dropout", "attn_pdrop", "hidden_dropout")):
+        return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
 def right_padded(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,3 +85,27 @@ def opening_cache(model: Any, opening: list[int], copies: int) -> tuple[Any, tor
         return None
     run.cache.batch_repeat_interleave(copies)
     return run.cache, run.mask.expand(copies, -1), run.output[:, -1].expand(copies, -1)
+
+
+def forward_with_shared_opening(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+    """The model's output (``.logits``: logits, or hidden states under ``hidden_states_as_logits``) on a
+    right-padded batch, every row's tokens at their own positions; where the rows open alike, the opening
+    runs once, with gradients, and its keys and values serve every row. Exact: the opening's outputs are the
+    same in every row, and its gradients sum over them. Runs the batch whole where nothing is shared."""
+    rows = input_ids.shape[0]
+    right_padded_rows = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
+    same = ((input_ids == input_ids[:1]) & (attention_mask == 1)).all(dim=0)
+    shared = int(same.long().cumprod(0).sum())  # leading positions where every row has the same real token
+    shared = min(shared, int(attention_mask.sum(dim=1).min()) - 1)  # each row keeps a token of its own
+    if (rows < 2 or not right_padded_rows or shared < MIN_SHARED_TOKENS or is_prompt_learning(model)
+            or drops_out(model)):
+        return model(input_ids=input_ids, attention_mask=attention_mask)
+    first = model(input_ids=input_ids[:1, :shared], use_cache=True)
+    if not hasattr(first.past_key_values, "batch_repeat_interleave"):
+        return model(input_ids=input_ids, attention_mask=attention_mask)
+    first.past_key_values.batch_repeat_interleave(rows)
+    positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device).expand(rows, -1)
+    rest = model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
+                 past_key_values=first.past_key_values, use_cache=True)
+    rest.logits = torch.cat([first.logits.expand(rows, -1, -1), rest.logits], dim=1)
+    return rest
