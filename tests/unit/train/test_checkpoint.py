@@ -137,7 +137,11 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tiny_model_dir: 
     folder = recipe.run_dir / "checkpoints"
     started = tmp_path / "started"
     rng = random.Random(0)
-    context = multiprocessing.get_context("fork")
+    # A forked pytest worker carries whatever threads and locks earlier tests left in it (a child once hung
+    # before its first step on the AVX2 EPYC); the fork server is a clean process, preloaded so that each
+    # child starts in well under a second.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "transformers", "ayar.train.engine", "resume_helpers"])
     killed_mid_write = 0
     for kill in range(KILLS):
         expected = ckpt.find_resumable(folder, warn=lambda _: None) if folder.is_dir() else None
