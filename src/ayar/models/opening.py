@@ -55,6 +55,13 @@ def drops_out(model: Any) -> bool:
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
+def common_opening(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading positions hold the same real token in every row of a batch: there, a causal model's
+    outputs are the same in every row."""
+    same = ((input_ids == input_ids[:1]) & (attention_mask == 1)).all(dim=0)
+    return int(same.long().cumprod(0).sum())
+
+
 def right_padded(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask of the rows, right-padded to the longest."""
     ids = torch.zeros((len(rows), max(map(len, rows))), dtype=torch.long)
@@ -94,9 +101,8 @@ def forward_with_shared_opening(model: Any, input_ids: torch.Tensor, attention_m
     same in every row, and its gradients sum over them. Runs the batch whole where nothing is shared."""
     rows = input_ids.shape[0]
     right_padded_rows = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
-    same = ((input_ids == input_ids[:1]) & (attention_mask == 1)).all(dim=0)
-    shared = int(same.long().cumprod(0).sum())  # leading positions where every row has the same real token
-    shared = min(shared, int(attention_mask.sum(dim=1).min()) - 1)  # each row keeps a token of its own
+    # each row keeps a token of its own
+    shared = min(common_opening(input_ids, attention_mask), int(attention_mask.sum(dim=1).min()) - 1)
     if (rows < 2 or not right_padded_rows or shared < MIN_SHARED_TOKENS or is_prompt_learning(model)
             or drops_out(model)):
         return model(input_ids=input_ids, attention_mask=attention_mask)

@@ -12,7 +12,8 @@ built-in general instructions (the rehearsal set, none of them a forgetting prob
 The base is the model with its adapter switched off (``disable_adapter``: no second copy) or, for a method
 that changes the weights themselves, a frozen copy made before training. The KL is computed from the
 hidden states a chunk of tokens at a time, like ayar's chunked loss, so the general batch's full logits
-(tokens x 49k vocabulary for SmolLM2) never exist at once.
+(tokens x 49k vocabulary for SmolLM2) never exist at once. Under ``train.shared_opening`` the chat template's
+opening, the same in every general prompt, runs once in the forward and is scored once at the output layer.
 """
 
 from __future__ import annotations
@@ -31,17 +32,18 @@ from ayar.data.templates import render_conversation, render_prompt
 from ayar.errors import UsageError
 from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.models.load import unwrapped
-from ayar.models.opening import forward_with_shared_opening
+from ayar.models.opening import common_opening, drops_out, forward_with_shared_opening, right_padded
 from ayar.recipe import RehearsalConfig, SelfDistillConfig
 from ayar.train.loss import chunk_tokens, equal_chunks, gradients_made_in_forward
 
 
 class LinearKL(torch.autograd.Function):
-    """Summed KL(softmax(teacher @ Wt.T) || softmax(hidden @ W.T)) over rows; gradients made in the forward."""
+    """Summed KL(softmax(teacher @ Wt.T) || softmax(hidden @ W.T)) over rows, row i counted ``weights[i]``
+    times (once each without weights); gradients made in the forward."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: torch.Tensor,
-                teacher_weight: torch.Tensor, chunk: int) -> torch.Tensor:
+                teacher_weight: torch.Tensor, chunk: int, weights: torch.Tensor | None = None) -> torch.Tensor:
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
         w, wt = weight.detach().to(dtype), teacher_weight.detach().to(dtype)
@@ -52,13 +54,19 @@ class LinearKL(torch.autograd.Function):
             for rows in equal_chunks(hidden.shape[0], chunk):
                 h = hidden[rows].detach().to(dtype)
                 log_teacher = torch.log_softmax((teacher_hidden[rows].to(dtype) @ wt.T).float(), dim=-1)
-                logits = (h @ w.T).float()
-                log_student = torch.log_softmax(logits, dim=-1)
+                log_student = torch.log_softmax((h @ w.T).float(), dim=-1)
                 teacher = log_teacher.exp()
-                total += (teacher * (log_teacher - log_student)).sum()
-                grad_logits = (log_student.exp_() - teacher).to(dtype)  # d KL / d student logits
-                del logits, log_teacher, teacher
+                # in place where a buffer is free: each of these is tokens x vocabulary (49k for SmolLM2)
+                per_row = log_teacher.sub_(log_student).mul_(teacher).sum(dim=-1)
+                grad_logits = log_student.exp_().sub_(teacher).to(dtype)  # d KL / d student logits
+                del log_teacher, teacher
+                if weights is not None:  # a row counted n times: n times its KL and its gradients
+                    row_weights = weights[rows].to(per_row.dtype)
+                    per_row, h = per_row * row_weights, h * row_weights[:, None].to(dtype)
+                total += per_row.sum()
                 grad_hidden[rows] = grad_logits @ w
+                if weights is not None:
+                    grad_hidden[rows] *= row_weights[:, None].to(grad_hidden.dtype)
                 if weight.requires_grad:
                     part = grad_logits.T @ h
                     grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
@@ -67,7 +75,27 @@ class LinearKL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return (*gradients_made_in_forward(ctx, grad_output, "LinearKL"), None, None, None)
+        return (*gradients_made_in_forward(ctx, grad_output, "LinearKL"), None, None, None, None)
+
+
+def distinct_positions(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The flat positions of a batch's real tokens whose outputs can differ, and how many rows each stands for.
+
+    Where every row opens alike (the chat template's system prompt), a causal model's outputs at the opening
+    are the same in every row: the first row's stand for all of them, each counted once per row, so the
+    output layer's 49k-vocabulary work at the opening is done once. None: every real position, once each.
+    """
+    real = mask.reshape(-1).nonzero().squeeze(1)
+    rows, width = ids.shape
+    opening = 0 if rows < 2 or drops_out(model) else common_opening(ids, mask)
+    if opening == 0:
+        return real, None
+    after_opening = real[real % width >= opening]
+    positions = torch.cat([torch.arange(opening, device=real.device), after_opening])
+    weights = torch.cat([torch.full((opening,), float(rows), device=real.device),
+                         torch.ones(len(after_opening), device=real.device)])
+    return positions, weights
 
 
 def general_sequences(tokenizer: Any, cfg: SelfDistillConfig) -> list[list[int]]:
@@ -90,7 +118,6 @@ class SelfDistillation:
         self.cfg = cfg
         self.shared_opening = shared_opening
         self.sequences = general_sequences(tokenizer, cfg)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.order = random.Random(seed)
         self.batches = self._batches()
         # An adapter is switched off to get the base; weights a method changes need a frozen copy of them.
@@ -106,14 +133,6 @@ class SelfDistillation:
             for start in range(0, len(order), self.cfg.batch_size):
                 yield [self.sequences[i] for i in order[start:start + self.cfg.batch_size]]
 
-    def _collate(self, rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
-        return ids.to(device), mask.to(device)
-
     def _hidden(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, nn.Linear]:
         parent, attribute, layer = output_layer(unwrapped(model))
         with hidden_states_as_logits(parent, attribute):
@@ -123,7 +142,7 @@ class SelfDistillation:
 
     def loss(self, model: nn.Module, autocast: Any = contextlib.nullcontext) -> torch.Tensor:
         """weight x the mean KL(base || tuned) per general token of the next batch."""
-        ids, mask = self._collate(next(self.batches), next(model.parameters()).device)
+        ids, mask = right_padded(next(self.batches), next(model.parameters()).device)
         hidden, layer = self._hidden(model, ids, mask)
         with torch.no_grad():
             if self.frozen_base is None:
@@ -131,9 +150,10 @@ class SelfDistillation:
                     teacher_hidden, teacher_layer = self._hidden(model, ids, mask)
             else:
                 teacher_hidden, teacher_layer = self._hidden(self.frozen_base, ids, mask)
-        real = mask.reshape(-1).nonzero().squeeze(1)
-        flat, teacher_flat = (h.reshape(-1, h.shape[-1]).index_select(0, real) for h in (hidden, teacher_hidden))
+        positions, weights = (distinct_positions(model, ids, mask) if self.shared_opening
+                              else (mask.reshape(-1).nonzero().squeeze(1), None))
+        flat, teacher_flat = (h.reshape(-1, h.shape[-1]).index_select(0, positions) for h in (hidden, teacher_hidden))
         with autocast():
             total = LinearKL.apply(flat, layer.weight, teacher_flat, teacher_layer.weight,
-                                   chunk_tokens(layer.weight.shape[0]))
-        return self.cfg.weight * total / len(real)
+                                   chunk_tokens(layer.weight.shape[0]), weights)
+        return self.cfg.weight * total / int(mask.sum())

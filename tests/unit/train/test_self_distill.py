@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from test_loss import tokenizer
+from test_packing import tiny_model
+from test_shared_opening import OPENING, chat_like_examples
+from transformers import DataCollatorForSeq2Seq
 
+from ayar.data.tokenize import IGNORE_INDEX
 from ayar.errors import UsageError
+from ayar.models.heads import hidden_states_as_logits, output_layer
 from ayar.models.load import load_for_inference, load_model, load_tokenizer
+from ayar.models.opening import common_opening, right_padded
 from ayar.recipe import SelfDistillConfig, load_recipe
-from ayar.train.self_distill import LinearKL, general_sequences
+from ayar.train.self_distill import LinearKL, SelfDistillation, distinct_positions, general_sequences
 
 
 def test_the_chunked_kl_and_its_gradients_equal_the_plain_ones() -> None:
@@ -30,6 +38,87 @@ def test_the_chunked_kl_and_its_gradients_equal_the_plain_ones() -> None:
         float(plain), rel=1e-6)  # summed in fp32, as the chunked cross-entropy is
     assert torch.allclose(ours[0], hidden.grad, rtol=1e-4, atol=1e-6)
     assert torch.allclose(ours[1], weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_row_counted_n_times_is_n_copies_of_it() -> None:
+    torch.manual_seed(1)
+    hidden = torch.randn(5, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    teacher_hidden, teacher_weight = torch.randn(5, 16, dtype=torch.float64), torch.randn(50, 16, dtype=torch.float64)
+    counts = torch.tensor([3.0, 1.0, 1.0, 2.0, 1.0], dtype=torch.float64)
+    weighted = LinearKL.apply(hidden, weight, teacher_hidden, teacher_weight, 2, counts)
+    weighted.backward()
+    ours = (hidden.grad.clone(), weight.grad.clone())
+    hidden.grad = weight.grad = None
+    copies = counts.long().tolist()
+    repeated = LinearKL.apply(hidden.repeat_interleave(torch.tensor(copies), dim=0), weight,
+                              teacher_hidden.repeat_interleave(torch.tensor(copies), dim=0), teacher_weight, 2)
+    repeated.backward()
+    assert float(weighted) == pytest.approx(float(repeated), rel=1e-6)
+    assert torch.allclose(ours[0], hidden.grad, rtol=1e-6) and torch.allclose(ours[1], weight.grad, rtol=1e-6)
+
+
+def _kl_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor], once: bool) -> tuple[float, dict, int]:
+    """The KL term's sum over a batch's real tokens, and its gradients: the opening scored once or in every row."""
+    model.zero_grad()
+    parent, attribute, layer = output_layer(model.get_base_model())
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with hidden_states_as_logits(parent, attribute):
+        hidden = model(input_ids=ids, attention_mask=mask).logits
+        with torch.no_grad(), model.disable_adapter():
+            teacher = model(input_ids=ids, attention_mask=mask).logits
+    positions, weights = (distinct_positions(model, ids, mask) if once
+                          else (mask.reshape(-1).nonzero().squeeze(1), None))
+    flat, teacher_flat = (h.reshape(-1, h.shape[-1]).index_select(0, positions) for h in (hidden, teacher))
+    total = LinearKL.apply(flat, layer.weight, teacher_flat, layer.weight, 16, weights)
+    total.backward()
+    return float(total), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, len(positions)
+
+
+def test_the_opening_scored_once_gives_the_same_kl_and_gradients() -> None:
+    model = get_peft_model(tiny_model("llama", "sdpa"), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "up_proj"],
+                                                                   init_lora_weights=False)).train()
+    batch = DataCollatorForSeq2Seq(tokenizer(), label_pad_token_id=IGNORE_INDEX)(chat_like_examples())
+    every_kl, every, every_count = _kl_and_grads(model, batch, once=False)
+    once_kl, once, once_count = _kl_and_grads(model, batch, once=True)
+    rows = batch["input_ids"].shape[0]
+    assert once_count == every_count - (rows - 1) * OPENING  # the opening's positions scored once
+    assert every_kl > 0 and once_kl == pytest.approx(every_kl, rel=1e-5)
+    for name, grad in every.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(once[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_model_that_drops_out_scores_every_position() -> None:
+    model = tiny_model("gpt2", "sdpa").train()  # GPT-2's default dropout, 0.1: each row draws its own mask
+    batch = DataCollatorForSeq2Seq(tokenizer(), label_pad_token_id=IGNORE_INDEX)(chat_like_examples())
+    positions, weights = distinct_positions(model, batch["input_ids"], batch["attention_mask"])
+    assert weights is None and len(positions) == int(batch["attention_mask"].sum())
+
+
+def test_the_kl_term_under_the_shared_opening_gives_the_same_loss_and_gradients(chatml_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(chatml_model_dir))
+    cfg = SelfDistillConfig(weight=1.0, batch_size=6, max_length=64)
+    results = {}
+    for shared in (False, True):
+        torch.manual_seed(0)
+        model = get_peft_model(load_model(str(chatml_model_dir)), LoraConfig(
+            r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)).train()
+        with torch.no_grad():  # an adapter that has moved the model a little from its base, as training does
+            for name, weight in model.named_parameters():
+                if "lora_B" in name:
+                    weight.mul_(0.05)
+        term = SelfDistillation(model, tokenizer, cfg, seed=3, shared_opening=shared)
+        assert common_opening(*right_padded(term.sequences, torch.device("cpu"))) > 0  # a shared opening to skip
+        loss = term.loss(model)
+        loss.backward()
+        results[shared] = float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    (plain_loss, plain), (shared_loss, shared_grads) = results[False], results[True]
+    assert plain_loss > 0 and shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    for name, grad in plain.items():
+        scale = float(grad.abs().max())
+        assert scale > 0, name
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_general_sequences_are_chat_prompts_and_answers_when_given(chatml_model_dir: Path, tmp_path: Path) -> None:
