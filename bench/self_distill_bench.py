@@ -53,8 +53,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.rounds * args.batches):
         for shared in (False, True):  # the same batch for both: each term draws from the same seeded order
             seconds[shared].append(timed_term(terms[shared], model))
-    rows = [s[: cfg.max_length] for s in terms[False].sequences]
-    ids, mask = right_padded(rows[: cfg.batch_size], torch.device("cpu"))
+    ids, mask = right_padded(terms[False].sequences[: cfg.batch_size], torch.device("cpu"))  # cut to max_length
     median = {shared: statistics.median(values) for shared, values in seconds.items()}
     return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
                         "torch": torch.__version__, "load_avg": os.getloadavg()},

@@ -60,13 +60,13 @@ class LinearKL(torch.autograd.Function):
                 per_row = log_teacher.sub_(log_student).mul_(teacher).sum(dim=-1)
                 grad_logits = log_student.exp_().sub_(teacher).to(dtype)  # d KL / d student logits
                 del log_teacher, teacher
-                if weights is not None:  # a row counted n times: n times its KL and its gradients
-                    row_weights = weights[rows].to(per_row.dtype)
-                    per_row, h = per_row * row_weights, h * row_weights[:, None].to(dtype)
-                total += per_row.sum()
                 grad_hidden[rows] = grad_logits @ w
-                if weights is not None:
-                    grad_hidden[rows] *= row_weights[:, None].to(grad_hidden.dtype)
+                if weights is not None:  # a row counted n times: n times its KL and its gradients
+                    row_weights = weights[rows, None]
+                    per_row = per_row * row_weights[:, 0].to(per_row.dtype)
+                    grad_hidden[rows] *= row_weights.to(grad_hidden.dtype)
+                    h = h * row_weights.to(dtype)  # for the output weight's gradient below
+                total += per_row.sum()
                 if weight.requires_grad:
                     part = grad_logits.T @ h
                     grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
@@ -78,17 +78,18 @@ class LinearKL(torch.autograd.Function):
         return (*gradients_made_in_forward(ctx, grad_output, "LinearKL"), None, None, None, None)
 
 
-def distinct_positions(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+def distinct_positions(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, shared_opening: bool
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The flat positions of a batch's real tokens whose outputs can differ, and how many rows each stands for.
+    """The flat positions of a batch's real tokens the KL is scored at, and how many rows each stands for.
 
-    Where every row opens alike (the chat template's system prompt), a causal model's outputs at the opening
-    are the same in every row: the first row's stand for all of them, each counted once per row, so the
-    output layer's 49k-vocabulary work at the opening is done once. None: every real position, once each.
+    Under ``shared_opening``, where every row opens alike (the chat template's system prompt), a causal model's
+    outputs at the opening are the same in every row: the first row's stand for all of them, each counted once
+    per row, so the output layer's 49k-vocabulary work at the opening is done once. None: every real
+    position, once each.
     """
     real = mask.reshape(-1).nonzero().squeeze(1)
     rows, width = ids.shape
-    opening = 0 if rows < 2 or drops_out(model) else common_opening(ids, mask)
+    opening = common_opening(ids, mask) if shared_opening and rows > 1 and not drops_out(model) else 0
     if opening == 0:
         return real, None
     after_opening = real[real % width >= opening]
@@ -150,8 +151,7 @@ class SelfDistillation:
                     teacher_hidden, teacher_layer = self._hidden(model, ids, mask)
             else:
                 teacher_hidden, teacher_layer = self._hidden(self.frozen_base, ids, mask)
-        positions, weights = (distinct_positions(model, ids, mask) if self.shared_opening
-                              else (mask.reshape(-1).nonzero().squeeze(1), None))
+        positions, weights = distinct_positions(model, ids, mask, self.shared_opening)
         flat, teacher_flat = (h.reshape(-1, h.shape[-1]).index_select(0, positions) for h in (hidden, teacher_hidden))
         with autocast():
             total = LinearKL.apply(flat, layer.weight, teacher_flat, teacher_layer.weight,

@@ -67,8 +67,7 @@ def _kl_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor], once: 
         hidden = model(input_ids=ids, attention_mask=mask).logits
         with torch.no_grad(), model.disable_adapter():
             teacher = model(input_ids=ids, attention_mask=mask).logits
-    positions, weights = (distinct_positions(model, ids, mask) if once
-                          else (mask.reshape(-1).nonzero().squeeze(1), None))
+    positions, weights = distinct_positions(model, ids, mask, shared_opening=once)
     flat, teacher_flat = (h.reshape(-1, h.shape[-1]).index_select(0, positions) for h in (hidden, teacher))
     total = LinearKL.apply(flat, layer.weight, teacher_flat, layer.weight, 16, weights)
     total.backward()
@@ -92,7 +91,7 @@ def test_the_opening_scored_once_gives_the_same_kl_and_gradients() -> None:
 def test_a_model_that_drops_out_scores_every_position() -> None:
     model = tiny_model("gpt2", "sdpa").train()  # GPT-2's default dropout, 0.1: each row draws its own mask
     batch = DataCollatorForSeq2Seq(tokenizer(), label_pad_token_id=IGNORE_INDEX)(chat_like_examples())
-    positions, weights = distinct_positions(model, batch["input_ids"], batch["attention_mask"])
+    positions, weights = distinct_positions(model, batch["input_ids"], batch["attention_mask"], shared_opening=True)
     assert weights is None and len(positions) == int(batch["attention_mask"].sum())
 
 
