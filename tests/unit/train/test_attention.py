@@ -1,4 +1,4 @@
-"""Short-row attention: in bf16 on the CPU, rows up to SHORT_ROWS tokens go through transformers' plain
+"""Short-row attention: in bf16 on the CPU, rows up to this CPU kind's limit go through transformers' plain
 attention and longer ones through SDPA, so a training step computes what one of those two computes."""
 
 from __future__ import annotations
@@ -10,14 +10,21 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ayar.methods import build_method
-from ayar.train.attention import NAME, SHORT_ROWS, use_short_rows_attention
+from ayar.train.attention import (
+    NAME,
+    SHORT_ROWS_AMX,
+    SHORT_ROWS_AVX512_BF16,
+    short_rows_for,
+    short_rows_limit,
+    use_short_rows_attention,
+)
 from ayar.train.trainer import prepare_model
 
 
 def _model(attention: str) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          attn_implementation=attention)
     return LlamaForCausalLM(config)
 
@@ -43,7 +50,7 @@ def _switched(model: LlamaForCausalLM) -> LlamaForCausalLM:
     return switched
 
 
-@pytest.mark.parametrize(("length", "same_as"), [(48, "eager"), (SHORT_ROWS + 40, "sdpa")])
+@pytest.mark.parametrize(("length", "same_as"), [(48, "eager"), (short_rows_limit() + 40, "sdpa")])
 def test_a_step_computes_what_the_path_for_its_row_length_computes(length: int, same_as: str) -> None:
     reference = _model(same_as)
     switched = _switched(_model("sdpa"))
@@ -70,3 +77,10 @@ def test_only_bf16_training_on_the_cpu_with_sdpa_switches() -> None:
     lora = prepare_model(build_method("lora", {"r": 4, "target_modules": "all-linear"}), _model("sdpa"),
                          "causal_lm", "bf16")
     assert lora.get_base_model().config._attn_implementation == NAME
+
+
+def test_the_limit_follows_the_cpu_kind() -> None:
+    assert short_rows_for({"avx2", "avx512f", "avx512_bf16"}) == SHORT_ROWS_AVX512_BF16 == 512
+    assert short_rows_for({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}) == SHORT_ROWS_AMX == 160
+    assert short_rows_for({"avx2"}) == SHORT_ROWS_AMX  # no bf16 units: ayar trains in fp32 there, never asked
+    assert short_rows_limit() in (SHORT_ROWS_AMX, SHORT_ROWS_AVX512_BF16)
