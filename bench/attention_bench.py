@@ -14,18 +14,15 @@ Writes bench/results/attention_bench.md (and .json); --out names them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
+from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LAYERS, HEADS, KV_HEADS, HEAD_DIM = 30, 9, 3, 64  # SmolLM2-135M
 
 
@@ -107,10 +104,7 @@ def main() -> None:
     parser.add_argument("--out", default="attention_bench")
     args = parser.parse_args()
     result = measure(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.out}.md").write_text(render(result))
-    print(render(result))
+    write_results(args.out, result, render(result))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Writes bench/results/profile_step.md (and .json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
+from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
 from transformers import TrainerCallback
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ["date", "month", "number_words", "plural", "locative", "ablative"]
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 
@@ -183,10 +181,7 @@ def main() -> None:
     parser.add_argument("--out", default="profile_step")
     args = parser.parse_args()
     result = profile(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.out}.md").write_text(render(result))
-    print(render(result))
+    write_results(args.out, result, render(result))
 
 
 if __name__ == "__main__":

@@ -12,17 +12,13 @@ Writes bench/results/self_distill_bench.md (and .json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
 
 
 def timed_term(term: Any, model: torch.nn.Module) -> float:
@@ -85,10 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     result = measure(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "self_distill_bench.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "self_distill_bench.md").write_text(render(result))
-    print(render(result))
+    write_results("self_distill_bench", result, render(result))
 
 
 if __name__ == "__main__":
