@@ -15,7 +15,6 @@ what a model loaded with ``attn_implementation="eager"`` computes.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -40,17 +39,16 @@ def short_rows_for(flags: set[str]) -> int:
     return SHORT_ROWS_AMX
 
 
-@functools.cache
-def short_rows_limit() -> int:
-    """This CPU's limit, read once: every attention call of every layer asks."""
-    return short_rows_for(cpu_flags())
+# This CPU's limit, read once at import: every attention call of every layer asks, and under torch.compile a
+# function that reads a file would break the graph in each of them
+SHORT_ROWS = short_rows_for(cpu_flags())
 
 
 def short_rows_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                          **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One attention call: the plain path for rows of at most this CPU's limit, SDPA for longer ones."""
-    if query.shape[-2] <= short_rows_limit():
+    if query.shape[-2] <= SHORT_ROWS:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         return eager_attention_forward(module, query, key, value, attention_mask, scaling=scale, dropout=dropout,
                                        **kwargs)

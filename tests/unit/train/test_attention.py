@@ -12,10 +12,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ayar.methods import build_method
 from ayar.train.attention import (
     NAME,
+    SHORT_ROWS,
     SHORT_ROWS_AMX,
     SHORT_ROWS_AVX512_BF16,
     short_rows_for,
-    short_rows_limit,
     use_short_rows_attention,
 )
 from ayar.train.trainer import prepare_model
@@ -50,7 +50,7 @@ def _switched(model: LlamaForCausalLM) -> LlamaForCausalLM:
     return switched
 
 
-@pytest.mark.parametrize(("length", "same_as"), [(48, "eager"), (short_rows_limit() + 40, "sdpa")])
+@pytest.mark.parametrize(("length", "same_as"), [(48, "eager"), (SHORT_ROWS + 40, "sdpa")])
 def test_a_step_computes_what_the_path_for_its_row_length_computes(length: int, same_as: str) -> None:
     reference = _model(same_as)
     switched = _switched(_model("sdpa"))
@@ -83,4 +83,4 @@ def test_the_limit_follows_the_cpu_kind() -> None:
     assert short_rows_for({"avx2", "avx512f", "avx512_bf16"}) == SHORT_ROWS_AVX512_BF16 == 512
     assert short_rows_for({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}) == SHORT_ROWS_AMX == 160
     assert short_rows_for({"avx2"}) == SHORT_ROWS_AMX  # no bf16 units: ayar trains in fp32 there, never asked
-    assert short_rows_limit() in (SHORT_ROWS_AMX, SHORT_ROWS_AVX512_BF16)
+    assert SHORT_ROWS in (SHORT_ROWS_AMX, SHORT_ROWS_AVX512_BF16)
