@@ -100,8 +100,9 @@ class TrainConfig(Section):
                                "tokens at a time, never all logits at once (same loss; less memory).")
     shared_opening: bool = Field(False, description="causal_lm with the chunked loss: where a batch's rows open "
                                  "alike (a chat template's system prompt), run the opening once for them all, and "
-                                 "score self_distill's KL at the opening once (same loss and gradients; less "
-                                 "work). Off with gradient checkpointing.")
+                                 "score self_distill's KL at the opening once (less work; the same loss and "
+                                 "gradients in fp32, within rounding in bf16, which can move a run's "
+                                 "trajectory). Off with gradient checkpointing.")
     self_distill: SelfDistillConfig = Field(default_factory=lambda: SelfDistillConfig(),
                                             description="KL to the base on general prompts, against forgetting.")
     interpolate: InterpolateConfig = Field(default_factory=lambda: InterpolateConfig(),
