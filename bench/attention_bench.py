@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import torch
-from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
+from machine import machine_info, machine_line, write_results  # bench/machine.py (its folder is on sys.path)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
@@ -70,8 +70,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"{path}_{dtype_name}"] = seconds_for(path, rows, length, dtype, args.repeats)
         rows_out.append(row)
         print(row, flush=True)
-    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                        "torch": torch.__version__, "load_avg": os.getloadavg()},
+    return {"machine": machine_info(args.threads),
             "tokens": args.tokens, "repeats": args.repeats, "dtypes": args.dtypes, "rows": rows_out}
 
 
@@ -79,8 +78,7 @@ def render(result: dict[str, Any]) -> str:
     m = result["machine"]
     names = [f"{path}_{d}" for d in result["dtypes"] for path in ("plain", "sdpa")]
     lines = ["# Attention alone by row length: the plain path against SDPA", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, load "
-             f"average {m['load_avg'][0]:.1f} at the end. Forward and backward over SmolLM2-135M's {LAYERS} "
+             f"{machine_line(m)} Forward and backward over SmolLM2-135M's {LAYERS} "
              f"attention layers, about {result['tokens']} tokens a batch cut into rows of each length, best of "
              f"{result['repeats']}, seconds.", "",
              "| tokens a row | rows | " + " | ".join(names) + " | faster in bf16 |",

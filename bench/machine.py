@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def write_results(name: str, result: dict[str, Any], markdown: str) -> None:
-    """``bench/results/<name>.json`` and ``.md``, and the markdown on stdout."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{name}.md").write_text(markdown)
+def machine_info(threads: int) -> dict[str, Any]:
+    """The machine a bench ran on: its CPU, cores, torch threads and version, the load average at the end."""
+    import torch
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "load_avg": os.getloadavg()}
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """:func:`machine_info`'s record as a report's opening sentence."""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, load average "
+            f"{m['load_avg'][0]:.1f} at the end.")
+
+
+def write_results(name: str, result: dict[str, Any], markdown: str, folder: Path = RESULTS) -> None:
+    """``<folder>/<name>.json`` and ``.md`` (``bench/results`` by default), and the markdown on stdout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (folder / f"{name}.md").write_text(markdown)
     print(markdown)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
+from machine import machine_info, machine_line, write_results  # bench/machine.py (its folder is on sys.path)
 from transformers import TrainerCallback
 
 TASKS = ["date", "month", "number_words", "plural", "locative", "ablative"]
@@ -136,8 +136,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     # the main thread's time outside every op: Python, the Trainer's bookkeeping, data collation
     totals["outside ops (Python, Trainer, collation)"] = max(0.0, callback.seconds - sum(totals.values()))
     tokens = sum(len(e["input_ids"]) for e in examples[args.warmup * args.batch_size:])
-    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                        "torch": torch.__version__, "load_avg": os.getloadavg()},
+    return {"machine": machine_info(args.threads),
             "method": args.method, "dtype": args.dtype, "attention": args.attention,
             "adapter_casts": args.adapter_casts, "precision": str(trainer.args.bf16 and "bf16" or "fp32"), "batch_size": args.batch_size, "steps": args.steps, "packing": args.packing,
             "wall_s_per_step": callback.seconds / args.steps, "real_tokens_per_step": tokens / args.steps,
@@ -152,8 +151,7 @@ def render(result: dict[str, Any]) -> str:
              f"{result.get('dtype', 'float32')}, attention {result.get('attention', 'sdpa')}, adapter input casts "
              f"{result.get('adapter_casts', 'keep')}, "
              f"{'packed' if result['packing'] else 'padded'} batches of {result['batch_size']})", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, load average "
-             f"{m['load_avg'][0]:.1f} at the end. {result['steps']} profiled steps after warm-up: "
+             f"{machine_line(m)} {result['steps']} profiled steps after warm-up: "
              f"{result['wall_s_per_step']:.2f} s a step, {result['real_tokens_per_step']:.0f} real tokens a step.", "",
              "| where | seconds (main thread, self time) | share |", "|---|---:|---:|"]
     for name, seconds in result["seconds_by_category"].items():

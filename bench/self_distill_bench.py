@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import torch
-from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
+from machine import machine_info, machine_line, write_results  # bench/machine.py (its folder is on sys.path)
 
 
 def timed_term(term: Any, model: torch.nn.Module) -> float:
@@ -51,8 +51,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             seconds[shared].append(timed_term(terms[shared], model))
     ids, mask = right_padded(terms[False].sequences[: cfg.batch_size], torch.device("cpu"))  # cut to max_length
     median = {shared: statistics.median(values) for shared, values in seconds.items()}
-    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                        "torch": torch.__version__, "load_avg": os.getloadavg()},
+    return {"machine": machine_info(args.threads),
             "batch_size": cfg.batch_size, "measured_batches": len(seconds[False]),
             "sample_batch": {"real_tokens": int(mask.sum()), "opening": common_opening(ids, mask)},
             "median_s": {"off": median[False], "on": median[True]}, "ratio_off_to_on": median[False] / median[True],
@@ -65,8 +64,7 @@ def render(result: dict[str, Any]) -> str:
     scored_on = rows - (result["batch_size"] - 1) * first["opening"]
     return "\n".join([
         "# The quickstart's KL term (self_distill) with and without train.shared_opening", "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}, load average "
-        f"{m['load_avg'][0]:.1f} at the end. SmolLM2-135M-Instruct, LoRA r16 on every linear layer, fp32, batches "
+        f"{machine_line(m)} SmolLM2-135M-Instruct, LoRA r16 on every linear layer, fp32, batches "
         f"of {result['batch_size']} general prompts; {result['measured_batches']} batches each, alternating.", "",
         "| train.shared_opening | median s per batch (forward tuned and base, backward) |", "|---|---:|",
         f"| off | {result['median_s']['off']:.2f} |", f"| on | {result['median_s']['on']:.2f} |", "",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import cpu_name  # bench/machine.py: the script folder is on sys.path
+from machine import cpu_name, write_results  # bench/machine.py: the script folder is on sys.path
 from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent
@@ -571,11 +571,7 @@ def run(models: list[str], methods: list[str], systems: list[str], records: int,
         "batch_size": args.batch_size, "real_tokens": real_tokens, "repeat": args.repeat, "rows": rows,
         "runs": runs, "goals": goals(rows), "wall_s": time.time() - started, "skipped": skipped,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"{name}.json").write_text(json.dumps(report, indent=1))
-    markdown = render(report)
-    (args.results_dir / f"{name}.md").write_text(markdown)
-    print(markdown)
+    write_results(name, report, render(report), args.results_dir)
 
 
 def has_bf16_units(peak: dict[str, float]) -> bool:

@@ -6,8 +6,9 @@ most of all: on a 2-core Xeon with AMX, forward and backward over 30 layers took
 the plain path up to 128 tokens a row, and from about 192 tokens the plain path is the slower one. On an
 EPYC with AVX-512 BF16 and no AMX the plain path stays faster up to 512 tokens (docs/performance.md,
 ``bench/attention_bench.py``). Chat fine-tuning rows are mostly short, so each attention call picks by the
-row length it gets, against the crossover of this CPU kind. transformers has no such choice built in: its attention is one implementation per
-model, hence this one, registered beside the library's own under :data:`NAME`.
+row length it gets, against the crossover of this CPU kind. transformers has no such choice built in: its
+attention is one implementation per model, hence this one, registered beside the library's own under
+:data:`NAME`.
 
 The plain path is transformers' own (``eager_attention_forward``: the softmax in fp32), so it computes
 what a model loaded with ``attn_implementation="eager"`` computes.
@@ -32,7 +33,7 @@ SHORT_ROWS_AMX = 160  # between 128 and 192
 SHORT_ROWS_AVX512_BF16 = 512  # between 512 and 768, where bf16 runs on AVX-512 units without AMX
 
 
-def short_rows_for(flags: set[str]) -> int:
+def short_rows_for(flags: frozenset[str] | set[str]) -> int:
     """The plain path's limit for a CPU with these flags (``/proc/cpuinfo``); AMX's where neither was measured."""
     if "avx512_bf16" in flags and "amx_bf16" not in flags:
         return SHORT_ROWS_AVX512_BF16
