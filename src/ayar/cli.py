@@ -194,17 +194,24 @@ def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="User message (repeatable).")],
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 means greedy decoding.")] = 0.0,
+    system: Annotated[str | None, typer.Option(help="System message; for a run folder, its recipe's "
+                                               "data.system_prompt unless given ('' for none: the template's "
+                                               "default).", show_default=False)] = None,
 ) -> None:
     """Answer prompts with a model, formatted with the chat template it was trained with."""
     from ayar.eval.generate import generate_chat
     from ayar.export import find_model_dir
     from ayar.models.load import load_for_inference
     from ayar.recipe import EvalConfig
+    from ayar.run_folder import RunFolder
 
+    if system is None and RunFolder(model).is_run():
+        system = RunFolder(model).read_recipe().data.system_prompt
     loaded, tokenizer = load_for_inference(find_model_dir(model))
     cfg = EvalConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0)
-    for text, answer in zip(prompt, generate_chat(loaded, tokenizer, [[{"role": "user", "content": p}]
-                                                                       for p in prompt], cfg), strict=True):
+    opening = [{"role": "system", "content": system}] if system else []
+    conversations = [[*opening, {"role": "user", "content": p}] for p in prompt]
+    for text, answer in zip(prompt, generate_chat(loaded, tokenizer, conversations, cfg), strict=True):
         print(f"> {text}\n{answer}\n")
 
 
