@@ -41,7 +41,8 @@ TURKISH_TEXT_FILE = DATA / "turkish_text.txt"
 TEXT_TOPICS = ("execmodel", "naming", "exceptions", "truth", "typesmodules", "context-managers")
 TEXT_SOURCES = {"en": f"pydoc topics: {', '.join(TEXT_TOPICS)}", "tr": "original Turkish prose (probe_data)"}
 LEVERS = ("train.interpolate (WiSE-FT toward the base)", "train.self_distill (KL to the base on general prompts)",
-          "data.rehearsal", "a lower learning rate or fewer steps")
+          "data.system_prompt (the task under a system prompt of its own)", "data.rehearsal",
+          "a lower learning rate or fewer steps")
 
 
 @dataclass(frozen=True)
