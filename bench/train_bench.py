@@ -50,9 +50,8 @@ AYAR_VARIANTS = {  # what the ayar path can do; the goals judge "ayar-default", 
     # The defaults with the bf16 CPU levers undone, one at a time and both: each lever's effect, row by row
     "ayar-default-sdpa": {"packing": "auto", "precision": "auto", "levers_off": ["short_rows_attention"]},
     "ayar-default-adapter-casts": {"packing": "auto", "precision": "auto", "levers_off": ["adapter_input_casts"]},
-    "ayar-default-lora-mul": {"packing": "auto", "precision": "auto", "levers_off": ["lora_addmm"]},
     "ayar-default-no-levers": {"packing": "auto", "precision": "auto",
-                               "levers_off": ["short_rows_attention", "adapter_input_casts", "lora_addmm"]},
+                               "levers_off": ["short_rows_attention", "adapter_input_casts"]},
     "ayar-nopack": {"precision": "auto"},  # the defaults with packing off
     "ayar-fp32": {},  # fp32, no packing, chunked loss
     "ayar-default-compile": {"packing": "auto", "precision": "auto", "torch_compile": True},  # fuses elementwise ops
@@ -444,15 +443,12 @@ def undo_lever(model: Any, lever: str) -> None:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     from ayar.models.load import unwrapped
-    from ayar.train.lora_addmm import undo_lora_addmm
 
     if lever == "short_rows_attention":
         unwrapped(model).set_attn_implementation("sdpa")
     elif lever == "adapter_input_casts":
         for layer in (m for m in model.modules() if isinstance(m, BaseTunerLayer)):
             layer.cast_input_dtype_enabled = True
-    elif lever == "lora_addmm":
-        undo_lora_addmm(model)
     else:
         raise ValueError(f"no lever named {lever}")
 

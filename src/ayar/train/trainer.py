@@ -37,7 +37,6 @@ from ayar.train import checkpoint as ckpt
 from ayar.train.attention import use_short_rows_attention
 from ayar.train.callbacks import LossHistory, tensorboard_callback
 from ayar.train.faults import FaultGuard
-from ayar.train.lora_addmm import use_lora_addmm
 from ayar.train.loss import linear_cross_entropy
 from ayar.train.precision import resolve_precision, skip_adapter_input_casts, store_frozen_weights_for
 from ayar.train.self_distill import SelfDistillation
@@ -372,13 +371,12 @@ def in_this_version(args_class: type, values: dict[str, Any]) -> dict[str, Any]:
 
 def prepare_model(method: Method, model: torch.nn.Module, task: str, precision: str) -> torch.nn.Module:
     """The method's model preparation, then the frozen weights stored as the precision allows (LoRA under bf16)
-    and, in bf16, no cast of adapter inputs that autocast undoes, LoRA's update added inside its matmul and
-    (on a CPU) attention that takes the faster path per row length."""
+    and, in bf16, no cast of adapter inputs that autocast undoes and (on a CPU) attention that takes the
+    faster path per row length."""
     model = method.prepare_model(model, task)
     resolved = resolve_precision(precision)
     store_frozen_weights_for(method, model, resolved)
     skip_adapter_input_casts(model, resolved)
-    use_lora_addmm(model, resolved)
     use_short_rows_attention(model, resolved)
     return model
 
