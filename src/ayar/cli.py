@@ -205,9 +205,11 @@ def generate(
     from ayar.recipe import EvalConfig
     from ayar.run_folder import RunFolder
 
-    if system is None and RunFolder(model).is_run():
-        system = RunFolder(model).read_recipe().data.system_prompt
-    loaded, tokenizer = load_for_inference(find_model_dir(model))
+    model_dir = find_model_dir(model)  # a run folder's format is checked before its recipe is read
+    run = RunFolder(model)
+    if system is None and run.is_run():
+        system = run.read_recipe().data.system_prompt
+    loaded, tokenizer = load_for_inference(model_dir)
     cfg = EvalConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0)
     opening = [{"role": "system", "content": system}] if system else []
     conversations = [[*opening, {"role": "user", "content": p}] for p in prompt]

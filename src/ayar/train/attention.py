@@ -16,6 +16,7 @@ what a model loaded with ``attn_implementation="eager"`` computes.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ SHORT_ROWS_AMX = 160  # between 128 and 192
 SHORT_ROWS_AVX512_BF16 = 512  # between 512 and 768, where bf16 runs on AVX-512 units without AMX
 
 
-def short_rows_for(flags: frozenset[str] | set[str]) -> int:
+def short_rows_for(flags: AbstractSet[str]) -> int:
     """The plain path's limit for a CPU with these flags (``/proc/cpuinfo``); AMX's where neither was measured."""
     if "avx512_bf16" in flags and "amx_bf16" not in flags:
         return SHORT_ROWS_AVX512_BF16
